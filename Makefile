@@ -1,0 +1,61 @@
+# The two commands:  make run   (the service, with local Postgres and cluster)
+#                    make test  (the whole test suite, against real components)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: run test pytest lint venv postgres kube kube-down clean help
+
+help:
+	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web on :$(PORT) and a worker"
+	@echo "make test   start Postgres and the local cluster, then run the whole test suite"
+	@echo "make lint   ruff"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+postgres:
+	@scripts/postgres up >/dev/null
+
+# The local control plane, unless the user points us at a cluster of their own.
+kube:
+	@if [ -z "$${KUBECONFIG:-}" ]; then scripts/kube up; else echo "[kube] using KUBECONFIG=$$KUBECONFIG"; fi
+
+kube-down:
+	scripts/kube down
+
+run: venv postgres kube
+	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
+	$(PY) manage.py migrate --no-input; \
+	$(PY) manage.py seed_demo; \
+	trap 'kill 0' EXIT INT TERM; \
+	$(PY) manage.py qcluster & \
+	$(PY) manage.py runserver 127.0.0.1:$(PORT) & \
+	wait
+
+# Tests always use the project's own local cluster, never the KUBECONFIG a
+# developer may have set for real work.
+test: venv postgres
+	@scripts/kube up
+	@$(MAKE) --no-print-directory pytest
+
+# The suite alone, for when Postgres and the cluster already run.
+pytest: venv
+	@KUBECONFIG="$$(scripts/kube kubeconfig)" $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	scripts/kube down --wipe || true
+	scripts/postgres down || true
+	rm -rf .state

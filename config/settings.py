@@ -1,0 +1,125 @@
+"""Settings, all from environment variables (see the README's table).
+
+Every value is parsed strictly by config.env: a malformed value stops start-up
+with an error naming the variable.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import Env
+
+env = Env()
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.bool("DJANGO_DEBUG", False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+    SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_q",
+    "previews",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.database("DATABASE_URL", "postgres://previews@127.0.0.1:54329/previews"),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LOGIN_URL = "/admin/login/"
+
+# --- background tasks (django-q2) ---------------------------------------------
+# A task that runs longer than Q_TIMEOUT is killed; one not acknowledged within
+# Q_RETRY is handed out again. retry > timeout means a task is never run twice
+# at once; a finite max_attempts stops a poisoned task from looping forever.
+Q_TIMEOUT = env.int("Q_TIMEOUT", 600, minimum=10)
+Q_RETRY = env.int("Q_RETRY", 720, minimum=11)
+if Q_RETRY <= Q_TIMEOUT:
+    raise ImproperlyConfigured(f"Q_RETRY ({Q_RETRY}) must be greater than Q_TIMEOUT ({Q_TIMEOUT})")
+Q_CLUSTER = {
+    "name": "previews",
+    "workers": env.int("Q_WORKERS", 2, minimum=1, maximum=64),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
+    "max_attempts": env.int("Q_MAX_ATTEMPTS", 3, minimum=1, maximum=20),
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": 0.5,
+    "orm": "default",
+}
+REDIS_URL = env.str("REDIS_URL", "")
+if REDIS_URL:
+    Q_CLUSTER.pop("orm")
+    Q_CLUSTER["redis"] = REDIS_URL
+
+# --- previews -------------------------------------------------------------------
+PREVIEWS_PUBLIC_URL = env.str("PREVIEWS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+# Namespaces that are never created, adopted or deleted, whatever a label says.
+PREVIEWS_PROTECTED_NAMESPACES = sorted(
+    {"default", "kube-system", "kube-public", "kube-node-lease", "staging"}
+    | set(env.list("PREVIEWS_PROTECTED_NAMESPACES", []))
+)
+PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
+PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
+PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
+PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
+PREVIEWS_MAX_MANIFEST_BYTES = env.int("PREVIEWS_MAX_MANIFEST_BYTES", 1_048_576, minimum=1024)
+if PREVIEWS_ROLLOUT_TIMEOUT + 60 > Q_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"PREVIEWS_ROLLOUT_TIMEOUT ({PREVIEWS_ROLLOUT_TIMEOUT}) must leave a minute of Q_TIMEOUT ({Q_TIMEOUT})"
+    )
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))},
+}

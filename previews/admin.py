@@ -1,0 +1,57 @@
+from django.contrib import admin, messages
+
+from previews import services
+from previews.models import ApiToken, Preview, PreviewEvent, Repository
+
+
+@admin.register(Repository)
+class RepositoryAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "base_domain", "namespace_prefix", "default_ttl_hours", "max_live_previews"]
+    search_fields = ["owner", "name"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "repository", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["repository"]
+    readonly_fields = ["prefix", "created_at", "created_by", "last_used_at"]
+    fields = ["name", "repository", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, plaintext = services.token_create(
+            name=obj.name, repository=obj.repository, created_by=request.user
+        )
+        obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
+        messages.warning(
+            request,
+            f"Token created. Copy it now, it is not stored and will not be shown again: {plaintext}",
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        for token in queryset:
+            services.token_revoke(token)
+
+
+class PreviewEventInline(admin.TabularInline):
+    model = PreviewEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["created_at", "actor_kind", "actor", "action", "message", "details", "generation"]
+
+
+@admin.register(Preview)
+class PreviewAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "namespace", "status", "desired", "expires_at", "updated_at"]
+    list_filter = ["status", "desired", "repository"]
+    search_fields = ["namespace", "title", "author"]
+    inlines = [PreviewEventInline]
+
+    def has_change_permission(self, request, obj=None):
+        # Desired state changes go through services (API or dashboard) so that
+        # events are written and tasks enqueued; the admin only reads previews.
+        return False

@@ -1,0 +1,224 @@
+"""The domain: repositories, their API tokens, previews and the event timeline.
+
+Invariants live in the database as constraints, not only in forms, so nothing
+that bypasses validation can store a preview the cluster could not hold.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Length
+
+from previews import validators
+
+models.CharField.register_lookup(Length)
+
+
+class Repository(models.Model):
+    owner = models.CharField(max_length=39, validators=[validators.validate_owner])
+    name = models.CharField(max_length=100, validators=[validators.validate_repo_name])
+    base_domain = models.CharField(
+        max_length=200, help_text="Previews are served at <prefix>-<N>.<base domain>."
+    )
+    namespace_prefix = models.CharField(max_length=40, default="pr", validators=[validators.validate_prefix])
+    manifest_template = models.TextField(
+        blank=True, help_text="Multi-document YAML applied to each preview, unless CI sends its own."
+    )
+    image_name = models.CharField(
+        max_length=300, blank=True, help_text="The image whose tag a PR's build replaces, e.g. ghcr.io/acme/shop."
+    )
+    image_template = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="For webhook-driven deploys, e.g. ghcr.io/acme/shop:pr-{number}-{sha}.",
+    )
+    service_name = models.CharField(max_length=63, default="web", help_text="The Service the Ingress routes to.")
+    service_port = models.PositiveIntegerField(default=80)
+    tls_secret_name = models.CharField(max_length=253, blank=True)
+    default_ttl_hours = models.PositiveIntegerField(default=72)
+    max_ttl_hours = models.PositiveIntegerField(default=24 * 14)
+    max_live_previews = models.PositiveIntegerField(default=20)
+    quota_cpu = models.CharField(max_length=20, default="2")
+    quota_memory = models.CharField(max_length=20, default="4Gi")
+    quota_pods = models.PositiveIntegerField(default=20)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "repositories"
+        ordering = ["owner", "name"]
+        constraints = [
+            models.UniqueConstraint("owner", "name", name="repository_unique_full_name"),
+            models.CheckConstraint(
+                condition=Q(owner__regex=r"^[A-Za-z0-9](-?[A-Za-z0-9])*$"), name="repository_owner_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(name__regex=r"^[A-Za-z0-9._-]+$") & ~Q(name__in=[".", ".."]),
+                name="repository_name_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(namespace_prefix__regex=validators.DNS_LABEL_SQL_RE), name="repository_prefix_dns_label"
+            ),
+            models.CheckConstraint(condition=Q(default_ttl_hours__gt=0), name="repository_default_ttl_positive"),
+            models.CheckConstraint(
+                condition=Q(max_ttl_hours__gte=models.F("default_ttl_hours")), name="repository_max_ttl_gte_default"
+            ),
+            models.CheckConstraint(
+                condition=Q(service_port__gte=1, service_port__lte=65535), name="repository_service_port_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.full_name
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+class ApiToken(models.Model):
+    """A bearer token, stored only as a SHA-256 hash of its plaintext.
+
+    The plaintext looks like ``pvw_<prefix>_<secret>``; the prefix is stored in
+    clear to find the row, the hash is compared in constant time.
+    """
+
+    name = models.CharField(max_length=100)
+    repository = models.ForeignKey(
+        Repository, null=True, blank=True, on_delete=models.CASCADE, related_name="tokens",
+        help_text="Empty for an admin token that may act on every repository.",
+    )
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(token_hash__regex=r"^[0-9a-f]{64}$"), name="apitoken_hash_is_sha256"),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.repository.full_name if self.repository_id else "admin"
+        return f"{self.name} ({scope}, pvw_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class DesiredState(models.TextChoices):
+    UP = "up"
+    DOWN = "down"
+
+
+class PreviewStatus(models.TextChoices):
+    PENDING = "pending"
+    DEPLOYING = "deploying"
+    READY = "ready"
+    FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"
+
+
+class ActorKind(models.TextChoices):
+    USER = "user"
+    TOKEN = "token"
+    WEBHOOK = "webhook"
+    REAPER = "reaper"
+    SYSTEM = "system"
+
+
+class Preview(models.Model):
+    Desired = DesiredState
+    Status = PreviewStatus
+
+    LIVE_STATUSES = (Status.PENDING, Status.DEPLOYING, Status.READY, Status.FAILED, Status.DELETING)
+
+    repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="previews")
+    pr_number = models.PositiveIntegerField(validators=[validators.validate_pr_number])
+    namespace = models.CharField(max_length=63, unique=True, validators=[validators.validate_dns_label])
+    url = models.URLField(max_length=300, blank=True)
+    head_sha = models.CharField(max_length=40, validators=[validators.validate_sha])
+    # {"ghcr.io/acme/shop": "ghcr.io/acme/shop:pr-42-abc", ...}: image name -> full reference.
+    images = models.JSONField(default=dict, blank=True)
+    # Manifests CI sent with the request; empty means the repository's template.
+    manifests = models.TextField(blank=True)
+    desired = models.CharField(max_length=8, choices=Desired.choices, default=Desired.UP)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    status_message = models.TextField(blank=True)
+    generation = models.PositiveIntegerField(default=1)
+    # The generation whose deploy or teardown last finished (ready, failed, deleted).
+    observed_generation = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField()
+    pinned = models.BooleanField(default=False)
+    title = models.CharField(max_length=300, blank=True)
+    author = models.CharField(max_length=39, blank=True)
+    github_comment_id = models.BigIntegerField(null=True, blank=True)
+    github_deployment_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint("repository", "pr_number", name="preview_unique_repository_pr"),
+            models.CheckConstraint(
+                condition=Q(pr_number__gt=0, pr_number__lte=validators.MAX_PR_NUMBER), name="preview_pr_number_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(namespace__regex=validators.DNS_LABEL_SQL_RE) & Q(namespace__length__lte=63),
+                name="preview_namespace_dns_label",
+            ),
+            models.CheckConstraint(condition=Q(head_sha__regex=r"^[0-9a-f]{40}$"), name="preview_head_sha_hex40"),
+            models.CheckConstraint(condition=Q(status__in=PreviewStatus.values), name="preview_status_valid"),
+            models.CheckConstraint(condition=Q(desired__in=DesiredState.values), name="preview_desired_valid"),
+            models.CheckConstraint(condition=Q(generation__gte=1), name="preview_generation_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["repository", "status"], name="preview_repo_status_idx"),
+            models.Index(
+                fields=["expires_at"],
+                name="preview_live_expiry_idx",
+                condition=Q(desired="up"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.full_name}#{self.pr_number}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in self.LIVE_STATUSES
+
+
+class PreviewEvent(models.Model):
+    """Append-only timeline: the audit log and the dashboard's history."""
+
+    ActorKind = ActorKind
+
+    preview = models.ForeignKey(Preview, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
+    actor = models.CharField(max_length=150, blank=True, help_text="User name, token name, delivery id, ...")
+    action = models.CharField(max_length=40)
+    message = models.TextField(blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    generation = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["preview", "-created_at"], name="event_preview_time_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(actor_kind__in=ActorKind.values), name="event_actor_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} by {self.actor_kind}:{self.actor}"

@@ -1,0 +1,108 @@
+"""Pure validation rules shared by models, the API and the dashboard.
+
+Each rule raises django.core.exceptions.ValidationError with a message that
+says what is wrong and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ValidationError
+
+# GitHub: owner 1-39 chars of letters, digits and single hyphens, not starting
+# or ending with a hyphen; repository 1-100 chars of letters, digits, '.', '-', '_'.
+OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_LABEL_SQL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# Loosely the distribution reference grammar: [registry[:port]/]path[:tag][@digest].
+IMAGE_RE = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+MAX_PR_NUMBER = 2_147_483_647
+MAX_NAMESPACE_LENGTH = 63
+
+
+def validate_owner(value: str) -> None:
+    if not OWNER_RE.fullmatch(value or ""):
+        raise ValidationError(
+            f"{value!r} is not a GitHub owner: 1-39 letters, digits or single hyphens, "
+            "not starting or ending with a hyphen",
+            code="invalid_owner",
+        )
+
+
+def validate_repo_name(value: str) -> None:
+    if not REPO_NAME_RE.fullmatch(value or "") or value in (".", ".."):
+        raise ValidationError(
+            f"{value!r} is not a GitHub repository name: 1-100 letters, digits, '.', '-' or '_'",
+            code="invalid_repo_name",
+        )
+
+
+def validate_full_name(value: str) -> None:
+    owner, sep, name = (value or "").partition("/")
+    if not sep:
+        raise ValidationError(f"{value!r} is not 'owner/name'", code="invalid_full_name")
+    validate_owner(owner)
+    validate_repo_name(name)
+
+
+def validate_dns_label(value: str) -> None:
+    if len(value or "") > MAX_NAMESPACE_LENGTH:
+        raise ValidationError(
+            f"{value!r} is {len(value)} characters long; a namespace has at most {MAX_NAMESPACE_LENGTH}",
+            code="too_long",
+        )
+    if not DNS_LABEL_RE.fullmatch(value or ""):
+        raise ValidationError(
+            f"{value!r} is not a DNS-1123 label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit",
+            code="invalid_dns_label",
+        )
+
+
+def validate_prefix(value: str) -> None:
+    # Room is left for "-<PR number>" (up to 10 digits) within 63 characters.
+    if len(value or "") > 40:
+        raise ValidationError(f"namespace prefix {value!r} is longer than 40 characters", code="too_long")
+    validate_dns_label(value)
+
+
+def validate_pr_number(value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"PR number {value!r} is not a whole number", code="invalid_pr_number")
+    if value <= 0:
+        raise ValidationError(f"PR number {value} must be positive", code="invalid_pr_number")
+    if value > MAX_PR_NUMBER:
+        raise ValidationError(f"PR number {value} is larger than {MAX_PR_NUMBER}", code="invalid_pr_number")
+
+
+def validate_sha(value: str) -> None:
+    if not SHA_RE.fullmatch(value or ""):
+        raise ValidationError(
+            f"{value!r} is not a commit SHA: 40 lower-case hexadecimal characters", code="invalid_sha"
+        )
+
+
+def validate_image(value: str) -> None:
+    if not value or len(value) > 512 or not IMAGE_RE.fullmatch(value):
+        raise ValidationError(
+            f"{value!r} is not an image reference like registry.example.com/team/app:tag or app@sha256:<64 hex>",
+            code="invalid_image",
+        )
+
+
+def image_name(reference: str) -> str:
+    """The reference without its tag or digest: 'ghcr.io/a/b:1@sha256:..' -> 'ghcr.io/a/b'."""
+    match = IMAGE_RE.fullmatch(reference)
+    if not match:
+        raise ValidationError(f"{reference!r} is not an image reference", code="invalid_image")
+    registry = match.group("registry")
+    return f"{registry}/{match.group('path')}" if registry else match.group("path")

@@ -1,0 +1,101 @@
+"""Fixtures for the real components: Postgres (pytest-django), the local
+Kubernetes control plane, and a django-q2 cluster in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_NAMESPACE_LABEL = "previews-test"
+
+
+def _kubeconfig_path() -> str:
+    explicit = os.environ.get("PREVIEWS_TEST_KUBECONFIG")
+    if explicit:
+        return explicit
+    # Start the project's own control plane, or reuse the running one.
+    subprocess.run([str(ROOT / "scripts" / "kube"), "up"], check=True)
+    out = subprocess.run([str(ROOT / "scripts" / "kube"), "kubeconfig"], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig_path() -> str:
+    return _kubeconfig_path()
+
+
+@pytest.fixture(scope="session")
+def kube_api(kubeconfig_path: str) -> client.ApiClient:
+    """A `kubernetes` ApiClient for the real local control plane."""
+    return config.new_client_from_config(config_file=kubeconfig_path)
+
+
+@pytest.fixture
+def make_namespace(kube_api: client.ApiClient) -> Iterator:
+    """Create uniquely named namespaces for one test; delete them afterwards."""
+    core = client.CoreV1Api(kube_api)
+    created: list[str] = []
+
+    def make(prefix: str = "t", labels: dict[str, str] | None = None) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        body = client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={TEST_NAMESPACE_LABEL: "1", **(labels or {})})
+        )
+        core.create_namespace(body)
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
+    """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def qcluster(transactional_db, kubeconfig_path: str) -> Iterator[subprocess.Popen]:
+    """A real django-q2 cluster (`manage.py qcluster`) on the test database."""
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings_test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "KUBECONFIG": kubeconfig_path,
+    }
+    (ROOT / ".state").mkdir(exist_ok=True)
+    log = open(ROOT / ".state" / "qcluster-test.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -1,0 +1,33 @@
+"""Django admin: repositories and tokens; a new token's plaintext is shown once."""
+
+import re
+
+import pytest
+from django.contrib.messages import get_messages
+
+from previews import services
+from previews.models import ApiToken
+from tests.factories import make_repository
+
+pytestmark = pytest.mark.django_db
+
+
+def test_creating_a_token_in_the_admin_shows_its_plaintext_once(admin_client):
+    repository = make_repository()
+    response = admin_client.post(
+        "/admin/previews/apitoken/add/", {"name": "github-actions", "repository": repository.pk}, follow=True
+    )
+    assert response.status_code == 200
+    shown = " ".join(str(m) for m in get_messages(response.wsgi_request))
+    match = re.search(r"(pvw_[0-9a-f]{8}_\S+)", shown + response.content.decode())
+    assert match, "the plaintext token should be shown after creation"
+    plaintext = match.group(1)
+    token = ApiToken.objects.get(name="github-actions")
+    assert services.token_authenticate(plaintext).pk == token.pk
+    change_page = admin_client.get(f"/admin/previews/apitoken/{token.pk}/change/").content.decode()
+    assert plaintext not in change_page
+
+
+def test_the_admin_lists_repositories(admin_client):
+    make_repository(owner="acme", name="storefront")
+    assert "acme/storefront" in admin_client.get("/admin/previews/repository/").content.decode()

@@ -1,0 +1,98 @@
+"""Input rules, one table each."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from previews import validators as v
+
+
+@pytest.mark.parametrize("value", ["acme/shop", "a/b", "Acme-Corp/my.repo_1", "x" * 39 + "/" + "y" * 100])
+def test_valid_full_names(value):
+    v.validate_full_name(value)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("acme", "not 'owner/name'"),
+        ("-acme/shop", "not a GitHub owner"),
+        ("acme-/shop", "not a GitHub owner"),
+        ("ac--me/shop", "not a GitHub owner"),
+        ("x" * 40 + "/shop", "not a GitHub owner"),
+        ("acme/", "not a GitHub repository name"),
+        ("acme/sh op", "not a GitHub repository name"),
+        ("acme/..", "not a GitHub repository name"),
+        ("acme/" + "y" * 101, "not a GitHub repository name"),
+        ("acme/shop/extra", "not a GitHub repository name"),
+    ],
+)
+def test_invalid_full_names_say_why(value, message):
+    with pytest.raises(ValidationError, match=message):
+        v.validate_full_name(value)
+
+
+@pytest.mark.parametrize("value", [1, 42, v.MAX_PR_NUMBER])
+def test_valid_pr_numbers(value):
+    v.validate_pr_number(value)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [(0, "must be positive"), (-5, "must be positive"), (v.MAX_PR_NUMBER + 1, "larger than"),
+     ("12", "not a whole number"), (True, "not a whole number"), (1.5, "not a whole number")],
+)
+def test_invalid_pr_numbers_say_why(value, message):
+    with pytest.raises(ValidationError, match=message):
+        v.validate_pr_number(value)
+
+
+@pytest.mark.parametrize("value", ["pr-1", "a", "0", "a" * 63, "my-app-pr-123"])
+def test_valid_namespaces(value):
+    v.validate_dns_label(value)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [("a" * 64, "at most 63"), ("Pr-1", "DNS-1123"), ("pr_1", "DNS-1123"), ("-pr", "DNS-1123"),
+     ("pr-", "DNS-1123"), ("", "DNS-1123"), ("pr.1", "DNS-1123")],
+)
+def test_invalid_namespaces_say_why(value, message):
+    with pytest.raises(ValidationError, match=message):
+        v.validate_dns_label(value)
+
+
+@pytest.mark.parametrize("value", ["0123456789abcdef0123456789abcdef01234567"])
+def test_valid_sha(value):
+    v.validate_sha(value)
+
+
+@pytest.mark.parametrize("value", ["abc", "0123456789ABCDEF0123456789ABCDEF01234567", "g" * 40, "a" * 41, ""])
+def test_invalid_sha(value):
+    with pytest.raises(ValidationError, match="not a commit SHA"):
+        v.validate_sha(value)
+
+
+@pytest.mark.parametrize(
+    "value,name",
+    [
+        ("nginx", "nginx"),
+        ("nginx:1.27", "nginx"),
+        ("ghcr.io/acme/shop:pr-42-abc123", "ghcr.io/acme/shop"),
+        ("localhost:5000/app:dev", "localhost:5000/app"),
+        ("ghcr.io/acme/shop@sha256:" + "a" * 64, "ghcr.io/acme/shop"),
+        ("ghcr.io/acme/shop:v1@sha256:" + "b" * 64, "ghcr.io/acme/shop"),
+    ],
+)
+def test_valid_images_and_their_names(value, name):
+    v.validate_image(value)
+    assert v.image_name(value) == name
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "Nginx", "nginx:", "nginx latest", "nginx:1.0\n", "ghcr.io/acme/shop:tag with space",
+     "shop@sha256:short", "a" * 600, "nginx:\x00"],
+)
+def test_invalid_images(value):
+    with pytest.raises(ValidationError, match="not an image reference"):
+        v.validate_image(value)
