@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.utils import timezone
+from dataclasses import dataclass
+from datetime import timedelta
 
-from previews import tokens
-from previews.models import ApiToken, Repository
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from previews import tokens, validators
+from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, Repository
+
+DEPLOY_TASK = "previews.tasks.deploy_preview"
+TEARDOWN_TASK = "previews.tasks.teardown_preview"
 
 
 @transaction.atomic
@@ -39,3 +48,262 @@ def token_authenticate(plaintext: str) -> ApiToken | None:
 
 def token_revoke(token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at=None).update(revoked_at=timezone.now())
+
+
+# --- previews -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str  # one of ActorKind
+    name: str
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls(ActorKind.SYSTEM, "worker")
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    """What CI (or a webhook) asks for: this commit, these images, optionally these manifests."""
+
+    head_sha: str
+    images: tuple[str, ...] = ()
+    manifests: str = ""
+    ttl_hours: int | None = None
+    title: str = ""
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    preview: Preview
+    created: bool
+    deploy_enqueued: bool
+
+
+class PreviewConflict(Exception):
+    """The request cannot be carried out in the current state (HTTP 409)."""
+
+
+def _event(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    return PreviewEvent.objects.create(
+        preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action, message=message,
+        details=details, generation=preview.generation,
+    )
+
+
+def _enqueue(task: str, preview: Preview) -> None:
+    # After commit, so a worker never sees a generation the database does not hold yet.
+    preview_id, generation = preview.pk, preview.generation
+    transaction.on_commit(lambda: async_task(task, preview_id, generation,
+                                             task_name=f"{task.rsplit('.', 1)[1]}:{preview_id}:{generation}"))
+
+
+def namespace_for(repository: Repository, pr_number: int) -> str:
+    return f"{repository.namespace_prefix}-{pr_number}"
+
+
+def preview_url(repository: Repository, namespace: str) -> str:
+    return f"https://{namespace}.{repository.base_domain}"
+
+
+def _validate_request(repository: Repository, pr_number: int, request: PreviewRequest) -> dict[str, str]:
+    errors: dict[str, list[str]] = {}
+
+    def check(field: str, fn, value) -> None:
+        try:
+            fn(value)
+        except ValidationError as exc:
+            errors.setdefault(field, []).extend(exc.messages)
+
+    check("pr_number", validators.validate_pr_number, pr_number)
+    check("head_sha", validators.validate_sha, request.head_sha)
+    for i, image in enumerate(request.images):
+        check(f"images[{i}]", validators.validate_image, image)
+    if request.ttl_hours is not None and not 1 <= request.ttl_hours <= repository.max_ttl_hours:
+        errors["ttl_hours"] = [f"ttl_hours must be between 1 and {repository.max_ttl_hours} for {repository}"]
+    if len(request.manifests.encode()) > settings.PREVIEWS_MAX_MANIFEST_BYTES:
+        errors["manifests"] = [f"manifests are larger than {settings.PREVIEWS_MAX_MANIFEST_BYTES} bytes"]
+    if len(request.title) > 300:
+        errors["title"] = ["title is longer than 300 characters"]
+    if len(request.author) > 39:
+        errors["author"] = ["author is longer than 39 characters"]
+    if errors:
+        raise ValidationError(errors)
+    images: dict[str, str] = {}
+    for image in request.images:
+        name = validators.image_name(image)
+        if name in images and images[name] != image:
+            raise ValidationError({"images": [f"image {name} is given twice with different references"]})
+        images[name] = image
+    return images
+
+
+def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRequest, actor: Actor) -> UpsertResult:
+    """Create or update a PR's preview and enqueue its deploy when anything changed.
+
+    The same commit, images and manifests again change nothing and enqueue
+    nothing, unless the last deploy failed (then it is a retry).
+    """
+    images = _validate_request(repository, pr_number, request)
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                return _upsert_locked(repository, pr_number, request, images, actor)
+        except IntegrityError:
+            # A concurrent request created the same preview first; the second pass updates it.
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResult:
+    now = timezone.now()
+    ttl = request.ttl_hours or repository.default_ttl_hours
+    preview = (Preview.objects.select_for_update().select_related("repository")
+               .filter(repository=repository, pr_number=pr_number).first())
+    if preview is None:
+        namespace = namespace_for(repository, pr_number)
+        if namespace in settings.PREVIEWS_PROTECTED_NAMESPACES:
+            raise PreviewConflict(f"namespace {namespace!r} is protected; choose another namespace prefix for "
+                                  f"{repository}")
+        other = Preview.objects.filter(namespace=namespace).exclude(repository=repository).first()
+        if other is not None:
+            raise PreviewConflict(f"namespace {namespace!r} is already used by {other}; give {repository} its own "
+                                  "namespace prefix")
+        live = Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES).count()
+        if live >= repository.max_live_previews:
+            raise PreviewConflict(f"{repository} already has {live} live previews, its maximum; close or delete "
+                                  "one first")
+        preview = Preview.objects.create(
+            repository=repository, pr_number=pr_number, namespace=namespace,
+            url=preview_url(repository, namespace), head_sha=request.head_sha, images=images,
+            manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
+            title=request.title, author=request.author,
+        )
+        _event(preview, actor, "created", f"Preview requested for {request.head_sha[:7]}",
+               head_sha=request.head_sha, images=images)
+        _enqueue(DEPLOY_TASK, preview)
+        return UpsertResult(preview, created=True, deploy_enqueued=True)
+
+    unchanged = (preview.desired == Preview.Desired.UP and preview.head_sha == request.head_sha
+                 and preview.images == images and preview.manifests == request.manifests)
+    if request.title:
+        preview.title = request.title
+    if request.author:
+        preview.author = request.author
+    if unchanged and preview.status != Preview.Status.FAILED:
+        preview.save(update_fields=["title", "author", "updated_at"])
+        return UpsertResult(preview, created=False, deploy_enqueued=False)
+
+    action = "redeploy requested" if unchanged else "updated"
+    if preview.desired == Preview.Desired.DOWN:
+        action = "reopened"
+    preview.head_sha, preview.images, preview.manifests = request.head_sha, images, request.manifests
+    preview.desired = Preview.Desired.UP
+    preview.status, preview.status_message = Preview.Status.PENDING, ""
+    preview.generation += 1
+    preview.expires_at = max(preview.expires_at, now + timedelta(hours=ttl))
+    preview.deleted_at = None
+    preview.save()
+    _event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
+           images=images)
+    _enqueue(DEPLOY_TASK, preview)
+    return UpsertResult(preview, created=False, deploy_enqueued=True)
+
+
+def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
+    """Deploy the same commit again (after a failure, or to reset the environment)."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().get(pk=preview.pk)
+        if preview.desired == Preview.Desired.DOWN:
+            raise PreviewConflict(f"{preview} is being deleted; it cannot be redeployed")
+        preview.generation += 1
+        preview.status, preview.status_message = Preview.Status.PENDING, ""
+        preview.save()
+        _event(preview, actor, "redeploy requested", f"Redeploy of {preview.head_sha[:7]} requested")
+        _enqueue(DEPLOY_TASK, preview)
+    return preview
+
+
+def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Preview:
+    """Ask for the preview's namespace to go. Idempotent: a second call changes nothing."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().get(pk=preview.pk)
+        if preview.desired == Preview.Desired.DOWN:
+            return preview
+        preview.desired = Preview.Desired.DOWN
+        preview.status, preview.status_message = Preview.Status.DELETING, reason
+        preview.generation += 1
+        preview.save()
+        _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
+        _enqueue(TEARDOWN_TASK, preview)
+    return preview
+
+
+def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -> Preview:
+    """Push expiry out by `hours` (from now or the current expiry, whichever is later), capped by the repository."""
+    errors: dict[str, list[str]] = {}
+    if isinstance(hours, bool) or not isinstance(hours, int) or hours < 1:
+        errors["hours"] = ["hours must be a whole number of at least 1"]
+    if not reason or not reason.strip():
+        errors["reason"] = ["say why the preview is needed for longer"]
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().select_related("repository").get(pk=preview.pk)
+        if preview.desired == Preview.Desired.DOWN:
+            raise PreviewConflict(f"{preview} is being deleted; it cannot be extended")
+        now = timezone.now()
+        cap = now + timedelta(hours=preview.repository.max_ttl_hours)
+        wanted = max(preview.expires_at, now) + timedelta(hours=hours)
+        if wanted > cap:
+            raise ValidationError({"hours": [
+                f"that would run past the maximum of {preview.repository.max_ttl_hours} hours from now "
+                f"({cap:%Y-%m-%d %H:%M} UTC)"]})
+        previous = preview.expires_at
+        preview.expires_at = wanted
+        preview.save(update_fields=["expires_at", "updated_at"])
+        _event(preview, actor, "extended", reason.strip(), hours=hours, previous_expires_at=previous.isoformat(),
+               expires_at=wanted.isoformat())
+    return preview
+
+
+def preview_pin(*, preview: Preview, pinned: bool, actor: Actor) -> Preview:
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().get(pk=preview.pk)
+        if preview.pinned != pinned:
+            preview.pinned = pinned
+            preview.save(update_fields=["pinned", "updated_at"])
+            _event(preview, actor, "pinned" if pinned else "unpinned")
+    return preview
+
+
+# --- status changes made by the workers -----------------------------------------------------
+
+
+def preview_set_status(*, preview_id: int, generation: int, status: str, message: str = "",
+                       action: str = "", **details) -> bool:
+    """Record a task's progress, but only for the generation it works on: a stale task changes nothing."""
+    now = timezone.now()
+    fields: dict = {"status": status, "status_message": message, "updated_at": now}
+    if status == Preview.Status.READY:
+        fields["ready_at"] = now
+    if status in (Preview.Status.READY, Preview.Status.FAILED, Preview.Status.DELETED):
+        fields["observed_generation"] = generation
+    if status == Preview.Status.DELETED:
+        fields["deleted_at"] = now
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
+        if updated:
+            preview = Preview.objects.get(pk=preview_id)
+            _event(preview, Actor.system(), action or status, message, **details)
+    return bool(updated)
+
+
+def preview_note(*, preview_id: int, action: str, message: str, **details) -> None:
+    """An event without a status change (a step done, a warning)."""
+    preview = Preview.objects.filter(pk=preview_id).first()
+    if preview is not None:
+        _event(preview, Actor.system(), action, message, **details)

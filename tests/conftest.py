@@ -99,3 +99,36 @@ def qcluster(transactional_db, kubeconfig_path: str) -> Iterator[subprocess.Pope
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture
+def kube_env(kubeconfig_path: str, monkeypatch) -> Iterator[None]:
+    """Point the service's own Kubernetes gateway at the local control plane."""
+    from previews import kube
+
+    monkeypatch.setenv("KUBECONFIG", kubeconfig_path)
+    kube.reset_clients()
+    yield
+    kube.reset_clients()
+
+
+@pytest.fixture
+def preview_repo(db, kube_env, kube_api) -> Iterator:
+    """A repository with a unique namespace prefix and the sample template; its namespaces are deleted after."""
+    from previews.models import Repository
+
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    repository = Repository.objects.create(
+        owner="acme", name=f"shop-{prefix}", base_domain="preview.example.com", namespace_prefix=prefix,
+        manifest_template=(ROOT / "previews" / "samples" / "shop.yaml").read_text(),
+        image_name="ghcr.io/demo/shop",
+    )
+    yield repository
+    core = client.CoreV1Api(kube_api)
+    for ns in core.list_namespace().items:
+        if ns.metadata.name.startswith(prefix + "-"):
+            try:
+                core.delete_namespace(ns.metadata.name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise

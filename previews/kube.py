@@ -1,0 +1,422 @@
+"""The Kubernetes gateway: the only module that imports the `kubernetes` client.
+
+Everything here speaks the project's own terms (namespaces we manage, objects
+to apply, rollout outcomes) and raises the project's own errors. Transient API
+failures (429, 5xx, connection errors) are retried with bounded backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import urllib3
+from django.conf import settings
+from kubernetes import client, config, dynamic
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+
+logger = logging.getLogger(__name__)
+
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
+REQUEST_TIMEOUT = (5, 30)  # connect, read seconds
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class KubeError(Exception):
+    """A Kubernetes API call failed; `status` is the HTTP status (0 when unreachable)."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class KubeUnavailable(KubeError):
+    """The API could not be reached or kept failing after retries."""
+
+
+class NamespaceNotOurs(KubeError):
+    """The namespace exists without our managed-by label, or belongs to another preview; never touched."""
+
+
+class ProtectedNamespace(KubeError):
+    """A protected namespace (kube-system, default, staging, ...) was asked for."""
+
+
+def _translate(exc: Exception, action: str) -> KubeError:
+    if isinstance(exc, ApiException | DynamicApiError):
+        status = int(getattr(exc, "status", 0) or 0)
+        message = _api_message(exc)
+        cls = KubeUnavailable if status in RETRY_STATUSES else KubeError
+        return cls(f"{action}: {message}", status=status, reason=str(getattr(exc, "reason", "") or ""))
+    return KubeUnavailable(f"{action}: the Kubernetes API is unreachable ({exc.__class__.__name__}: {exc})")
+
+
+def _api_message(exc: Exception) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            import json
+
+            data = json.loads(body)
+            if isinstance(data, dict) and data.get("message"):
+                return str(data["message"])
+        except (ValueError, TypeError):
+            pass
+    summary = getattr(exc, "summary", None)
+    if callable(summary):
+        return summary()
+    return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
+
+
+def _call(action: str, fn: Callable, *args, **kwargs):
+    """Run one API call, retrying 429/5xx/connection errors with bounded backoff."""
+    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        try:
+            return fn(*args, **kwargs)
+        except (ApiException, DynamicApiError) as exc:
+            if getattr(exc, "status", 0) not in RETRY_STATUSES or delay is None:
+                raise _translate(exc, action) from exc
+            logger.warning("%s: HTTP %s, retry %d in %.1fs", action, exc.status, attempt + 1, delay)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if delay is None:
+                raise _translate(exc, action) from exc
+            logger.warning("%s: %s, retry %d in %.1fs", action, exc, attempt + 1, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --- the client -------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+def api_client() -> client.ApiClient:
+    """One ApiClient per thread, from KUBECONFIG if set, else the in-cluster service account."""
+    api = getattr(_local, "api", None)
+    if api is None:
+        kubeconfig = os.environ.get("KUBECONFIG")
+        try:
+            if kubeconfig:
+                api = config.new_client_from_config(
+                    config_file=kubeconfig, context=settings.PREVIEWS_KUBE_CONTEXT or None
+                )
+            else:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api = client.ApiClient(configuration)
+        except (config.ConfigException, OSError) as exc:
+            raise KubeUnavailable(f"no usable Kubernetes configuration: {exc}") from exc
+        _local.api = api
+    return api
+
+
+def _core() -> client.CoreV1Api:
+    return client.CoreV1Api(api_client())
+
+
+def _dynamic() -> dynamic.DynamicClient:
+    dyn = getattr(_local, "dynamic", None)
+    if dyn is None:
+        dyn = _call("discover the API", dynamic.DynamicClient, api_client())
+        _local.dynamic = dyn
+    return dyn
+
+
+def reset_clients() -> None:
+    """Forget this thread's clients (after the kubeconfig changed)."""
+    _local.__dict__.clear()
+
+
+def ping() -> str:
+    """The server's version; raises KubeUnavailable/KubeError unless the API answers us."""
+    version = _call("check the API", client.VersionApi(api_client()).get_code, _request_timeout=(2, 5))
+    return version.git_version
+
+
+# --- namespaces -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    name: str
+    uid: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    created_at: datetime
+    phase: str  # Active or Terminating
+    deletion_started_at: datetime | None
+
+    @property
+    def managed(self) -> bool:
+        return self.labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
+
+
+def _namespace_info(ns: client.V1Namespace) -> NamespaceInfo:
+    meta = ns.metadata
+    return NamespaceInfo(
+        name=meta.name,
+        uid=meta.uid,
+        labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        created_at=meta.creation_timestamp,
+        phase=(ns.status.phase if ns.status else None) or "Active",
+        deletion_started_at=meta.deletion_timestamp,
+    )
+
+
+def _refuse_protected(name: str) -> None:
+    if name in settings.PREVIEWS_PROTECTED_NAMESPACES:
+        raise ProtectedNamespace(f"namespace {name!r} is protected and is never created, adopted or deleted")
+
+
+def read_namespace(name: str) -> NamespaceInfo | None:
+    try:
+        ns = _call(f"read namespace {name}", _core().read_namespace, name, _request_timeout=REQUEST_TIMEOUT)
+    except KubeError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return _namespace_info(ns)
+
+
+def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, str]) -> NamespaceInfo:
+    """Create or update our namespace. Refuses protected names and namespaces someone else owns."""
+    _refuse_protected(name)
+    existing = read_namespace(name)
+    if existing is not None:
+        if not existing.managed:
+            raise NamespaceNotOurs(f"namespace {name!r} already exists and is not managed by this service; "
+                                   "it is left alone")
+        for key in labels:
+            if key != MANAGED_BY_LABEL and key in existing.labels and existing.labels[key] != labels[key]:
+                raise NamespaceNotOurs(f"namespace {name!r} belongs to another preview ({key}="
+                                       f"{existing.labels[key]!r})")
+        if existing.phase == "Terminating":
+            raise KubeError(f"namespace {name!r} is still being deleted; try again when it is gone", status=409)
+    body = {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations}}
+    ns = _call(f"apply namespace {name}", _core().patch_namespace, name, body, field_manager=FIELD_MANAGER,
+               force=True, _content_type="application/apply-patch+yaml", _request_timeout=REQUEST_TIMEOUT)
+    return _namespace_info(ns)
+
+
+def list_managed_namespaces() -> list[NamespaceInfo]:
+    """Every namespace carrying our managed-by label (one paginated, labelled list)."""
+    result: list[NamespaceInfo] = []
+    token = None
+    while True:
+        page = _call("list managed namespaces", _core().list_namespace, label_selector=MANAGED_SELECTOR,
+                     limit=500, _continue=token, _request_timeout=REQUEST_TIMEOUT)
+        result.extend(_namespace_info(ns) for ns in page.items)
+        token = page.metadata._continue
+        if not token:
+            return result
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    gone: bool  # True when the namespace no longer exists
+    terminating_since: datetime | None = None
+
+
+def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
+    """Delete one of our namespaces. 404 counts as done; never force-finalizes.
+
+    With `uid`, the delete applies only to that exact namespace (a precondition),
+    so a namespace recreated under the same name is not deleted by mistake.
+    """
+    _refuse_protected(name)
+    info = read_namespace(name)
+    if info is None:
+        return DeleteOutcome(gone=True)
+    if not info.managed:
+        raise NamespaceNotOurs(f"namespace {name!r} is not managed by this service; it is never deleted")
+    if uid is not None and info.uid != uid:
+        raise NamespaceNotOurs(f"namespace {name!r} has uid {info.uid}, not {uid}; it was recreated and is "
+                               "left alone")
+    if info.phase == "Terminating":
+        return DeleteOutcome(gone=False, terminating_since=info.deletion_started_at)
+    body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=info.uid),
+                                  propagation_policy="Background")
+    try:
+        _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
+              _request_timeout=REQUEST_TIMEOUT)
+    except KubeError as exc:
+        if exc.status == 404:
+            return DeleteOutcome(gone=True)
+        raise
+    after = read_namespace(name)
+    if after is None:
+        return DeleteOutcome(gone=True)
+    return DeleteOutcome(gone=False, terminating_since=after.deletion_started_at)
+
+
+def wait_namespace_gone(name: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if read_namespace(name) is None:
+            return True
+        time.sleep(0.5)
+    return read_namespace(name) is None
+
+
+# --- objects ---------------------------------------------------------------------------------
+
+
+def _resource(api_version: str, kind: str):
+    try:
+        return _dynamic().resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError as exc:
+        raise KubeError(f"the cluster does not serve {kind} in {api_version}", status=404) from exc
+
+
+def apply_objects(objects: list[dict]) -> None:
+    """Server-side apply each object under our field manager, taking ownership of conflicting fields."""
+    for obj in objects:
+        meta = obj["metadata"]
+        resource = _resource(obj["apiVersion"], obj["kind"])
+        _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
+              body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
+              force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
+
+
+def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) -> list[str]:
+    """Delete objects of the allowed kinds that carry our labels but were not rendered this time."""
+    deleted = []
+    for kind, versions in ALLOWED_KINDS.items():
+        api_version = versions[0]
+        resource = _resource(api_version, kind)
+        items = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+                      label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
+        for item in items:
+            name = item.metadata.name
+            if (api_version, kind, name) in keep:
+                continue
+            try:
+                _call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
+                      body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+            deleted.append(f"{kind}/{name}")
+    return deleted
+
+
+def count_objects(namespace: str, kinds: tuple[str, ...] = tuple(ALLOWED_KINDS)) -> int:
+    """How many objects of the allowed kinds exist in the namespace (0 if it does not exist)."""
+    total = 0
+    for kind in kinds:
+        resource = _resource(ALLOWED_KINDS[kind][0], kind)
+        total += len(_call(f"list {kind}", resource.get, namespace=namespace,
+                           _request_timeout=REQUEST_TIMEOUT).items)
+    return total
+
+
+# --- rollouts -------------------------------------------------------------------------------
+
+
+@dataclass
+class RolloutOutcome:
+    ready: bool
+    stopped: bool = False  # the caller asked to stop (the preview changed underneath)
+    message: str = ""
+    pending: list[str] = field(default_factory=list)
+
+
+def _workload_status(namespace: str) -> list[str]:
+    """Deployments/StatefulSets that have not finished rolling out, each with its ready count."""
+    pending = []
+    for kind in ("Deployment", "StatefulSet"):
+        resource = _resource("apps/v1", kind)
+        for item in _call(f"list {kind}", resource.get, namespace=namespace,
+                          _request_timeout=REQUEST_TIMEOUT).items:
+            obj = item.to_dict()
+            if not rolled_out(kind, obj):
+                status = obj.get("status") or {}
+                want = (obj.get("spec") or {}).get("replicas", 1)
+                pending.append(f"{kind} {obj['metadata']['name']}: {status.get('readyReplicas') or 0}/{want} ready")
+    return pending
+
+
+def rolled_out(kind: str, obj: dict) -> bool:
+    """kubectl rollout status's rule: the controller saw this generation and every replica is new and ready."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    want = spec.get("replicas", 1)
+    if (status.get("observedGeneration") or 0) < obj["metadata"].get("generation", 0):
+        return False
+    updated = status.get("updatedReplicas") or 0
+    ready = status.get("readyReplicas") or 0
+    total = status.get("replicas") or 0
+    if kind == "Deployment":
+        return updated >= want and total <= updated and (status.get("availableReplicas") or 0) >= want
+    return updated >= want and ready >= want
+
+
+def wait_for_rollout(namespace: str, timeout: float, keep_going: Callable[[], bool],
+                     interval: float = 1.0) -> RolloutOutcome:
+    """Wait until every Deployment and StatefulSet has rolled out, the timeout passes, or `keep_going` says stop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = _workload_status(namespace)
+        if not pending:
+            return RolloutOutcome(ready=True)
+        if not keep_going():
+            return RolloutOutcome(ready=False, stopped=True, pending=pending)
+        if time.monotonic() >= deadline:
+            reasons = explain_rollout(namespace)
+            message = f"not ready after {int(timeout)}s: " + "; ".join(pending)
+            if reasons:
+                message += ". " + "; ".join(reasons)
+            return RolloutOutcome(ready=False, message=message, pending=pending)
+        time.sleep(interval)
+
+
+def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
+    """Why pods are not ready: container waiting reasons, quota rejections, recent warnings."""
+    reasons: list[str] = []
+    core = _core()
+    pods = _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items
+    for pod in pods:
+        statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+        for cs in statuses:
+            waiting = cs.state.waiting if cs.state else None
+            if waiting and waiting.reason and waiting.reason not in ("ContainerCreating", "PodInitializing"):
+                detail = f": {waiting.message}" if waiting.message else ""
+                reasons.append(f"pod {pod.metadata.name} container {cs.name} is {waiting.reason}{detail}")
+            elif cs.last_state and cs.last_state.terminated and cs.restart_count:
+                t = cs.last_state.terminated
+                reasons.append(f"pod {pod.metadata.name} container {cs.name} restarted {cs.restart_count} times "
+                               f"(last exit {t.exit_code}, {t.reason})")
+    rs_resource = _resource("apps/v1", "ReplicaSet")
+    for item in _call("list replicasets", rs_resource.get, namespace=namespace,
+                      _request_timeout=REQUEST_TIMEOUT).items:
+        rs = item.to_dict()
+        for cond in (rs.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+                reasons.append(f"replicaset {rs['metadata']['name']}: {cond.get('message')}")
+    events = _call("list events", core.list_namespaced_event, namespace, field_selector="type=Warning",
+                   _request_timeout=REQUEST_TIMEOUT).items
+    events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp, reverse=True)
+    for event in events[:max_events]:
+        line = f"{event.involved_object.kind} {event.involved_object.name}: {event.reason}: {event.message}"
+        if line not in reasons:
+            reasons.append(line)
+    return _dedupe(reasons)
+
+
+def _dedupe(lines: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [x for x in lines if not (x in seen or seen.add(x))]

@@ -1,0 +1,244 @@
+"""The provisioning engine on the real control plane (deploy, update, teardown, failures)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from django.conf import settings
+from kubernetes import client
+
+from previews import kube, provisioning, services
+from previews.models import Preview
+from previews.services import Actor, PreviewRequest
+from tests.conftest import ROOT, wait_until
+from tests.test_manifests import BAD_BUNDLES
+
+pytestmark = pytest.mark.kube
+
+SHA1, SHA2 = "1" * 40, "2" * 40
+CI = Actor("token", "ci")
+
+
+def upsert(repository, pr=7, sha=SHA1, image="ghcr.io/demo/shop:pr-7-1111111", **kw) -> Preview:
+    request = PreviewRequest(head_sha=sha, images=(image,) if image else (), **kw)
+    return services.preview_upsert(repository=repository, pr_number=pr, request=request, actor=CI).preview
+
+
+def deploy(preview: Preview) -> str:
+    preview.refresh_from_db()
+    return provisioning.deploy(preview.pk, preview.generation)
+
+
+def ns_exists(core, name) -> bool:
+    try:
+        core.read_namespace(name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def test_a_new_preview_gets_a_labelled_guarded_namespace_and_becomes_ready(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    assert deploy(preview) == "ready"
+    preview.refresh_from_db()
+    assert preview.status == "ready"
+    assert preview.url == f"https://{preview.namespace}.preview.example.com"
+    assert preview.observed_generation == preview.generation
+
+    core = client.CoreV1Api(kube_api)
+    ns = core.read_namespace(preview.namespace)
+    assert ns.metadata.labels["app.kubernetes.io/managed-by"] == "pr-previews"
+    assert ns.metadata.labels["previews.dev/pr"] == "7"
+    assert ns.metadata.labels["previews.dev/repository-id"] == str(preview_repo.pk)
+    assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert ns.metadata.annotations["previews.dev/head-sha"] == SHA1
+    assert ns.metadata.annotations["previews.dev/url"] == preview.url
+    assert "previews.dev/expires-at" in ns.metadata.annotations
+    assert [q.metadata.name for q in core.list_namespaced_resource_quota(preview.namespace).items] == ["preview-quota"]
+    assert [r.metadata.name for r in core.list_namespaced_limit_range(preview.namespace).items] == ["preview-limits"]
+    policies = client.NetworkingV1Api(kube_api).list_namespaced_network_policy(preview.namespace).items
+    assert [p.metadata.name for p in policies] == ["preview-isolation"]
+
+
+def test_the_ingress_routes_the_preview_host_to_the_service(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    deploy(preview)
+    ingress = client.NetworkingV1Api(kube_api).read_namespaced_ingress("web", preview.namespace)
+    rule = ingress.spec.rules[0]
+    assert rule.host == f"{preview.namespace}.preview.example.com"
+    assert rule.http.paths[0].backend.service.name == "web"
+
+
+def test_the_pr_image_runs_in_the_deployment(preview_repo, kube_api):
+    preview = upsert(preview_repo, image="ghcr.io/demo/shop:pr-7-1111111")
+    deploy(preview)
+    dep = client.AppsV1Api(kube_api).read_namespaced_deployment("web", preview.namespace)
+    assert dep.spec.template.spec.containers[0].image == "ghcr.io/demo/shop:pr-7-1111111"
+    assert dep.status.ready_replicas == 2
+
+
+def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_left(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    assert deploy(preview) == "ready"
+    namespace = preview.namespace
+
+    # The next commit's template drops the ConfigMap.
+    docs = [d for d in yaml.safe_load_all(preview_repo.manifest_template) if d["kind"] != "ConfigMap"]
+    for d in docs:
+        if d["kind"] == "Deployment":
+            d["spec"]["template"]["spec"]["containers"][0].pop("envFrom")
+    updated = upsert(preview_repo, sha=SHA2, image="ghcr.io/demo/shop:pr-7-2222222",
+                     manifests=yaml.safe_dump_all(docs))
+    assert updated.generation == preview.generation + 1
+    assert updated.namespace == namespace
+    assert deploy(updated) == "ready"
+
+    apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
+    dep = apps.read_namespaced_deployment("web", namespace)
+    assert dep.spec.template.spec.containers[0].image == "ghcr.io/demo/shop:pr-7-2222222"
+    assert dep.status.updated_replicas == 2
+    assert [c.metadata.name for c in core.list_namespaced_config_map(
+        namespace, label_selector="app.kubernetes.io/managed-by=pr-previews").items] == []
+    assert Preview.objects.get(pk=preview.pk).events.filter(action="pruned").exists()
+
+
+def test_the_same_commit_and_image_again_enqueue_no_new_deploy(preview_repo):
+    preview = upsert(preview_repo)
+    again = services.preview_upsert(repository=preview_repo, pr_number=7, actor=CI, request=PreviewRequest(
+        head_sha=SHA1, images=("ghcr.io/demo/shop:pr-7-1111111",)))
+    assert not again.created and not again.deploy_enqueued
+    assert again.preview.generation == preview.generation
+
+
+def test_a_stale_deploy_changes_nothing(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    upsert(preview_repo, sha=SHA2)
+    assert provisioning.deploy(preview.pk, preview.generation) == "stale"
+    assert not ns_exists(client.CoreV1Api(kube_api), preview.namespace)
+    assert Preview.objects.get(pk=preview.pk).status == "pending"
+
+
+def test_teardown_deletes_the_namespace_and_marks_the_preview_deleted(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    deploy(preview)
+    preview = services.preview_destroy(preview=preview, actor=CI, reason="PR closed")
+    assert provisioning.teardown(preview.pk, preview.generation) == "deleted"
+    preview.refresh_from_db()
+    assert preview.status == "deleted" and preview.deleted_at is not None
+    assert not ns_exists(client.CoreV1Api(kube_api), preview.namespace)
+    # A second teardown request is a no-op, not an error.
+    assert services.preview_destroy(preview=preview, actor=CI).generation == preview.generation
+
+
+def test_a_rollout_that_never_becomes_ready_fails_with_the_reason_within_the_timeout(preview_repo, settings):
+    settings.PREVIEWS_ROLLOUT_TIMEOUT = 6
+    docs = list(yaml.safe_load_all(preview_repo.manifest_template))
+    docs[1]["spec"]["template"]["metadata"]["labels"]["previews.local/simulate"] = "image-pull-backoff"
+    preview = upsert(preview_repo, manifests=yaml.safe_dump_all(docs))
+    started = time.monotonic()
+    assert deploy(preview) == "failed"
+    elapsed = time.monotonic() - started
+    preview.refresh_from_db()
+    assert preview.status == "failed"
+    assert "not ready after 6s" in preview.status_message
+    assert "Deployment web: 0/2 ready" in preview.status_message
+    assert "ImagePullBackOff" in preview.status_message
+    assert elapsed < 6 + 15
+
+
+def test_a_quota_rejection_is_explained(preview_repo):
+    preview_repo.quota_pods = 1
+    preview_repo.save()
+    docs = list(yaml.safe_load_all(preview_repo.manifest_template))
+    preview = upsert(preview_repo, manifests=yaml.safe_dump_all(docs))
+    with_timeout = settings.PREVIEWS_ROLLOUT_TIMEOUT
+    settings.PREVIEWS_ROLLOUT_TIMEOUT = 8
+    try:
+        assert deploy(preview) == "failed"
+    finally:
+        settings.PREVIEWS_ROLLOUT_TIMEOUT = with_timeout
+    preview.refresh_from_db()
+    assert "exceeded quota" in preview.status_message
+
+
+@pytest.mark.parametrize("text,expected", [(t, e) for _, t, e in BAD_BUNDLES], ids=[n for n, _, _ in BAD_BUNDLES])
+def test_a_refused_bundle_fails_the_preview_with_the_precise_message_and_applies_nothing(
+        preview_repo, kube_api, text, expected):
+    preview = upsert(preview_repo, manifests=text)
+    assert deploy(preview) == "failed"
+    preview.refresh_from_db()
+    assert preview.status == "failed"
+    assert preview.status_message.startswith("The manifests were refused, nothing was applied:")
+    assert expected in preview.status_message
+    assert not ns_exists(client.CoreV1Api(kube_api), preview.namespace)
+
+
+def test_an_existing_namespace_that_is_not_ours_is_never_adopted(preview_repo, kube_api):
+    core = client.CoreV1Api(kube_api)
+    name = f"{preview_repo.namespace_prefix}-7"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    preview = upsert(preview_repo)
+    assert deploy(preview) == "failed"
+    preview.refresh_from_db()
+    assert "already exists and is not managed by this service" in preview.status_message
+    ns = core.read_namespace(name)
+    assert "app.kubernetes.io/managed-by" not in (ns.metadata.labels or {})
+    assert core.list_namespaced_resource_quota(name).items == []
+
+
+def test_the_gateway_never_deletes_a_protected_or_unlabelled_namespace(kube_env, make_namespace, kube_api):
+    with pytest.raises(kube.ProtectedNamespace):
+        kube.delete_namespace("kube-system")
+    with pytest.raises(kube.ProtectedNamespace):
+        kube.delete_namespace("default")
+    foreign = make_namespace()
+    with pytest.raises(kube.NamespaceNotOurs):
+        kube.delete_namespace(foreign)
+    assert ns_exists(client.CoreV1Api(kube_api), foreign)
+
+
+def test_a_configured_protected_namespace_is_never_created(preview_repo, settings):
+    settings.PREVIEWS_PROTECTED_NAMESPACES = [*settings.PREVIEWS_PROTECTED_NAMESPACES,
+                                              f"{preview_repo.namespace_prefix}-9"]
+    with pytest.raises(services.PreviewConflict, match="is protected"):
+        upsert(preview_repo, pr=9)
+    assert not Preview.objects.filter(repository=preview_repo).exists()
+
+
+def test_a_namespace_taken_by_another_repository_is_a_conflict(preview_repo):
+    upsert(preview_repo, pr=3)
+    other = type(preview_repo).objects.create(owner="acme", name="other", base_domain="x.example.com",
+                                              namespace_prefix=preview_repo.namespace_prefix)
+    with pytest.raises(services.PreviewConflict, match="already used by"):
+        upsert(other, pr=3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deploy_killed_after_the_namespace_exists_converges_when_run_again(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    db = settings.DATABASES["default"]
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test",
+           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
+    code = ("import django; django.setup(); from previews import provisioning; "
+            f"provisioning.deploy({preview.pk}, {preview.generation})")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)
+    core = client.CoreV1Api(kube_api)
+    try:
+        wait_until(lambda: ns_exists(core, preview.namespace), timeout=30, interval=0.05,
+                   message="the namespace to be created")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    preview.refresh_from_db()
+    assert preview.status == "deploying"  # the killed run never finished
+
+    assert deploy(preview) == "ready"
+    preview.refresh_from_db()
+    assert preview.status == "ready"
+    assert client.AppsV1Api(kube_api).read_namespaced_deployment("web", preview.namespace).status.ready_replicas == 2
