@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "django_q",
     "previews",
     "dashboard",
@@ -115,6 +116,28 @@ if PREVIEWS_ROLLOUT_TIMEOUT + 60 > Q_TIMEOUT:
     raise ImproperlyConfigured(
         f"PREVIEWS_ROLLOUT_TIMEOUT ({PREVIEWS_ROLLOUT_TIMEOUT}) must leave a minute of Q_TIMEOUT ({Q_TIMEOUT})"
     )
+
+PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
+GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", "")
+# Room for the largest manifest bundle plus the rest of a request; a larger body gets 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = PREVIEWS_MAX_MANIFEST_BYTES + 262_144
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["previews.api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["previews.api.parsers.LimitedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "previews.api.errors.problem_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "PR previews API",
+    "DESCRIPTION": "Create, update, read and delete a pull request's preview environment.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 LOGGING = {
     "version": 1,

@@ -81,9 +81,9 @@ def _api_message(exc: Exception) -> str:
     return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
 
 
-def _call(action: str, fn: Callable, *args, **kwargs):
-    """Run one API call, retrying 429/5xx/connection errors with bounded backoff."""
-    for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+def _call(action: str, fn: Callable, *args, retry: bool = True, **kwargs):
+    """Run one API call, retrying 429/5xx/connection errors with bounded backoff (unless retry=False)."""
+    for attempt, delay in enumerate((*RETRY_DELAYS, None) if retry else (None,)):
         try:
             return fn(*args, **kwargs)
         except (ApiException, DynamicApiError) as exc:
@@ -142,7 +142,8 @@ def reset_clients() -> None:
 
 def ping() -> str:
     """The server's version; raises KubeUnavailable/KubeError unless the API answers us."""
-    version = _call("check the API", client.VersionApi(api_client()).get_code, _request_timeout=(2, 5))
+    # No retries: a readiness probe must answer quickly, and the next probe is the retry.
+    version = _call("check the API", client.VersionApi(api_client()).get_code, retry=False, _request_timeout=(2, 5))
     return version.git_version
 
 
@@ -366,9 +367,13 @@ def rolled_out(kind: str, obj: dict) -> bool:
 
 
 def wait_for_rollout(namespace: str, timeout: float, keep_going: Callable[[], bool],
-                     interval: float = 1.0) -> RolloutOutcome:
-    """Wait until every Deployment and StatefulSet has rolled out, the timeout passes, or `keep_going` says stop."""
+                     max_interval: float = 1.0) -> RolloutOutcome:
+    """Wait until every Deployment and StatefulSet has rolled out, the timeout passes, or `keep_going` says stop.
+
+    Polls quickly at first (most rollouts finish within a second) and backs off to `max_interval`.
+    """
     deadline = time.monotonic() + timeout
+    interval = 0.1
     while True:
         pending = _workload_status(namespace)
         if not pending:
@@ -382,6 +387,7 @@ def wait_for_rollout(namespace: str, timeout: float, keep_going: Callable[[], bo
                 message += ". " + "; ".join(reasons)
             return RolloutOutcome(ready=False, message=message, pending=pending)
         time.sleep(interval)
+        interval = min(interval * 2, max_interval)
 
 
 def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:

@@ -222,3 +222,16 @@ class PreviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} by {self.actor_kind}:{self.actor}"
+
+
+class WebhookDelivery(models.Model):
+    """GitHub delivery ids already handled, so a redelivery is not acted on twice."""
+
+    delivery_id = models.CharField(max_length=100, unique=True)
+    event = models.CharField(max_length=50)
+    action = models.CharField(max_length=50, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    outcome = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.event}/{self.action} {self.delivery_id}"

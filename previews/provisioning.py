@@ -144,7 +144,9 @@ def deploy(preview_id: int, generation: int) -> str:
             if not current():
                 return "superseded"
             kube.apply_objects(plan.objects)
-            pruned = kube.prune(namespace, plan.object_selector, manifests.object_keys(plan.objects))
+            # A namespace created just now holds nothing of an earlier deploy to prune.
+            pruned = [] if info is None else kube.prune(namespace, plan.object_selector,
+                                                        manifests.object_keys(plan.objects))
             if pruned:
                 services.preview_note(preview_id=preview_id, action="pruned",
                                       message="Removed objects no longer in the manifests: " + ", ".join(pruned),

@@ -19,7 +19,8 @@ DNS_LABEL_SQL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # Loosely the distribution reference grammar: [registry[:port]/]path[:tag][@digest].
 IMAGE_RE = re.compile(
-    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    # A first component is a registry only if it looks like a host: has a dot or a port, or is localhost.
+    r"^(?:(?P<registry>(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|localhost)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"

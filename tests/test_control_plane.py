@@ -66,11 +66,29 @@ def test_a_deployment_with_two_replicas_becomes_available_with_two_ready_pods(ku
 
 def test_server_side_apply_twice_is_a_no_op_and_another_manager_conflicts(kube_api, make_namespace):
     namespace = make_namespace()
+    core = client.CoreV1Api(kube_api)
+
+    def apply_config_map(value: str, manager: str):
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"mode": value}}
+        return core.patch_namespaced_config_map("settings", namespace, body, field_manager=manager,
+                                                _content_type="application/apply-patch+yaml")
+
+    # A ConfigMap, because no controller writes to it: any new resourceVersion would be our apply's doing.
+    first = apply_config_map("fast", "previews")
+    second = apply_config_map("fast", "previews")
+    assert second.metadata.resource_version == first.metadata.resource_version
+
+    with pytest.raises(client.ApiException) as info:
+        apply_config_map("slow", "someone-else")
+    assert info.value.status == 409
+    assert core.read_namespaced_config_map("settings", namespace).data == {"mode": "fast"}
+
+
+def test_server_side_apply_of_an_unchanged_deployment_keeps_its_generation(kube_api, make_namespace):
+    namespace = make_namespace()
     first = _server_side_apply(kube_api, namespace, _deployment("api", replicas=1), "previews")
     second = _server_side_apply(kube_api, namespace, _deployment("api", replicas=1), "previews")
-    assert second.metadata.resource_version == first.metadata.resource_version
-    assert second.metadata.generation == first.metadata.generation
-
+    assert second.metadata.generation == first.metadata.generation == 1
     with pytest.raises(client.ApiException) as info:
         _server_side_apply(kube_api, namespace, _deployment("api", replicas=3), "someone-else")
     assert info.value.status == 409

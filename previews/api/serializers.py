@@ -1,0 +1,129 @@
+"""Request and response shapes of the REST API. Validation rules come from previews.validators."""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from previews import validators
+from previews.models import Preview
+
+TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class StrictCharField(serializers.CharField):
+    """A string and nothing else: a number is not silently turned into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is an error rather than silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ImageOverrideSerializer(StrictSerializer):
+    name = StrictCharField(max_length=300, trim_whitespace=False,
+                                 help_text="Image name as written in the manifests, e.g. ghcr.io/acme/api")
+    reference = StrictCharField(max_length=200, trim_whitespace=False,
+                                      help_text="The new tag (pr-42-abc1234) or digest (sha256:...)")
+
+    def validate(self, attrs):
+        name, reference = attrs["name"], attrs["reference"]
+        if DIGEST_RE.fullmatch(reference):
+            full = f"{name}@{reference}"
+        elif TAG_RE.fullmatch(reference):
+            full = f"{name}:{reference}"
+        else:
+            raise serializers.ValidationError({"reference": [f"{reference!r} is not a tag or a sha256 digest"]})
+        match = validators.IMAGE_RE.fullmatch(name)
+        if match is None or match.group("tag") or match.group("digest"):
+            raise serializers.ValidationError({"name": [f"{name!r} is not an image name (no tag or digest)"]})
+        attrs["full"] = full
+        return attrs
+
+
+class PreviewUpsertSerializer(StrictSerializer):
+    head_sha = StrictCharField(trim_whitespace=False, validators=[validators.validate_sha],
+                                     help_text="The PR's head commit, 40 lower-case hex characters")
+    image = StrictCharField(required=False, trim_whitespace=False, max_length=512,
+                                  validators=[validators.validate_image],
+                                  help_text="One image built for this PR, e.g. ghcr.io/acme/shop:pr-42-abc1234")
+    images = ImageOverrideSerializer(many=True, required=False,
+                                     help_text="Several images, for monorepos; the others keep their references")
+    manifests = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
+                                      help_text="Multi-document YAML built by CI; default: the repository's template")
+    ttl_hours = serializers.IntegerField(required=False, min_value=1, help_text="Hours until the preview expires")
+    title = StrictCharField(required=False, allow_blank=True, max_length=300)
+    author = StrictCharField(required=False, allow_blank=True, max_length=39)
+
+    def validate_manifests(self, value: str) -> str:
+        limit = settings.PREVIEWS_MAX_MANIFEST_BYTES
+        if len(value.encode()) > limit:
+            raise serializers.ValidationError(f"manifests are larger than {limit} bytes")
+        return value
+
+    def validate(self, attrs):
+        if "image" in attrs and "images" in attrs:
+            raise serializers.ValidationError({"image": ["give either image or images, not both"]})
+        refs = [attrs["image"]] if "image" in attrs else [i["full"] for i in attrs.get("images", [])]
+        attrs["image_references"] = tuple(refs)
+        return attrs
+
+
+class ExtendSerializer(StrictSerializer):
+    hours = serializers.IntegerField(min_value=1, help_text="Hours to add to the expiry")
+    reason = StrictCharField(max_length=500, help_text="Why the preview is needed for longer")
+
+
+class PreviewLinksSerializer(serializers.Serializer):
+    self = serializers.CharField()
+    dashboard = serializers.CharField()
+    extend = serializers.CharField()
+
+
+class PreviewSerializer(serializers.ModelSerializer):
+    repository = serializers.CharField(source="repository.full_name")
+    url = serializers.CharField(help_text="https://<namespace>.<base domain>")
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Preview
+        fields = ["repository", "pr_number", "namespace", "url", "status", "status_message", "desired",
+                  "head_sha", "images", "generation", "observed_generation", "expires_at", "pinned", "title",
+                  "author", "created_at", "updated_at", "ready_at", "deleted_at", "links"]
+        read_only_fields = fields
+
+    @extend_schema_field(PreviewLinksSerializer)
+    def get_links(self, preview: Preview) -> dict[str, str]:
+        base = f"/api/v1/repos/{preview.repository.owner}/{preview.repository.name}/previews/{preview.pr_number}"
+        return {"self": base, "dashboard": f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/",
+                "extend": f"{base}/extend"}
+
+
+class ProblemFieldErrorSerializer(serializers.Serializer):
+    field = serializers.CharField(allow_null=True, help_text="Field path, e.g. images[0].reference")
+    message = serializers.CharField()
+
+
+class ProblemSerializer(serializers.Serializer):
+    """application/problem+json (RFC 9457)."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    errors = ProblemFieldErrorSerializer(many=True, required=False)

@@ -1,0 +1,278 @@
+"""REST API views: validate input, call services/selectors, serialize output. Nothing else."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, generics, serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from previews import kube, selectors, services, validators, webhooks
+from previews.api.errors import InvalidValues, problem_response
+from previews.api.serializers import ExtendSerializer, PreviewSerializer, PreviewUpsertSerializer, ProblemSerializer
+from previews.models import Preview, Repository
+
+logger = logging.getLogger(__name__)
+
+PATH_PARAMETERS = [
+    OpenApiParameter("owner", {"type": "string", "pattern": r"^[A-Za-z0-9-]{1,39}$"}, OpenApiParameter.PATH),
+    OpenApiParameter("repo", {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,100}$"}, OpenApiParameter.PATH),
+    OpenApiParameter(
+        "pr",
+        {"type": "integer", "minimum": 1, "maximum": validators.MAX_PR_NUMBER},
+        OpenApiParameter.PATH,
+        description="Pull request number",
+    ),
+]
+ERRORS = {(code, "application/problem+json"): ProblemSerializer for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+
+
+def _pr_number(raw: str) -> int:
+    if not raw.isdecimal() or not raw.isascii():
+        raise InvalidValues([{"field": "pr", "message": f"{raw!r} is not a pull request number"}])
+    number = int(raw)
+    try:
+        validators.validate_pr_number(number)
+    except ValidationError as exc:
+        raise InvalidValues([{"field": "pr", "message": exc.messages[0]}]) from None
+    return number
+
+
+class RepositoryScopedView(APIView):
+    """Resolves {owner}/{repo}, checking the token may act on it (403) and that it exists (404)."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if (
+            request.method in ("PUT", "POST")
+            and length not in ("", "0")
+            and request.content_type.split(";")[0].strip().lower() != "application/json"
+        ):
+            raise exceptions.UnsupportedMediaType(
+                request.content_type or "(none)", detail="send the body as application/json"
+            )
+
+    def repository(self, request, owner: str, repo: str) -> Repository:
+        if not request.user.may_act_on(owner, repo):
+            raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
+        repository = selectors.repository_get(owner, repo)
+        if repository is None:
+            raise exceptions.NotFound(f"repository {owner}/{repo} is not configured in this service")
+        return repository
+
+    def preview(self, repository: Repository, pr: int) -> Preview:
+        preview = selectors.preview_get(repository, pr)
+        if preview is None:
+            raise exceptions.NotFound(f"{repository} has no preview for PR #{pr}")
+        return preview
+
+    def actor(self, request) -> services.Actor:
+        return services.Actor("token", request.user.token.name)
+
+
+class PreviewDetailView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=PreviewUpsertSerializer,
+        responses={200: PreviewSerializer, 201: PreviewSerializer, **ERRORS},
+        summary="Create or update a PR's preview",
+        description="Idempotent: the same head_sha, images and manifests again start no new deploy.",
+    )
+    def put(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        repository = self.repository(request, owner, repo)
+        serializer = PreviewUpsertSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.preview_upsert(
+            repository=repository,
+            pr_number=number,
+            actor=self.actor(request),
+            request=services.PreviewRequest(
+                head_sha=data["head_sha"],
+                images=data["image_references"],
+                manifests=data.get("manifests", ""),
+                ttl_hours=data.get("ttl_hours"),
+                title=data.get("title", ""),
+                author=data.get("author", ""),
+            ),
+        )
+        body = PreviewSerializer(result.preview).data
+        body["deploy_enqueued"] = result.deploy_enqueued
+        return Response(body, status=201 if result.created else 200)
+
+    @extend_schema(
+        parameters=[
+            *PATH_PARAMETERS,
+            OpenApiParameter(
+                "wait",
+                {"type": "integer", "minimum": 0, "maximum": 120},
+                description="Hold up to N seconds (≤ 120) until the preview is ready, failed or deleted",
+            ),
+        ],
+        responses={200: PreviewSerializer, **ERRORS},
+        summary="Read a PR's preview",
+    )
+    def get(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        preview = self.preview(self.repository(request, owner, repo), number)
+        wait = request.query_params.get("wait")
+        if wait is not None:
+            if not wait.isdecimal() or not 0 <= int(wait) <= settings.PREVIEWS_API_MAX_WAIT:
+                raise InvalidValues(
+                    [
+                        {
+                            "field": "wait",
+                            "message": f"wait must be a whole number of seconds from 0 "
+                            f"to {settings.PREVIEWS_API_MAX_WAIT}",
+                        }
+                    ]
+                )
+            preview = selectors.preview_wait(preview, int(wait))
+        return Response(PreviewSerializer(preview).data)
+
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=None,
+        responses={202: PreviewSerializer, **ERRORS},
+        summary="Delete a PR's preview",
+        description="Idempotent: deleting again answers 202 as well.",
+    )
+    def delete(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        preview = self.preview(self.repository(request, owner, repo), number)
+        preview = services.preview_destroy(preview=preview, actor=self.actor(request), reason="deleted through the API")
+        return Response(PreviewSerializer(preview).data, status=202)
+
+
+class PreviewExtendView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=ExtendSerializer,
+        responses={200: PreviewSerializer, **ERRORS},
+        summary="Extend a preview's expiry",
+        description="Capped by the repository's maximum TTL.",
+    )
+    def post(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        preview = self.preview(self.repository(request, owner, repo), number)
+        serializer = ExtendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        preview = services.preview_extend(
+            preview=preview,
+            hours=serializer.validated_data["hours"],
+            reason=serializer.validated_data["reason"],
+            actor=self.actor(request),
+        )
+        return Response(PreviewSerializer(preview).data)
+
+
+class PreviewPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+    def get_page_number(self, request, paginator):
+        raw = request.query_params.get(self.page_query_param, "1")
+        if not raw.isdecimal() or int(raw) < 1:
+            raise InvalidValues([{"field": "page", "message": "page must be a whole number from 1"}])
+        return raw
+
+
+class PreviewListFilters(serializers.Serializer):
+    repository = serializers.CharField(required=False, help_text="owner/name")
+    status = serializers.ChoiceField(choices=Preview.Status.choices, required=False)
+    page = serializers.IntegerField(required=False, min_value=1)
+    page_size = serializers.IntegerField(required=False, min_value=1, max_value=200)
+
+
+class PreviewListView(generics.ListAPIView):
+    serializer_class = PreviewSerializer
+    pagination_class = PreviewPagination
+
+    @extend_schema(
+        parameters=[PreviewListFilters],
+        responses={200: PreviewSerializer(many=True), **ERRORS},
+        summary="List previews",
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        filters = PreviewListFilters(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        repository = None
+        if "repository" in filters.validated_data:
+            owner, _, name = filters.validated_data["repository"].partition("/")
+            if not self.request.user.may_act_on(owner, name):
+                raise exceptions.PermissionDenied(f"this token may only read {self.request.user.token.repository}")
+            repository = selectors.repository_get(owner, name)
+            if repository is None:
+                raise exceptions.NotFound(f"repository {filters.validated_data['repository']} is not configured")
+        elif self.request.user.token.repository is not None:
+            repository = self.request.user.token.repository
+        return selectors.preview_list(repository=repository, status=filters.validated_data.get("status"))
+
+
+@csrf_exempt
+@require_POST
+def github_webhook(request: HttpRequest) -> JsonResponse:
+    secret = settings.GITHUB_WEBHOOK_SECRET
+    if not secret:
+        return problem_response(503, "the webhook is not configured (GITHUB_WEBHOOK_SECRET is empty)")
+    signature = request.headers.get("X-Hub-Signature-256")
+    if not signature:
+        return problem_response(401, "the X-Hub-Signature-256 header is missing")
+    body = request.body
+    if not webhooks.verify_signature(secret, body, signature):
+        return problem_response(403, "the signature does not match the body")
+    delivery = request.headers.get("X-GitHub-Delivery", "")
+    event = request.headers.get("X-GitHub-Event", "")
+    if not delivery or not event:
+        return problem_response(400, "X-GitHub-Delivery and X-GitHub-Event headers are required")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return problem_response(400, "the body is not valid JSON")
+    if not isinstance(payload, dict):
+        return problem_response(400, "the body is not a JSON object")
+    try:
+        outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload)
+    except ValidationError as exc:
+        return problem_response(422, "the pull request cannot be deployed: " + "; ".join(exc.messages))
+    except services.PreviewConflict as exc:
+        return problem_response(409, str(exc))
+    return JsonResponse({"delivery": delivery, "outcome": outcome}, status=202)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks: dict[str, str] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except DatabaseError as exc:
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    try:
+        checks["kubernetes"] = f"ok ({kube.ping()})"
+    except kube.KubeError as exc:
+        checks["kubernetes"] = f"error: {exc}"
+    ready = all(v.startswith("ok") for v in checks.values())
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)

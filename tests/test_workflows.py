@@ -1,0 +1,87 @@
+"""The GitHub Actions workflows lint clean, and their scripts work against the real service."""
+
+import os
+import subprocess
+
+import pytest
+
+from previews import services
+from previews.models import Preview
+from tests.conftest import ROOT, wait_until
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+
+
+@pytest.fixture(scope="module")
+def actionlint() -> str:
+    result = subprocess.run([str(ROOT / "scripts" / "tools"), "actionlint"], capture_output=True, text=True,
+                            timeout=600, check=True)
+    return result.stdout.strip()
+
+
+def test_both_workflows_exist():
+    assert [w.name for w in WORKFLOWS] == ["pr-cleanup.yml", "pr-preview.yml"]
+
+
+def test_the_workflows_pass_actionlint(actionlint):
+    result = subprocess.run([actionlint, *map(str, WORKFLOWS)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(actionlint, tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: pull_request\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n"
+                      "      - run: echo ${{ github.event.pull_request.title }}\n        uses: nope\n")
+    assert subprocess.run([actionlint, str(broken)], capture_output=True, timeout=60).returncode != 0
+
+
+def _ci_env(live_server, token: str, **extra) -> dict:
+    return {**os.environ, "PREVIEWS_URL": live_server.url, "PREVIEWS_TOKEN": token,
+            "GITHUB_REPOSITORY": "acme/shop", **extra}
+
+
+@pytest.mark.kube
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_ci_scripts_deploy_wait_for_ready_and_delete(live_server, preview_repo, qcluster, kube_api, tmp_path):
+    preview_repo.owner, preview_repo.name = "acme", "shop"
+    preview_repo.save()
+    token = services.token_create(name="gha", repository=preview_repo)[1]
+    summary = tmp_path / "summary.md"
+    env = _ci_env(live_server, token, PR_NUMBER="21", HEAD_SHA="d" * 40, IMAGE="ghcr.io/demo/shop:pr-21-ddddddd",
+                  PR_TITLE="Checkout page", PR_AUTHOR="octocat", GITHUB_STEP_SUMMARY=str(summary),
+                  PREVIEW_WAIT_SECONDS="120")
+    deploy = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    url = f"https://{preview_repo.namespace_prefix}-21.preview.example.com"
+    assert f"Preview ready: {url}" in deploy.stdout
+    assert url in summary.read_text()
+    assert Preview.objects.get(pr_number=21).title == "Checkout page"
+
+    delete = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-delete")], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert delete.returncode == 0, delete.stdout + delete.stderr
+    assert "is being deleted" in delete.stdout
+    wait_until(lambda: Preview.objects.get(pr_number=21).status == "deleted", timeout=90, message="teardown")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_deploy_script_fails_the_job_when_the_service_refuses(live_server, preview_repo):
+    token = services.token_create(name="gha", repository=preview_repo)[1]
+    env = _ci_env(live_server, token, GITHUB_REPOSITORY=preview_repo.full_name, PR_NUMBER="3", HEAD_SHA="not-a-sha",
+                  IMAGE="ghcr.io/demo/shop:pr-3")
+    result = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "not a commit SHA" in result.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_delete_script_accepts_a_pr_without_a_preview(live_server, preview_repo):
+    token = services.token_create(name="gha", repository=preview_repo)[1]
+    env = _ci_env(live_server, token, GITHUB_REPOSITORY=preview_repo.full_name, PR_NUMBER="999")
+    result = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-delete")], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "has no preview" in result.stdout
