@@ -119,6 +119,14 @@ if PREVIEWS_ROLLOUT_TIMEOUT + 60 > Q_TIMEOUT:
 
 PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", "")
+GITHUB_API_URL = env.str("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+GITHUB_TOKEN = env.str("GITHUB_TOKEN", "")
+GITHUB_APP_ID = env.str("GITHUB_APP_ID", "")
+GITHUB_APP_INSTALLATION_ID = env.str("GITHUB_APP_INSTALLATION_ID", "")
+GITHUB_APP_PRIVATE_KEY = env.str("GITHUB_APP_PRIVATE_KEY", "")  # PEM text or a file path
+GITHUB_TIMEOUT = env.int("GITHUB_TIMEOUT", 5, minimum=1, maximum=60)
+if GITHUB_APP_ID and not (GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY):
+    raise ImproperlyConfigured("GITHUB_APP_ID needs GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY too")
 # Room for the largest manifest bundle plus the rest of a request; a larger body gets 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREVIEWS_MAX_MANIFEST_BYTES + 262_144
 

@@ -161,6 +161,11 @@ class Preview(models.Model):
     author = models.CharField(max_length=39, blank=True)
     github_comment_id = models.BigIntegerField(null=True, blank=True)
     github_deployment_id = models.BigIntegerField(null=True, blank=True)
+    # What the PR has been told: the deployment's generation and last posted state, and a
+    # key of the state the comment and statuses last reflected (empty: never synced).
+    github_deployment_generation = models.PositiveIntegerField(null=True, blank=True)
+    github_deployment_state = models.CharField(max_length=12, blank=True)
+    github_synced_key = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)
@@ -235,3 +240,16 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event}/{self.action} {self.delivery_id}"
+
+
+class GitHubState(models.Model):
+    """Small pieces of GitHub state kept between calls: listing ETags, the rate limit, a back-off deadline."""
+
+    key = models.CharField(max_length=300, unique=True)
+    etag = models.CharField(max_length=200, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -10,13 +10,15 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django_q.tasks import async_task
+from django_q.models import Schedule
+from django_q.tasks import async_task, schedule
 
-from previews import tokens, validators
+from previews import github, tokens, validators
 from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
+GITHUB_SYNC_TASK = "previews.tasks.sync_github"
 
 
 @transaction.atomic
@@ -98,6 +100,18 @@ def _enqueue(task: str, preview: Preview) -> None:
     preview_id, generation = preview.pk, preview.generation
     transaction.on_commit(lambda: async_task(task, preview_id, generation,
                                              task_name=f"{task.rsplit('.', 1)[1]}:{preview_id}:{generation}"))
+
+
+def github_sync_enqueue(preview_id: int) -> None:
+    """Tell the PR about the preview's state, after commit, in a task of its own."""
+    if github.is_configured():
+        transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, task_name=f"sync_github:{preview_id}"))
+
+
+def github_sync_retry(preview_id: int, delay: timedelta) -> None:
+    """A one-off retry of the GitHub sync after `delay` (the reaper also retries every cycle)."""
+    schedule(GITHUB_SYNC_TASK, preview_id, name=f"github-retry-{preview_id}-{timezone.now().timestamp():.0f}",
+             schedule_type=Schedule.ONCE, next_run=timezone.now() + delay, repeats=1)
 
 
 def namespace_for(repository: Repository, pr_number: int) -> str:
@@ -185,6 +199,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         _event(preview, actor, "created", f"Preview requested for {request.head_sha[:7]}",
                head_sha=request.head_sha, images=images)
         _enqueue(DEPLOY_TASK, preview)
+        github_sync_enqueue(preview.pk)
         return UpsertResult(preview, created=True, deploy_enqueued=True)
 
     unchanged = (preview.desired == Preview.Desired.UP and preview.head_sha == request.head_sha
@@ -210,6 +225,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
     _event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
            images=images)
     _enqueue(DEPLOY_TASK, preview)
+    github_sync_enqueue(preview.pk)
     return UpsertResult(preview, created=False, deploy_enqueued=True)
 
 
@@ -224,6 +240,7 @@ def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
         preview.save()
         _event(preview, actor, "redeploy requested", f"Redeploy of {preview.head_sha[:7]} requested")
         _enqueue(DEPLOY_TASK, preview)
+        github_sync_enqueue(preview.pk)
     return preview
 
 
@@ -239,6 +256,7 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
         preview.save()
         _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
         _enqueue(TEARDOWN_TASK, preview)
+        github_sync_enqueue(preview.pk)
     return preview
 
 
@@ -267,6 +285,7 @@ def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -
         preview.save(update_fields=["expires_at", "updated_at"])
         _event(preview, actor, "extended", reason.strip(), hours=hours, previous_expires_at=previous.isoformat(),
                expires_at=wanted.isoformat())
+        github_sync_enqueue(preview.pk)
     return preview
 
 
@@ -277,6 +296,7 @@ def preview_pin(*, preview: Preview, pinned: bool, actor: Actor) -> Preview:
             preview.pinned = pinned
             preview.save(update_fields=["pinned", "updated_at"])
             _event(preview, actor, "pinned" if pinned else "unpinned")
+            github_sync_enqueue(preview.pk)
     return preview
 
 
@@ -299,6 +319,7 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, message
         if updated:
             preview = Preview.objects.get(pk=preview_id)
             _event(preview, Actor.system(), action or status, message, **details)
+            github_sync_enqueue(preview_id)
     return bool(updated)
 
 

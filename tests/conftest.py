@@ -132,3 +132,19 @@ def preview_repo(db, kube_env, kube_api) -> Iterator:
             except client.ApiException as exc:
                 if exc.status != 404:
                     raise
+
+
+@pytest.fixture
+def fake_github(settings, monkeypatch) -> Iterator:
+    """The stateful fake GitHub API on loopback, with the service configured to use it."""
+    from tests.fake_github import FakeGitHub
+
+    with FakeGitHub() as fake:
+        settings.GITHUB_API_URL = fake.base_url
+        settings.GITHUB_TOKEN = "test-token"
+        settings.GITHUB_TIMEOUT = 2
+        # For subprocesses (a qcluster) started by the test.
+        monkeypatch.setenv("GITHUB_API_URL", fake.base_url)
+        monkeypatch.setenv("GITHUB_TOKEN", "test-token")
+        monkeypatch.setenv("GITHUB_TIMEOUT", "2")
+        yield fake

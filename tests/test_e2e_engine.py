@@ -60,3 +60,31 @@ def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, qclu
     final = Preview.objects.get(pk=preview.pk)
     assert final.status == "deleted"
     assert not final.events.filter(action="ready").exists()
+
+
+def test_the_pr_is_told_when_the_preview_is_ready(preview_repo, fake_github, qcluster):
+    fake_github.add_pull(preview_repo.full_name, 13, head_sha="c" * 40)
+    preview = services.preview_upsert(repository=preview_repo, pr_number=13, actor=CI, request=PreviewRequest(
+        head_sha="c" * 40, images=("ghcr.io/demo/shop:pr-13-ccccccc",))).preview
+    wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the deploy")
+
+    def told_ready():
+        comments = fake_github.comments(preview_repo.full_name, 13)
+        return len(comments) == 1 and "Preview ready" in comments[0]["body"]
+
+    wait_until(told_ready, timeout=30, message="the PR comment to say ready")
+    [deployment] = fake_github.deployments(preview_repo.full_name)
+    states = [s["state"] for s in fake_github.statuses(preview_repo.full_name, deployment["id"])]
+    assert states[-1] == "success"
+    assert states == sorted(states, key=["queued", "in_progress", "success"].index)
+
+
+def test_a_github_outage_does_not_stop_a_deploy(preview_repo, fake_github, qcluster):
+    fake_github.add_pull(preview_repo.full_name, 14)
+    fake_github.fail_next(10_000, status=500)
+    preview = services.preview_upsert(repository=preview_repo, pr_number=14, actor=CI, request=PreviewRequest(
+        head_sha="e" * 40, images=("ghcr.io/demo/shop:pr-14-eeeeeee",))).preview
+    wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the deploy despite GitHub failing")
+    wait_until(lambda: Preview.objects.get(pk=preview.pk).events.filter(action="github failed").exists(),
+               timeout=30, message="the GitHub failure to be recorded")
+    assert fake_github.comments(preview_repo.full_name, 14) == []

@@ -1,0 +1,184 @@
+"""Telling the pull request: one sticky comment and GitHub deployment statuses.
+
+`sync_github` reconciles what the PR shows with the preview's current state.
+It runs as its own task, so a GitHub outage never fails or slows a deploy or
+a teardown: failures become events and the sync is retried later (a one-off
+retry, and every reaper cycle picks up previews that are out of sync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from previews import github, services
+from previews.models import Preview
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_LOCK_CLASS = 0x70726567  # per-preview advisory lock, apart from the deploy lock
+RETRY_DELAY = timedelta(seconds=60)
+
+# Deployment states in the only order GitHub should ever see them for one deployment.
+DEPLOYMENT_RANK = {"": 0, "queued": 1, "in_progress": 2, "success": 3, "failure": 3, "inactive": 4}
+STATUS_TO_DEPLOYMENT = {
+    Preview.Status.PENDING: "queued",
+    Preview.Status.DEPLOYING: "in_progress",
+    Preview.Status.READY: "success",
+    Preview.Status.FAILED: "failure",
+    Preview.Status.DELETED: "inactive",
+}
+HEADLINES = {
+    Preview.Status.PENDING: "🟡 Preview queued",
+    Preview.Status.DEPLOYING: "🔵 Preview deploying",
+    Preview.Status.READY: "🟢 Preview ready",
+    Preview.Status.FAILED: "🔴 Preview failed",
+    Preview.Status.DELETING: "⚪ Preview being deleted",
+    Preview.Status.DELETED: "⚪ Preview deleted",
+}
+
+
+def dashboard_url(preview: Preview) -> str:
+    return f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/"
+
+
+def _humanize(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds <= 0:
+        return "now"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    if days:
+        return f"{days} day{'s' * (days != 1)}" + (f" {hours} h" if hours else "")
+    if hours:
+        return f"{hours} h {rest // 60} min"
+    return f"{max(1, rest // 60)} min"
+
+
+def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) -> str:
+    """The PR comment for the preview's current state (pure)."""
+    status = preview.status
+    lines = [f"### {HEADLINES.get(status, status)}", ""]
+    if status == Preview.Status.READY:
+        lines.append(f"**{preview.url}**")
+        lines.append("")
+    lines += ["| | |", "| --- | --- |"]
+    lines.append(f"| Status | {preview.get_status_display()} |")
+    if status not in (Preview.Status.DELETING, Preview.Status.DELETED):
+        lines.append(f"| URL | {preview.url} |")
+    lines.append(f"| Commit | `{preview.head_sha[:7]}` |")
+    lines.append(f"| Namespace | `{preview.namespace}` |")
+    if status not in (Preview.Status.DELETING, Preview.Status.DELETED):
+        when = f"{preview.expires_at:%Y-%m-%d %H:%M} UTC (in {_humanize(preview.expires_at - now)})"
+        if preview.pinned:
+            when = "never: pinned"
+        lines.append(f"| Expires | {when} |")
+    lines.append(f"| Dashboard | {dashboard_url(preview)} |")
+    if status == Preview.Status.FAILED and preview.status_message:
+        lines += ["", "**Why it failed**", "", "```", preview.status_message[:3000], "```"]
+    if status in (Preview.Status.DELETING, Preview.Status.DELETED) and preview.status_message:
+        lines += ["", preview.status_message]
+    if expiry_warning and status == Preview.Status.READY and not preview.pinned:
+        lines += ["", f"⚠️ This preview expires in {_humanize(preview.expires_at - now)}."]
+    if status in (Preview.Status.READY, Preview.Status.FAILED, Preview.Status.PENDING, Preview.Status.DEPLOYING):
+        repo = preview.repository
+        lines += ["", f"Need it longer? Extend it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
+                      f"/previews/{preview.pr_number}/extend` with `hours` and `reason`."]
+    return "\n".join(lines)
+
+
+def sync_key(preview: Preview, expiry_warning: bool = False) -> str:
+    """Everything the PR shows; when it changes, the PR needs telling again."""
+    raw = "|".join([str(preview.generation), preview.status, preview.status_message, preview.url,
+                    preview.expires_at.isoformat(), str(preview.pinned), str(expiry_warning)])
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+@contextmanager
+def _lock(preview_id: int):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [NOTIFY_LOCK_CLASS, preview_id])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [NOTIFY_LOCK_CLASS, preview_id])
+
+
+def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
+    """Bring the PR's comment and deployment status in line with the preview. Returns an outcome word."""
+    if not github.is_configured():
+        return "disabled"
+    with _lock(preview_id):
+        preview = Preview.objects.select_related("repository").filter(pk=preview_id).first()
+        if preview is None:
+            return "gone"
+        key = sync_key(preview, expiry_warning)
+        if preview.github_synced_key == key:
+            return "in sync"
+        errors = []
+        for step in (_sync_deployment, _sync_comment):
+            try:
+                step(preview, expiry_warning)
+            except github.GitHubUnavailable as exc:
+                errors.append(exc)
+        if errors:
+            retry_after = max((e.retry_after or 0 for e in errors), default=0)
+            delay = max(RETRY_DELAY, timedelta(seconds=retry_after))
+            services.preview_note(preview_id=preview_id, action="github failed",
+                                  message="; ".join(str(e) for e in errors) + f"; retrying in {int(delay.seconds)}s",
+                                  errors=[str(e) for e in errors])
+            services.github_sync_retry(preview_id, delay)
+            return "failed"
+        Preview.objects.filter(pk=preview_id).update(github_synced_key=key)
+        return "synced"
+
+
+def _sync_deployment(preview: Preview, expiry_warning: bool) -> None:
+    repo = preview.repository.full_name
+    target = STATUS_TO_DEPLOYMENT.get(preview.status)
+    if target is None:  # deleting: the deployment stays as it is until the namespace is gone
+        return
+    if target == "inactive":
+        if preview.github_deployment_id and preview.github_deployment_state != "inactive":
+            github.create_deployment_status(repo, preview.github_deployment_id, "inactive",
+                                            description="The preview was deleted", log_url=dashboard_url(preview))
+            _save_deployment(preview, state="inactive")
+        return
+    if not preview.github_deployment_id or preview.github_deployment_generation != preview.generation:
+        deployment = github.create_deployment(repo, preview.head_sha, f"preview/{preview.namespace}",
+                                              f"Preview of PR #{preview.pr_number}")
+        _save_deployment(preview, deployment_id=deployment.id, generation=preview.generation, state="")
+    if DEPLOYMENT_RANK[target] <= DEPLOYMENT_RANK.get(preview.github_deployment_state, 0):
+        return  # never post an earlier state after a later one
+    description = preview.status_message if target == "failure" else preview.get_status_display()
+    github.create_deployment_status(
+        repo, preview.github_deployment_id, target, description=description,
+        environment_url=preview.url if target == "success" else "", log_url=dashboard_url(preview))
+    _save_deployment(preview, state=target)
+
+
+def _save_deployment(preview: Preview, *, state: str, deployment_id: int | None = None,
+                     generation: int | None = None) -> None:
+    fields = {"github_deployment_state": state}
+    if deployment_id is not None:
+        fields["github_deployment_id"] = deployment_id
+        fields["github_deployment_generation"] = generation
+    Preview.objects.filter(pk=preview.pk).update(**fields)
+    for name, value in fields.items():
+        setattr(preview, name, value)
+
+
+def _sync_comment(preview: Preview, expiry_warning: bool) -> None:
+    body = comment_body(preview, timezone.now(), expiry_warning)
+    comment_id = github.upsert_comment(preview.repository.full_name, preview.pr_number, body,
+                                       known_comment_id=preview.github_comment_id)
+    if comment_id != preview.github_comment_id:
+        Preview.objects.filter(pk=preview.pk).update(github_comment_id=comment_id)
+        preview.github_comment_id = comment_id
