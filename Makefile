@@ -36,6 +36,7 @@ kube-down:
 run: venv postgres kube
 	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
 	$(PY) manage.py migrate --no-input; \
+	$(PY) manage.py ensure_schedules; \
 	$(PY) manage.py seed_demo; \
 	trap 'kill 0' EXIT INT TERM; \
 	$(PY) manage.py qcluster & \

@@ -86,12 +86,13 @@ from django.db.models import Max
 from django_q.models import OrmQ
 from previews.models import Preview, Repository
 args = json.loads(sys.argv[1])
-previews = Preview.objects.filter(repository_id=args["id"])
+# .only(): the models may have gained fields since this run migrated (the tree is edited concurrently).
+previews = Preview.objects.filter(repository_id=args["id"]).only("pk", "repository_id")
 report = {"previews": previews.count(), "max_generation": previews.aggregate(m=Max("generation"))["m"],
           "queued_tasks": OrmQ.objects.count()}
 OrmQ.objects.all().delete()
 previews.delete()
-Repository.objects.filter(pk=args["id"]).delete()
+Repository.objects.filter(pk=args["id"]).only("pk").delete()
 print(json.dumps(report))
 """
 
@@ -518,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cleanup['queued_tasks']} queued tasks; previews, repository and token deleted")
         except SystemExit as exc:
             log(f"cleanup failed: {exc}")
+            meta.setdefault("checks", {})["after_run"] = (
+                f"cleanup FAILED (see above); repository {owner}/{name} and its previews may be left in {BENCH_DB}")
     if server_output.strip():
         log(f"gunicorn log (last lines):\n{server_output}")
 

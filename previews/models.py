@@ -15,6 +15,9 @@ from previews import validators
 
 models.CharField.register_lookup(Length)
 
+# Preview.github_synced_key after a failed sync: the reaper retries these every cycle.
+GITHUB_SYNC_FAILED = "failed"
+
 
 class Repository(models.Model):
     owner = models.CharField(max_length=39, validators=[validators.validate_owner])
@@ -166,6 +169,8 @@ class Preview(models.Model):
     github_deployment_generation = models.PositiveIntegerField(null=True, blank=True)
     github_deployment_state = models.CharField(max_length=12, blank=True)
     github_synced_key = models.CharField(max_length=200, blank=True)
+    # The expiry the PR was last warned about, so each expiry is announced once.
+    expiry_warned_for = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)
@@ -253,3 +258,22 @@ class GitHubState(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ReaperRun(models.Model):
+    """One reaper cycle: every decision with its reason, what was done, and any alert."""
+
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    dry_run = models.BooleanField(default=False)
+    decisions = models.JSONField(default=list, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    alert = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        kind = "dry run" if self.dry_run else "run"
+        return f"reaper {kind} {self.started_at:%Y-%m-%d %H:%M}"

@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from previews import github, services
-from previews.models import Preview
+from previews.models import GITHUB_SYNC_FAILED, Preview
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
                                   message="; ".join(str(e) for e in errors) + f"; retrying in {int(delay.seconds)}s",
                                   errors=[str(e) for e in errors])
             services.github_sync_retry(preview_id, delay)
+            Preview.objects.filter(pk=preview_id).update(github_synced_key=GITHUB_SYNC_FAILED)
             return "failed"
         Preview.objects.filter(pk=preview_id).update(github_synced_key=key)
         return "synced"

@@ -6,7 +6,7 @@ import time
 
 from django.db.models import QuerySet
 
-from previews.models import Preview, Repository
+from previews.models import GITHUB_SYNC_FAILED, Preview, Repository
 
 
 def preview_list_live() -> QuerySet[Preview]:
@@ -48,3 +48,19 @@ def preview_list(*, repository: Repository | None = None, status: str | None = N
     if status:
         qs = qs.filter(status=status)
     return qs
+
+
+def reaper_preview_records() -> list:
+    """Every preview the database considers live, as plain records for the reaper's plan."""
+    from previews.reaper import PreviewRecord
+
+    rows = Preview.objects.filter(status__in=Preview.LIVE_STATUSES).select_related("repository")
+    return [PreviewRecord(id=p.pk, repository_id=p.repository_id, repository=p.repository.full_name,
+                          pr_number=p.pr_number, namespace=p.namespace, desired=p.desired, status=p.status,
+                          expires_at=p.expires_at, pinned=p.pinned, generation=p.generation,
+                          expiry_warned_for=p.expiry_warned_for) for p in rows]
+
+
+def previews_out_of_sync_with_github(limit: int = 100) -> list[int]:
+    """Previews whose last GitHub sync failed and has not succeeded since."""
+    return list(Preview.objects.filter(github_synced_key=GITHUB_SYNC_FAILED).values_list("pk", flat=True)[:limit])

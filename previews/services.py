@@ -43,8 +43,10 @@ def token_authenticate(plaintext: str) -> ApiToken | None:
     if token is None or not tokens.token_matches(plaintext, token.token_hash):
         return None
     now = timezone.now()
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    token.last_used_at = now
+    # A minute's precision is plenty, and spares a write on almost every request.
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
     return token
 
 
@@ -328,3 +330,61 @@ def preview_note(*, preview_id: int, action: str, message: str, **details) -> No
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
         _event(preview, Actor.system(), action, message, **details)
+
+
+# --- the reaper's changes ---------------------------------------------------------------------
+
+
+REAPER = Actor(ActorKind.REAPER, "reaper")
+
+
+def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason: str, detail: str = "") -> bool:
+    """Destroy a preview the reaper planned to delete, unless it changed since the plan (extended, redeployed).
+
+    Returns True when the destroy was requested.
+    """
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().filter(pk=preview_id).first()
+        if preview is None or preview.generation != generation or preview.expires_at != expires_at:
+            return False
+        if preview.desired == Preview.Desired.DOWN:
+            # Already asked for; a teardown that failed earlier is simply tried again.
+            _event(preview, REAPER, "reaped", f"{reason}: deleting again", reason=reason)
+            _enqueue(TEARDOWN_TASK, preview)
+            return True
+    preview_destroy(preview=preview, actor=REAPER, reason=f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
+    return True
+
+
+def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -> bool:
+    """The namespace is gone from the cluster: record the preview as deleted."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().filter(pk=preview_id).first()
+        if preview is None or preview.generation != generation or preview.status == Preview.Status.DELETED:
+            return False
+        now = timezone.now()
+        Preview.objects.filter(pk=preview_id).update(status=Preview.Status.DELETED, status_message=reason,
+                                                     deleted_at=now, updated_at=now,
+                                                     observed_generation=preview.generation)
+        _event(preview, REAPER, "marked deleted", reason)
+        github_sync_enqueue(preview_id)
+    return True
+
+
+def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
+    """Announce, once per expiry time, on the PR that the preview will expire soon."""
+    updated = Preview.objects.filter(pk=preview_id, expires_at=expires_at).exclude(
+        expiry_warned_for=expires_at).update(expiry_warned_for=expires_at)
+    if updated:
+        preview = Preview.objects.get(pk=preview_id)
+        _event(preview, REAPER, "expiry warning", f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
+        if github.is_configured():
+            transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, True,
+                                                     task_name=f"sync_github:{preview_id}:warn"))
+    return bool(updated)
+
+
+def preview_note_stuck(*, preview_id: int, detail: str) -> None:
+    preview = Preview.objects.filter(pk=preview_id).first()
+    if preview is not None:
+        _event(preview, REAPER, "namespace stuck", detail)

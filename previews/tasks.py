@@ -13,3 +13,13 @@ def teardown_preview(preview_id: int, generation: int) -> str:
 
 def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
     return notifications.sync_github(preview_id, expiry_warning)
+
+
+def reap() -> dict:
+    """The scheduled reaper cycle (dry-run when PREVIEWS_REAPER_DRY_RUN is set)."""
+    from django.conf import settings
+
+    from previews import reaper_cycle
+
+    result = reaper_cycle.run_cycle(dry_run=settings.PREVIEWS_REAPER_DRY_RUN)
+    return {"run": result.run.pk, **result.run.summary, "errors": result.errors, "alert": result.plan.alert}

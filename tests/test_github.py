@@ -252,7 +252,7 @@ def test_a_failed_sync_is_recorded_and_retried_later(fake_github, preview):
     event = Preview.objects.get(pk=preview.pk).events.get(action="github failed")
     assert "500" in event.message
     assert Schedule.objects.filter(func="previews.tasks.sync_github", args=f"({preview.pk},)").exists()
-    assert Preview.objects.get(pk=preview.pk).github_synced_key == ""
+    assert Preview.objects.get(pk=preview.pk).github_synced_key == "failed"
     fake_github.clear_faults()
     assert sync(preview) == "synced"
 
