@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test pytest lint venv postgres kube kube-down clean help
+.PHONY: run test pytest lint venv postgres kube kube-down browser clean help
 
 help:
 	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web on :$(PORT) and a worker"
@@ -33,6 +33,13 @@ kube:
 kube-down:
 	scripts/kube down
 
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it; it downloads no browser).
+browser:
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "[browser] installing Debian's chromium"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "[browser] chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; fi
+
 run: venv postgres kube
 	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
 	$(PY) manage.py migrate --no-input; \
@@ -45,7 +52,7 @@ run: venv postgres kube
 
 # Tests always use the project's own local cluster, never the KUBECONFIG a
 # developer may have set for real work.
-test: venv postgres
+test: venv postgres browser
 	@scripts/kube up
 	@$(MAKE) --no-print-directory pytest
 

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",
     "rest_framework",
     "drf_spectacular",
     "django_q",
@@ -38,12 +39,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -74,7 +77,15 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-LOGIN_URL = "/admin/login/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True  # serve app static files even without collectstatic (development, tests)
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "previews"}}
 
 # --- background tasks (django-q2) ---------------------------------------------
 # A task that runs longer than Q_TIMEOUT is killed; one not acknowledged within
@@ -134,6 +145,7 @@ GITHUB_TOKEN = env.str("GITHUB_TOKEN", "")
 GITHUB_APP_ID = env.str("GITHUB_APP_ID", "")
 GITHUB_APP_INSTALLATION_ID = env.str("GITHUB_APP_INSTALLATION_ID", "")
 GITHUB_APP_PRIVATE_KEY = env.str("GITHUB_APP_PRIVATE_KEY", "")  # PEM text or a file path
+GITHUB_WEB_URL = env.str("GITHUB_WEB_URL", "https://github.com").rstrip("/")
 GITHUB_TIMEOUT = env.int("GITHUB_TIMEOUT", 5, minimum=1, maximum=60)
 if GITHUB_APP_ID and not (GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY):
     raise ImproperlyConfigured("GITHUB_APP_ID needs GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY too")

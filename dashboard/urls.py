@@ -1,3 +1,4 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import views
@@ -5,4 +6,12 @@ from dashboard import views
 app_name = "dashboard"
 urlpatterns = [
     path("", views.preview_list, name="preview_list"),
+    path("previews/<int:preview_id>/", views.preview_detail, name="preview_detail"),
+    path("previews/<int:preview_id>/extend", views.preview_extend, name="preview_extend"),
+    path("previews/<int:preview_id>/pin", views.preview_pin, name="preview_pin"),
+    path("previews/<int:preview_id>/redeploy", views.preview_redeploy, name="preview_redeploy"),
+    path("previews/<int:preview_id>/kill", views.preview_kill, name="preview_kill"),
+    path("reaper/", views.reaper_plan, name="reaper"),
+    path("accounts/login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

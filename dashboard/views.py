@@ -1,9 +1,145 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+"""Dashboard views: read through selectors, change through services, nothing else."""
 
-from previews import selectors
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard.forms import ExtendForm, KillForm, ListFilterForm
+from previews import kube, reaper_cycle, selectors, services
+from previews.models import Preview
+
+PAGE_SIZE = 50
 
 
+def _actor(request: HttpRequest) -> services.Actor:
+    return services.Actor("user", request.user.get_username())
+
+
+def _preview_or_404(preview_id: int) -> Preview:
+    preview = selectors.preview_detail(preview_id)
+    if preview is None:
+        raise Http404("No such preview")
+    return preview
+
+
+@require_GET
 @login_required
-def preview_list(request):
-    return render(request, "dashboard/preview_list.html", {"previews": selectors.preview_list_live()})
+@permission_required("previews.view_preview", raise_exception=True)
+def preview_list(request: HttpRequest) -> HttpResponse:
+    form = ListFilterForm(request.GET)
+    filters = form.cleaned_data if form.is_valid() else {}
+    previews = selectors.dashboard_previews(
+        repository=filters.get("repository", ""), status=filters.get("status", ""),
+        author=filters.get("author", ""), search=filters.get("q", ""), sort=filters.get("sort") or "updated")
+    page = Paginator(previews, PAGE_SIZE).get_page(filters.get("page") or 1)
+    context = {"page": page, "form": form, "counts": selectors.dashboard_counts(), "now": timezone.now(),
+               "query": request.GET.copy()}
+    if request.htmx:
+        return render(request, "dashboard/_preview_rows.html", context)
+    context["choices"] = selectors.dashboard_filter_choices()
+    return render(request, "dashboard/preview_list.html", context)
+
+
+@require_GET
+@login_required
+@permission_required("previews.view_preview", raise_exception=True)
+def preview_detail(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    context = _detail_context(request, preview)
+    if request.htmx:
+        return render(request, "dashboard/_preview_live.html", context)
+    return render(request, "dashboard/preview_detail.html", context)
+
+
+def _detail_context(request: HttpRequest, preview: Preview, **forms) -> dict:
+    overview, cluster_error = selectors.preview_cluster_view(preview) if preview.is_live else (None, "")
+    return {
+        "preview": preview, "events": selectors.preview_timeline(preview), "overview": overview,
+        "cluster_error": cluster_error, "now": timezone.now(),
+        "extend_form": forms.get("extend_form") or ExtendForm(),
+        "kill_form": forms.get("kill_form") or KillForm(preview=preview),
+    }
+
+
+@require_POST
+@login_required
+@permission_required("previews.extend_preview", raise_exception=True)
+def preview_extend(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    form = ExtendForm(request.POST)
+    if form.is_valid():
+        try:
+            services.preview_extend(preview=preview, hours=form.cleaned_data["extend_by"],
+                                    reason=form.cleaned_data["reason"], actor=_actor(request))
+        except ValidationError as exc:
+            form.add_error(None, exc.messages)
+        except services.PreviewConflict as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Extended by {form.cleaned_data['extend_by']} hours.")
+            return redirect("dashboard:preview_detail", preview_id=preview.pk)
+    return render(request, "dashboard/preview_detail.html", _detail_context(request, preview, extend_form=form),
+                  status=422)
+
+
+@require_POST
+@login_required
+@permission_required("previews.pin_preview", raise_exception=True)
+def preview_pin(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    pinned = request.POST.get("pinned") == "true"
+    services.preview_pin(preview=preview, pinned=pinned, actor=_actor(request))
+    messages.success(request, "Pinned: the reaper will not expire it." if pinned else "Unpinned.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_POST
+@login_required
+@permission_required("previews.redeploy_preview", raise_exception=True)
+def preview_redeploy(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    try:
+        services.preview_redeploy(preview=preview, actor=_actor(request))
+    except services.PreviewConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Redeploying {preview.head_sha[:7]}.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_POST
+@login_required
+@permission_required("previews.kill_preview", raise_exception=True)
+def preview_kill(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    form = KillForm(request.POST, preview=preview)
+    if not form.is_valid():
+        return render(request, "dashboard/preview_detail.html", _detail_context(request, preview, kill_form=form),
+                      status=422)
+    services.preview_destroy(preview=preview, actor=_actor(request),
+                             reason=f"Deleted from the dashboard by {request.user.get_username()}")
+    messages.success(request, f"Deleting namespace {preview.namespace}.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_GET
+@login_required
+@permission_required("previews.view_preview", raise_exception=True)
+def reaper_plan(request: HttpRequest) -> HttpResponse:
+    error = ""
+    plan = snapshot = None
+    try:
+        plan, snapshot = reaper_cycle.preview_plan()
+    except kube.KubeError as exc:
+        error = f"The cluster could not be read, so there is no plan: {exc}"
+    settings = reaper_cycle.reaper_settings()
+    return render(request, "dashboard/reaper.html", {
+        "plan": plan, "snapshot": snapshot, "error": error, "settings": settings,
+        "grace_minutes": int(settings.grace_period.total_seconds() // 60)})

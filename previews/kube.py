@@ -214,13 +214,16 @@ def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
     return _namespace_info(ns)
 
 
+LIST_PAGE_SIZE = 500
+
+
 def list_managed_namespaces() -> list[NamespaceInfo]:
-    """Every namespace carrying our managed-by label (one paginated, labelled list)."""
+    """Every namespace carrying our managed-by label (one labelled list, in pages of LIST_PAGE_SIZE)."""
     result: list[NamespaceInfo] = []
     token = None
     while True:
         page = _call("list managed namespaces", _core().list_namespace, label_selector=MANAGED_SELECTOR,
-                     limit=500, _continue=token, _request_timeout=REQUEST_TIMEOUT)
+                     limit=LIST_PAGE_SIZE, _continue=token, _request_timeout=REQUEST_TIMEOUT)
         result.extend(_namespace_info(ns) for ns in page.items)
         token = page.metadata._continue
         if not token:
@@ -426,3 +429,72 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
 def _dedupe(lines: list[str]) -> list[str]:
     seen: set[str] = set()
     return [x for x in lines if not (x in seen or seen.add(x))]
+
+
+# --- a live view for people ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    kind: str
+    name: str
+    ready: int
+    desired: int
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    waiting: str  # e.g. "ImagePullBackOff: Back-off pulling image ..." or ""
+
+
+@dataclass(frozen=True)
+class EventView:
+    type: str
+    reason: str
+    object: str
+    message: str
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class NamespaceOverview:
+    exists: bool
+    phase: str = ""
+    workloads: list[WorkloadView] = field(default_factory=list)
+    pods: list[PodView] = field(default_factory=list)
+    events: list[EventView] = field(default_factory=list)
+
+
+def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOverview:
+    """Deployments and StatefulSets with ready counts, pods with phase and waiting reason, recent events."""
+    info = read_namespace(namespace)
+    if info is None:
+        return NamespaceOverview(exists=False)
+    workloads = []
+    for kind in ("Deployment", "StatefulSet"):
+        for item in _call(f"list {kind}", _resource("apps/v1", kind).get, namespace=namespace,
+                          _request_timeout=REQUEST_TIMEOUT).items:
+            obj = item.to_dict()
+            status = obj.get("status") or {}
+            workloads.append(WorkloadView(kind, obj["metadata"]["name"], status.get("readyReplicas") or 0,
+                                          (obj.get("spec") or {}).get("replicas", 1)))
+    core = _core()
+    pods = []
+    for pod in _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items:
+        statuses = pod.status.container_statuses or []
+        waiting = [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
+                   for cs in statuses if cs.state and cs.state.waiting and cs.state.waiting.reason]
+        pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
+            cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting)))
+    raw_events = _call("list events", core.list_namespaced_event, namespace,
+                       _request_timeout=REQUEST_TIMEOUT).items
+    raw_events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp, reverse=True)
+    events = [EventView(e.type or "", e.reason or "", f"{e.involved_object.kind}/{e.involved_object.name}",
+                        e.message or "", e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+              for e in raw_events[:max_events]]
+    return NamespaceOverview(True, info.phase, sorted(workloads, key=lambda w: (w.kind, w.name)),
+                             sorted(pods, key=lambda p: p.name), events)

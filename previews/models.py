@@ -178,6 +178,12 @@ class Preview(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
+        permissions = [
+            ("extend_preview", "Can extend a preview's expiry"),
+            ("pin_preview", "Can pin or unpin a preview"),
+            ("redeploy_preview", "Can redeploy a preview"),
+            ("kill_preview", "Can delete a preview's environment"),
+        ]
         constraints = [
             models.UniqueConstraint("repository", "pr_number", name="preview_unique_repository_pr"),
             models.CheckConstraint(

@@ -60,7 +60,8 @@ def take_snapshot() -> Snapshot:
         open_prs[repository_id] = result.numbers if result.known else None
         if not result.known:
             reasons[full_name] = result.reason
-    return Snapshot(namespaces, previews, open_prs, reasons, kube_calls=1, github_calls=calls)
+    list_pages = len(namespaces) // kube.LIST_PAGE_SIZE + 1
+    return Snapshot(namespaces, previews, open_prs, reasons, kube_calls=list_pages, github_calls=calls)
 
 
 @dataclass
@@ -136,3 +137,10 @@ def _resync_github() -> None:
     """Previews whose PR has not been told their latest state get another sync (GitHub was down)."""
     for preview_id in selectors.previews_out_of_sync_with_github():
         services.github_sync_enqueue(preview_id)
+
+
+def preview_plan(now: datetime | None = None) -> tuple[reaper.Plan, Snapshot]:
+    """The next cycle's plan, decided but neither carried out nor recorded (for the dashboard)."""
+    snapshot = take_snapshot()
+    return reaper.plan(snapshot.namespaces, snapshot.previews, snapshot.open_prs, now or timezone.now(),
+                       reaper_settings()), snapshot

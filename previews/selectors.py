@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
-from django.db.models import QuerySet
+from django.core.cache import cache
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
+from previews import kube
 from previews.models import GITHUB_SYNC_FAILED, Preview, Repository
+from previews.reaper import PreviewRecord
 
 
 def preview_list_live() -> QuerySet[Preview]:
@@ -50,10 +55,8 @@ def preview_list(*, repository: Repository | None = None, status: str | None = N
     return qs
 
 
-def reaper_preview_records() -> list:
+def reaper_preview_records() -> list[PreviewRecord]:
     """Every preview the database considers live, as plain records for the reaper's plan."""
-    from previews.reaper import PreviewRecord
-
     rows = Preview.objects.filter(status__in=Preview.LIVE_STATUSES).select_related("repository")
     return [PreviewRecord(id=p.pk, repository_id=p.repository_id, repository=p.repository.full_name,
                           pr_number=p.pr_number, namespace=p.namespace, desired=p.desired, status=p.status,
@@ -64,3 +67,81 @@ def reaper_preview_records() -> list:
 def previews_out_of_sync_with_github(limit: int = 100) -> list[int]:
     """Previews whose last GitHub sync failed and has not succeeded since."""
     return list(Preview.objects.filter(github_synced_key=GITHUB_SYNC_FAILED).values_list("pk", flat=True)[:limit])
+
+
+# --- the dashboard --------------------------------------------------------------------------
+
+LIST_SORTS = {
+    "updated": ("-updated_at", "-id"),
+    "created": ("-created_at", "-id"),
+    "expires": ("expires_at", "id"),
+    "pr": ("repository__owner", "repository__name", "-pr_number"),
+    "status": ("status", "-updated_at"),
+}
+
+
+def dashboard_previews(*, repository: str = "", status: str = "", author: str = "", search: str = "",
+                       sort: str = "updated") -> QuerySet[Preview]:
+    """Live previews for the dashboard's list, filtered and sorted; one query with the repository joined."""
+    qs = Preview.objects.filter(status__in=Preview.LIVE_STATUSES).select_related("repository")
+    if repository:
+        owner, _, name = repository.partition("/")
+        qs = qs.filter(repository__owner__iexact=owner, repository__name__iexact=name)
+    if status:
+        qs = qs.filter(status=status)
+    if author:
+        qs = qs.filter(author__iexact=author)
+    if search:
+        term = search.strip()
+        condition = Q(title__icontains=term) | Q(namespace__icontains=term) | Q(author__icontains=term) | Q(
+            head_sha__istartswith=term.lower())
+        if term.lstrip("#").isdecimal():
+            condition |= Q(pr_number=int(term.lstrip("#")))
+        qs = qs.filter(condition)
+    return qs.order_by(*LIST_SORTS.get(sort, LIST_SORTS["updated"]))
+
+
+def dashboard_counts(now=None) -> dict[str, int]:
+    """Live, failed and expiring-within-24-hours counts, in one query."""
+    now = now or timezone.now()
+    return Preview.objects.filter(status__in=Preview.LIVE_STATUSES).aggregate(
+        live=Count("id"),
+        failed=Count("id", filter=Q(status=Preview.Status.FAILED)),
+        expiring=Count("id", filter=Q(expires_at__lte=now + timedelta(hours=24), pinned=False,
+                                      desired=Preview.Desired.UP)),
+    )
+
+
+def dashboard_filter_choices() -> dict[str, list[str]]:
+    live = Preview.objects.filter(status__in=Preview.LIVE_STATUSES)
+    repositories = Repository.objects.filter(previews__in=live).distinct().order_by("owner", "name")
+    authors = live.exclude(author="").order_by("author").values_list("author", flat=True).distinct()
+    return {"repositories": [r.full_name for r in repositories], "authors": list(authors)}
+
+
+def preview_detail(preview_id: int) -> Preview | None:
+    return Preview.objects.select_related("repository").filter(pk=preview_id).first()
+
+
+def preview_timeline(preview: Preview, limit: int = 200):
+    return preview.events.order_by("-created_at", "-id")[:limit]
+
+
+CLUSTER_VIEW_SECONDS = 5
+
+
+def preview_cluster_view(preview: Preview):
+    """The live Kubernetes view of a preview's namespace, cached a few seconds so a page view is cheap.
+
+    Returns (overview or None, error message).
+    """
+    key = f"cluster-view:{preview.namespace}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    try:
+        result = (kube.namespace_overview(preview.namespace), "")
+    except kube.KubeError as exc:
+        result = (None, str(exc))
+    cache.set(key, result, CLUSTER_VIEW_SECONDS)
+    return result

@@ -1,28 +1,62 @@
+from pathlib import Path
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
+from previews import services
 from previews.models import Repository
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "shop.yaml"
+TOKEN_FILE = settings.BASE_DIR / ".state" / "demo-token"
 
 
 class Command(BaseCommand):
-    help = "Development only: a demo login and a demo repository, so a new user can try the service at once."
+    help = ("Development only: a demo login, a demo repository with a sample app, and an API token, so a new "
+            "user can create a preview at once.")
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
             raise CommandError("seed_demo only runs with DJANGO_DEBUG=true: it creates a well-known login")
-        user_model = get_user_model()
-        user, created = user_model.objects.get_or_create(
-            username="demo", defaults={"is_staff": True, "is_superuser": True}
-        )
+        user, created = get_user_model().objects.get_or_create(
+            username="demo", defaults={"is_staff": True, "is_superuser": True})
         if created:
             user.set_password("demo")
             user.save()
-        Repository.objects.get_or_create(
+        user.groups.add(Group.objects.get(name="Preview operators"))
+        repository, _ = Repository.objects.get_or_create(
             owner="demo", name="shop",
-            defaults={"base_domain": "preview.localhost", "image_name": "ghcr.io/demo/shop"},
+            defaults={"base_domain": "preview.localhost", "image_name": "ghcr.io/demo/shop",
+                      "manifest_template": SAMPLE.read_text(), "service_name": "web", "service_port": 80},
         )
-        self.stdout.write(
-            f"Dashboard: {settings.PREVIEWS_PUBLIC_URL}/  (login demo / demo)\n"
-            f"Admin:     {settings.PREVIEWS_PUBLIC_URL}/admin/"
-        )
+        token = self._token(repository)
+        base = settings.PREVIEWS_PUBLIC_URL
+        self.stdout.write(f"""
+Dashboard: {base}/   (log in as demo / demo)
+Admin:     {base}/admin/
+API docs:  {base}/api/docs/
+
+Create a preview of PR #1 of demo/shop on the local cluster:
+
+  curl -sS -X PUT {base}/api/v1/repos/demo/shop/previews/1 \\
+    -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\
+    -d '{{"head_sha": "{"1" * 40}", "image": "ghcr.io/demo/shop:pr-1", "title": "Try it"}}'
+
+and wait for it to be ready:
+
+  curl -sS "{base}/api/v1/repos/demo/shop/previews/1?wait=60" -H "Authorization: Bearer {token}"
+""")
+
+    def _token(self, repository: Repository) -> str:
+        # Development only: the demo token's plaintext is kept in .state (outside git) so that every
+        # `make run` can print the same ready-to-paste command.
+        if TOKEN_FILE.exists():
+            plaintext = TOKEN_FILE.read_text().strip()
+            if services.token_authenticate(plaintext) is not None:
+                return plaintext
+        _, plaintext = services.token_create(name="demo", repository=repository)
+        TOKEN_FILE.parent.mkdir(exist_ok=True)
+        TOKEN_FILE.write_text(plaintext + "\n")
+        TOKEN_FILE.chmod(0o600)
+        return plaintext
