@@ -38,6 +38,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -122,6 +123,13 @@ PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
 PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
+# In-cluster least privilege (deploy/): each preview namespace gets a RoleBinding of this ClusterRole to the
+# service's own ServiceAccount ("namespace/name"). Empty: no RoleBinding (the credentials already suffice).
+PREVIEWS_NAMESPACE_CLUSTERROLE = env.str("PREVIEWS_NAMESPACE_CLUSTERROLE", "")
+PREVIEWS_SERVICE_ACCOUNT = env.str("PREVIEWS_SERVICE_ACCOUNT", "")
+if PREVIEWS_NAMESPACE_CLUSTERROLE and PREVIEWS_SERVICE_ACCOUNT.count("/") != 1:
+    raise ImproperlyConfigured("PREVIEWS_SERVICE_ACCOUNT must be 'namespace/name' when "
+                               "PREVIEWS_NAMESPACE_CLUSTERROLE is set")
 PREVIEWS_MAX_MANIFEST_BYTES = env.int("PREVIEWS_MAX_MANIFEST_BYTES", 1_048_576, minimum=1024)
 if PREVIEWS_ROLLOUT_TIMEOUT + 60 > Q_TIMEOUT:
     raise ImproperlyConfigured(
@@ -169,10 +177,22 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+PREVIEWS_METRICS_TOKEN = env.str("PREVIEWS_METRICS_TOKEN", "")
+
+LOG_FORMAT = env.choice("LOG_FORMAT", "plain" if DEBUG else "json", ("json", "plain"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "config.logs.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))},
+    "loggers": {
+        # The access log is ours (JSON, with the request id); Django's own request warnings would repeat it.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+    },
 }

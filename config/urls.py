@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from previews import metrics
 from previews.api import views as api_views
 
 urlpatterns = [
@@ -13,5 +14,6 @@ urlpatterns = [
                                                      permission_classes=[]), name="api-docs"),
     path("healthz", api_views.healthz, name="healthz"),
     path("readyz", api_views.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("dashboard.urls")),
 ]

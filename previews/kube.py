@@ -217,6 +217,37 @@ def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
 LIST_PAGE_SIZE = 500
 
 
+def ensure_access(namespace: str, cluster_role: str, service_account: str, labels: dict[str, str],
+                  timeout: float = 10) -> None:
+    """Bind `cluster_role` to our ServiceAccount inside one preview namespace, and wait until it takes effect.
+
+    With least-privilege RBAC (deploy/) the service may manage the allowed kinds only in namespaces
+    where this RoleBinding exists, so a namespace it did not create stays out of reach.
+    """
+    sa_namespace, sa_name = service_account.split("/", 1)
+    body = {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "pr-previews", "namespace": namespace, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"kind": "ServiceAccount", "name": sa_name, "namespace": sa_namespace}],
+    }
+    apply_objects([body])
+    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+        resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb="create", group="apps",
+                                                        resource="deployments")))
+    deadline = time.monotonic() + timeout
+    authorization = client.AuthorizationV1Api(api_client())
+    while True:
+        result = _call("check access", authorization.create_self_subject_access_review, review,
+                       _request_timeout=REQUEST_TIMEOUT)
+        if result.status.allowed:
+            return
+        if time.monotonic() > deadline:
+            raise KubeError(f"the RoleBinding in {namespace} did not grant access within {timeout:.0f}s: "
+                            f"{result.status.reason or 'denied'}", status=403)
+        time.sleep(0.2)
+
+
 def list_managed_namespaces() -> list[NamespaceInfo]:
     """Every namespace carrying our managed-by label (one labelled list, in pages of LIST_PAGE_SIZE)."""
     result: list[NamespaceInfo] = []

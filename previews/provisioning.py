@@ -11,6 +11,7 @@ converges.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,6 +109,11 @@ def _current(preview_id: int, generation: int, desired: str) -> bool:
 
 def deploy(preview_id: int, generation: int) -> str:
     """Bring the preview's namespace to the rendered state and wait for the rollout. Returns an outcome word."""
+    started = time.monotonic()
+
+    def took() -> float:
+        return round(time.monotonic() - started, 3)
+
     with preview_lock(preview_id):
         preview = Preview.objects.select_related("repository").filter(pk=preview_id).first()
         if preview is None or preview.generation != generation or preview.desired != Preview.Desired.UP:
@@ -126,7 +132,7 @@ def deploy(preview_id: int, generation: int) -> str:
             services.preview_set_status(
                 preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
                 message=f"The manifests were refused, nothing was applied: {exc}", action="deploy failed",
-                problems=[str(p) for p in exc.problems])
+                problems=[str(p) for p in exc.problems], duration_seconds=took())
             return "failed"
 
         try:
@@ -138,6 +144,9 @@ def deploy(preview_id: int, generation: int) -> str:
             if not current():
                 return "superseded"
             kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)
+            if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
+                kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
+                                   settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)
             if not current():
                 return "superseded"
             kube.apply_objects(plan.guardrails)
@@ -159,22 +168,25 @@ def deploy(preview_id: int, generation: int) -> str:
             outcome = kube.wait_for_rollout(namespace, settings.PREVIEWS_ROLLOUT_TIMEOUT, current)
         except kube.KubeError as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                                        message=str(exc), action="deploy failed")
+                                        message=str(exc), action="deploy failed", duration_seconds=took())
             return "failed"
 
         if outcome.stopped:
             return "superseded"
         if outcome.ready:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.READY,
-                                        message=f"Ready at {preview.url}", action="ready", url=preview.url)
+                                        message=f"Ready at {preview.url}", action="ready", url=preview.url,
+                                        duration_seconds=took())
             return "ready"
         services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                                    message=outcome.message, action="deploy failed", pending=outcome.pending)
+                                    message=outcome.message, action="deploy failed", pending=outcome.pending,
+                                    duration_seconds=took())
         return "failed"
 
 
 def teardown(preview_id: int, generation: int) -> str:
     """Delete the preview's namespace and wait for it to be gone. Never force-finalizes."""
+    started = time.monotonic()
     with preview_lock(preview_id):
         preview = Preview.objects.filter(pk=preview_id).first()
         if preview is None or preview.generation != generation or preview.desired != Preview.Desired.DOWN:
@@ -205,5 +217,6 @@ def teardown(preview_id: int, generation: int) -> str:
                         "the reaper keeps watching it", action="delete slow")
             return "terminating"
         services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                    message=f"Namespace {preview.namespace} deleted", action="deleted")
+                                    message=f"Namespace {preview.namespace} deleted", action="deleted",
+                                    duration_seconds=round(time.monotonic() - started, 3))
         return "deleted"

@@ -114,7 +114,8 @@ def dashboard_counts(now=None) -> dict[str, int]:
 
 def dashboard_filter_choices() -> dict[str, list[str]]:
     live = Preview.objects.filter(status__in=Preview.LIVE_STATUSES)
-    repositories = Repository.objects.filter(previews__in=live).distinct().order_by("owner", "name")
+    repositories = Repository.objects.filter(id__in=live.values("repository_id")).only("owner", "name") \
+        .order_by("owner", "name")
     authors = live.exclude(author="").order_by("author").values_list("author", flat=True).distinct()
     return {"repositories": [r.full_name for r in repositories], "authors": list(authors)}
 

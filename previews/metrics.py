@@ -1,0 +1,112 @@
+"""Prometheus metrics at /metrics.
+
+Two sources, so that the numbers are right however many web and worker
+processes or pods run:
+- request latency is measured in the web processes (prometheus_client, merged
+  across gunicorn workers through PROMETHEUS_MULTIPROC_DIR when it is set);
+- everything the workers do is read from the database at scrape time: previews
+  by status, deploy and teardown durations (from the append-only event log),
+  task failures (django-q2 keeps every failure), reaper deletions and
+  kept-for-unknown counts, and GitHub's remaining rate limit.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.db.models import Count, FloatField, Q, Sum
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
+from django.http import HttpRequest, HttpResponse
+from django_q.models import Failure
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from previews import github
+from previews.models import Preview, PreviewEvent, ReaperRun
+
+DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+
+REQUEST_LATENCY = Histogram(
+    "previews_http_request_duration_seconds", "Time to answer an HTTP request, by method, route and status class",
+    ["method", "route", "status"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUEST_LATENCY.labels(method, route, f"{status // 100}xx").observe(seconds)
+
+
+class DatabaseCollector:
+    """Metrics read from the database at scrape time."""
+
+    def collect(self):
+        by_status = GaugeMetricFamily("previews_previews", "Previews by status", labels=["status"])
+        counts = dict(Preview.objects.values_list("status").annotate(n=Count("id")))
+        for status in Preview.Status.values:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+
+        yield self._durations("previews_deploy_duration_seconds", "Deploy task duration, by outcome",
+                              {"ready": "ready", "failed": "deploy failed"})
+        yield self._durations("previews_teardown_duration_seconds", "Teardown task duration, by outcome",
+                              {"deleted": "deleted"})
+
+        failures = CounterMetricFamily("previews_task_failures", "Background tasks that raised, by task",
+                                       labels=["task"])
+        for func, n in Failure.objects.values_list("func").annotate(n=Count("id")):
+            failures.add_metric([func.rsplit(".", 1)[-1]], n)
+        yield failures
+
+        runs = ReaperRun.objects.filter(dry_run=False)
+        deleted = CounterMetricFamily("previews_reaper_deletions", "Namespaces the reaper deleted or asked to "
+                                                                   "delete")
+        deleted.add_metric([], sum(len([d for d in r.summary.get("done", []) if d.startswith("delete ")])
+                                   for r in runs.only("summary")))
+        yield deleted
+        last = runs.order_by("-started_at").first()
+        unknown = GaugeMetricFamily("previews_reaper_kept_unknown", "Namespaces the last reaper cycle kept "
+                                                                    "because their PR state was unknown")
+        decisions = last.decisions if last else []
+        unknown.add_metric([], sum(1 for d in decisions if d.get("reason") == "PR state unknown"))
+        yield unknown
+        alerts = CounterMetricFamily("previews_reaper_breaker_trips", "Reaper cycles stopped by the circuit breaker")
+        alerts.add_metric([], runs.exclude(alert="").count())
+        yield alerts
+
+        remaining = github.rate_limit_remaining()
+        rate = GaugeMetricFamily("previews_github_rate_limit_remaining", "GitHub API calls left in this window "
+                                                                         "(-1: not known yet)")
+        rate.add_metric([], -1 if remaining is None else remaining)
+        yield rate
+
+    def _durations(self, name: str, documentation: str, outcomes: dict[str, str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=["outcome"])
+        for outcome, action in outcomes.items():
+            events = PreviewEvent.objects.filter(action=action, details__has_key="duration_seconds").annotate(
+                seconds=Cast(KT("details__duration_seconds"), FloatField()))
+            aggregates = events.aggregate(total=Sum("seconds"), count=Count("id"), **{
+                f"le_{i}": Count("id", filter=Q(seconds__lte=bound)) for i, bound in enumerate(DURATION_BUCKETS)})
+            buckets = [(str(float(bound)), aggregates[f"le_{i}"]) for i, bound in enumerate(DURATION_BUCKETS)]
+            buckets.append(("+Inf", aggregates["count"]))
+            family.add_metric([outcome], buckets, aggregates["total"] or 0.0)
+        return family
+
+
+def registry() -> CollectorRegistry:
+    reg = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(reg)
+    else:
+        reg.register(REQUEST_LATENCY)
+    reg.register(DatabaseCollector())
+    return reg
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    expected = settings.PREVIEWS_METRICS_TOKEN
+    if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+        return HttpResponse("metrics need the bearer token (PREVIEWS_METRICS_TOKEN)\n", status=401,
+                            content_type="text/plain")
+    return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
