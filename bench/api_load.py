@@ -37,10 +37,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "previews_bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `bench.common`
+
+from bench.common import BENCH_DB, ROOT, base_database_url, cpu_model, ensure_bench_database, log
+
 WORKERS, THREADS, KEEP_ALIVE = 4, 4, 2
 SERVER_SETTINGS = "bench.bench_settings"
 TRIVIAL_PATH = "/bench/trivial"
@@ -97,43 +98,7 @@ print(json.dumps(report))
 """
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --- database ------------------------------------------------------------------------------------
-
-
-def base_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return url
-    out = subprocess.run([str(ROOT / "scripts" / "postgres"), "url"], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def ensure_bench_database(url: str) -> str:
-    """Create `previews_bench` on the server of `url` if absent; return a DATABASE_URL pointing at it."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    conninfo: dict[str, Any] = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 5432,
-                                "user": parts.username or "previews", "dbname": "postgres", "connect_timeout": 10}
-    if parts.password:
-        conninfo["password"] = parts.password
-    try:
-        with psycopg.connect(**conninfo, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
-                try:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-                    log(f"created database {BENCH_DB}")
-                except psycopg.errors.DuplicateDatabase:
-                    pass  # another benchmark created it meanwhile
-    except psycopg.OperationalError as exc:
-        raise SystemExit(f"cannot reach Postgres at {parts.hostname}:{parts.port} ({exc}); "
-                         "start it with scripts/postgres up") from exc
-    return urlunsplit((parts.scheme, parts.netloc, f"/{BENCH_DB}", "", ""))
+# --- Django subprocesses ---------------------------------------------------------------------------
 
 
 def django_env(database_url: str, secret_key: str, settings_module: str = "config.settings") -> dict[str, str]:
@@ -365,16 +330,6 @@ def initial_puts(port: int, phase: Phase, clients: int, headers: dict[str, str])
 # --- report ---------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -476,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     config = (f"127.0.0.1:{port}, --workers {WORKERS} --worker-class gthread --threads {THREADS} "
               f"--keep-alive {KEEP_ALIVE}, access log off, error log at level warning")
     meta: dict[str, Any] = {
-        "nproc": len(os.sched_getaffinity(0)), "cpu": cpu_model(), "python": platform.python_version(),
+        "nproc": len(os.sched_getaffinity(0)), "cpu": cpu_model(platform.processor() or "unknown"),
+        "python": platform.python_version(),
         "gunicorn_version": gunicorn_version(), "gunicorn_config": config, "gunicorn_workers": WORKERS,
         "gunicorn_threads": THREADS, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup,
         "database": BENCH_DB, "repository": f"{owner}/{name}", "background_cpu_pct": background,

@@ -30,17 +30,17 @@ import re
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "previews_bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `bench.common`
+
+from bench.common import BENCH_DB, log, setup_django
+
 PAGE_SIZE = 50  # dashboard.views.PAGE_SIZE, checked at start-up
 REPOSITORIES = 10
 AUTHORS = [f"dev-{name}" for name in (
@@ -49,45 +49,6 @@ AUTHORS = [f"dev-{name}" for name in (
 TITLE_WORDS = ["Add", "Fix", "Refactor", "Speed up", "Remove", "Document", "Test", "Rename", "Cache", "Validate"]
 TITLE_THINGS = ["checkout flow", "cart totals", "search index", "login form", "<img> alt text", "price rounding",
                 "order emails", "admin filters", "CSV export", "feature flags & rollout", "dark mode", "API v2"]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --- database (as bench/provision.py and bench/api_load.py) -----------------------------------
-
-
-def base_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return url
-    out = subprocess.run([str(ROOT / "scripts" / "postgres"), "url"], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def ensure_bench_database(url: str) -> str:
-    """Create `previews_bench` on the server of `url` if absent; return a DATABASE_URL pointing at it."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    conninfo: dict[str, Any] = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 5432,
-                                "user": parts.username or "previews", "dbname": "postgres", "connect_timeout": 10}
-    if parts.password:
-        conninfo["password"] = parts.password
-    try:
-        with psycopg.connect(**conninfo, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
-                try:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-                    log(f"created database {BENCH_DB}")
-                except psycopg.errors.DuplicateDatabase:
-                    pass  # another benchmark created it meanwhile
-    except psycopg.OperationalError as exc:
-        raise SystemExit(f"cannot reach Postgres at {parts.hostname}:{parts.port} ({exc}); "
-                         "start it with scripts/postgres up") from exc
-    return urlunsplit((parts.scheme, parts.netloc, f"/{BENCH_DB}", "", ""))
 
 
 # --- statistics -------------------------------------------------------------------------------
@@ -272,29 +233,20 @@ def main(argv: list[str] | None = None) -> int:
     wall_started = time.perf_counter()
     signal.signal(signal.SIGTERM, _terminate)
 
-    sys.path.insert(0, str(ROOT))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings_test"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["DATABASE_URL"] = ensure_bench_database(base_database_url())
-
+    setup_django("config.settings_test")
     import django
-
-    django.setup()
     from django.conf import settings
     from django.contrib.auth.models import Group, User
-    from django.core.management import call_command
     from django.test import Client
 
     from dashboard import views
     from previews.models import Preview
     from previews.permissions import VIEWERS
 
-    assert settings.DATABASES["default"]["NAME"] == BENCH_DB, "refusing to run outside the bench database"
     assert views.PAGE_SIZE == PAGE_SIZE, f"the dashboard's page size is now {views.PAGE_SIZE}"
     # The test Client sends Host: testserver. Not django.test.utils.setup_test_environment(): it would also
     # instrument template rendering (a signal and a context copy per template), which is not server time.
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-    call_command("migrate", verbosity=0)
     others = Preview.objects.filter(status__in=Preview.LIVE_STATUSES).count()
     if others:
         log(f"note: {others} live previews of someone else are already in {BENCH_DB}; the page counts them too")

@@ -34,56 +34,19 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "previews_bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `bench.common`
+
+from bench.common import BENCH_DB, ROOT, cpu_model, log, setup_django
+
 CLEANUP_TIMEOUT = 300.0  # seconds to wait for the run's namespaces to be gone
 KUBECTL_TIMEOUT = 180.0  # seconds any single kubectl call may take before it counts as failed
 ROLLOUT_TIMEOUT = "120s"
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --- environment: database and cluster ---------------------------------------------------------
-
-
-def base_database_url() -> str:
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return url
-    out = subprocess.run([str(ROOT / "scripts" / "postgres"), "url"], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def ensure_bench_database(url: str) -> str:
-    """Create `previews_bench` on the server of `url` if absent; return a DATABASE_URL pointing at it."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    user = parts.username or "previews"
-    conninfo = {"host": parts.hostname or "127.0.0.1", "port": parts.port or 5432, "user": user,
-                "dbname": "postgres", "connect_timeout": 10}
-    if parts.password:
-        conninfo["password"] = parts.password
-    try:
-        with psycopg.connect(**conninfo, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone()
-            if not exists:
-                try:
-                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
-                    log(f"created database {BENCH_DB}")
-                except psycopg.errors.DuplicateDatabase:
-                    pass  # another run created it meanwhile
-    except psycopg.OperationalError as exc:
-        raise SystemExit(f"cannot reach Postgres at {parts.hostname}:{parts.port} ({exc}); "
-                         "start it with scripts/postgres up") from exc
-    return urlunsplit((parts.scheme, parts.netloc, f"/{BENCH_DB}", "", ""))
+# --- environment: cluster ---------------------------------------------------------------------
 
 
 def kubeconfig_path() -> str:
@@ -110,16 +73,6 @@ def server_version() -> tuple[str, str]:
         return "unknown", "unknown"
     return (data.get("serverVersion", {}).get("gitVersion", "unknown"),
             data.get("clientVersion", {}).get("gitVersion", "unknown"))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def namespaces_with_prefix(prefix: str) -> list[str] | None:
@@ -352,26 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     wall_started = time.perf_counter()
     signal.signal(signal.SIGTERM, _terminate)
 
-    sys.path.insert(0, str(ROOT))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings_test")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")  # keep django-q's "Enqueued ..." lines out of the report
     os.environ["KUBECONFIG"] = kubeconfig_path()
-    os.environ["DATABASE_URL"] = ensure_bench_database(base_database_url())
-
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+    setup_django(os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings_test"))  # the environment's own wins
     from django.db.models import Max
     from django_q.models import OrmQ
 
     from previews import kube
     from previews.models import Repository
     from previews.services import Actor
-
-    assert settings.DATABASES["default"]["NAME"] == BENCH_DB, "refusing to run outside the bench database"
-    call_command("migrate", verbosity=0)
 
     server, client_version = server_version()
     kube.ping()  # fails early, with the service's own error, when the cluster does not answer

@@ -45,17 +45,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `bench.common`
 
-from bench.provision import (  # noqa: E402  (after the path is set)
-    BENCH_DB,
-    base_database_url,
-    cpu_model,
-    ensure_bench_database,
-    kubeconfig_path,
-    server_version,
-)
+from bench.common import BENCH_DB, ROOT, cpu_model, log, setup_django
+from bench.provision import kubeconfig_path, server_version
 
 CLEANUP_TIMEOUT = 300.0  # seconds to wait for the run's namespaces to be gone
 CLOSED_EVERY = 10  # PR numbers divisible by this are closed in the fake GitHub (10% closed)
@@ -68,10 +61,6 @@ REAPER_ENV = {
     "PREVIEWS_REAPER_BREAKER_MIN_DELETIONS": "5",
     "PREVIEWS_REAPER_GRACE_MINUTES": "60",
 }
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- instrumentation -------------------------------------------------------------------------
@@ -757,30 +746,21 @@ def main(argv: Iterable[str] | None = None) -> int:
     report: dict[str, Any] = {}
     sampler = RssSampler()
     try:
-        # Settings read the environment once, at django.setup(): everything is set before it.
-        os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings_test"
-        os.environ.setdefault("LOG_LEVEL", "WARNING")
+        # Settings read the environment once, at django.setup(): everything is set before setup_django().
         os.environ["KUBECONFIG"] = kubeconfig_path()
-        os.environ["DATABASE_URL"] = ensure_bench_database(base_database_url())
         os.environ["GITHUB_API_URL"] = fake.base_url
         os.environ["GITHUB_TOKEN"] = "bench-token"
         for key in ("GITHUB_APP_ID", "GITHUB_APP_INSTALLATION_ID", "GITHUB_APP_PRIVATE_KEY"):
             os.environ.pop(key, None)
         for key, value in REAPER_ENV.items():
             os.environ.setdefault(key, value)
-
-        import django
-
-        django.setup()
+        setup_django("config.settings_test")
         from django.conf import settings
-        from django.core.management import call_command
 
         from previews import kube
         from previews.models import GitHubState
 
-        assert settings.DATABASES["default"]["NAME"] == BENCH_DB, "refusing to run outside the bench database"
         assert fake.base_url == settings.GITHUB_API_URL, "GitHub is not the fake"
-        call_command("migrate", verbosity=0)
         server, _client_version = server_version()
         kube.ping()
 

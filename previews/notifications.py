@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
-from previews import github, services
+from previews import github, locks, services
 from previews.models import GITHUB_SYNC_FAILED, Preview
 
 logger = logging.getLogger(__name__)
 
-NOTIFY_LOCK_CLASS = 0x70726567  # per-preview advisory lock, apart from the deploy lock
 RETRY_DELAY = timedelta(seconds=60)
 
 # Deployment states in the only order GitHub should ever see them for one deployment.
@@ -100,22 +97,11 @@ def sync_key(preview: Preview, expiry_warning: bool = False) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 
-@contextmanager
-def _lock(preview_id: int):
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [NOTIFY_LOCK_CLASS, preview_id])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [NOTIFY_LOCK_CLASS, preview_id])
-
-
 def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
     """Bring the PR's comment and deployment status in line with the preview. Returns an outcome word."""
     if not github.is_configured():
         return "disabled"
-    with _lock(preview_id):
+    with locks.advisory_lock(locks.GITHUB_SYNC, preview_id):
         preview = Preview.objects.select_related("repository").filter(pk=preview_id).first()
         if preview is None:
             return "gone"

@@ -12,32 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection
 
-from previews import kube, manifests, services
+from previews import kube, locks, manifests, services
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
 
-# First key of the two-key advisory lock: "previews" in ASCII, to stay clear of other users.
-LOCK_CLASS = 0x70726576
 NAMESPACE_GONE_WAIT = 120  # seconds a teardown waits for the namespace controller to finish
-
-
-@contextmanager
-def preview_lock(preview_id: int) -> Iterator[None]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_CLASS, preview_id])
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, preview_id])
 
 
 @dataclass(frozen=True)
@@ -114,7 +98,7 @@ def deploy(preview_id: int, generation: int) -> str:
     def took() -> float:
         return round(time.monotonic() - started, 3)
 
-    with preview_lock(preview_id):
+    with locks.advisory_lock(locks.DEPLOY, preview_id):
         preview = Preview.objects.select_related("repository").filter(pk=preview_id).first()
         if preview is None or preview.generation != generation or preview.desired != Preview.Desired.UP:
             logger.info("deploy of preview %s generation %s is stale; nothing to do", preview_id, generation)
@@ -187,7 +171,7 @@ def deploy(preview_id: int, generation: int) -> str:
 def teardown(preview_id: int, generation: int) -> str:
     """Delete the preview's namespace and wait for it to be gone. Never force-finalizes."""
     started = time.monotonic()
-    with preview_lock(preview_id):
+    with locks.advisory_lock(locks.DEPLOY, preview_id):
         preview = Preview.objects.filter(pk=preview_id).first()
         if preview is None or preview.generation != generation or preview.desired != Preview.Desired.DOWN:
             logger.info("teardown of preview %s generation %s is stale; nothing to do", preview_id, generation)

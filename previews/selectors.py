@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import kube
+from previews import github, kube
 from previews.models import GITHUB_SYNC_FAILED, Preview, Repository
 from previews.reaper import PreviewRecord
 
@@ -146,3 +146,18 @@ def preview_cluster_view(preview: Preview):
         result = (None, str(exc))
     cache.set(key, result, CLUSTER_VIEW_SECONDS)
     return result
+
+
+def stale_request_reason(repository: Repository, pr_number: int, head_sha: str) -> str:
+    """Why a deploy request for `head_sha` is older than the PR's current head, or "" if it is not known to be.
+
+    A late CI run for an earlier push must not replace the preview of a newer one. Only a known
+    answer from GitHub refuses a request; when GitHub cannot be asked, the request goes ahead.
+    """
+    if not github.is_configured():
+        return ""
+    pull = github.pull_state(repository.full_name, pr_number)
+    if pull.known and pull.head_sha and pull.head_sha != head_sha:
+        return (f"{head_sha[:7]} is not the head of PR #{pr_number} any more (it is {pull.head_sha[:7]}); "
+                "a request for an older commit never replaces a newer one")
+    return ""

@@ -64,6 +64,17 @@ def make_namespace(kube_api: client.ApiClient) -> Iterator:
                 raise
 
 
+def namespace_exists(core: client.CoreV1Api, name: str) -> bool:
+    """True while the namespace exists at all (Active or Terminating)."""
+    try:
+        core.read_namespace(name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def wait_until(predicate, timeout: float = 30, interval: float = 0.2, message: str = "condition"):
     """Poll `predicate` until it returns a truthy value; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -374,3 +374,31 @@ def test_concurrent_identical_puts_make_one_preview_and_one_deploy_task(repo, to
     assert Preview.objects.count() == 1
     assert OrmQ.objects.count() == 1
     OrmQ.objects.all().delete()
+
+
+# --- an older commit never wins --------------------------------------------------------------------
+
+
+def test_a_request_for_an_older_commit_than_the_prs_head_is_409(api, fake_github):
+    newer, older = "b" * 40, "a" * 40
+    fake_github.add_pull("acme/shop", 42, head_sha=newer)
+    assert put(api, body={"head_sha": newer, "image": IMAGE}).status_code == 201
+    late = put(api, body={"head_sha": older, "image": "ghcr.io/acme/shop:pr-42-aaaaaaa"})
+    assert late.status_code == 409
+    assert "never replaces a newer one" in late.json()["detail"]
+    assert Preview.objects.get(pr_number=42).head_sha == newer
+
+
+def test_the_prs_new_head_is_accepted(api, fake_github):
+    fake_github.add_pull("acme/shop", 42, head_sha="a" * 40)
+    put(api, body={"head_sha": "a" * 40, "image": IMAGE})
+    fake_github.update_pull("acme/shop", 42, head_sha="c" * 40)
+    assert put(api, body={"head_sha": "c" * 40, "image": IMAGE}).status_code == 200
+
+
+def test_when_github_cannot_be_asked_the_new_commit_goes_ahead(api, fake_github):
+    fake_github.add_pull("acme/shop", 42, head_sha="a" * 40)
+    put(api, body={"head_sha": "a" * 40, "image": IMAGE})
+    fake_github.fail_next(5, status=502)
+    response = put(api, body={"head_sha": "d" * 40, "image": IMAGE})
+    assert response.status_code == 200 and response.json()["head_sha"] == "d" * 40

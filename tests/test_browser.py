@@ -14,7 +14,7 @@ from kubernetes import client
 from previews import services
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, namespace_exists, wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -51,14 +51,6 @@ def page(browser, live_server):
     page.set_default_timeout(15_000)
     yield page
     context.close()
-
-
-def namespace_gone(kube_api, name: str) -> bool:
-    try:
-        client.CoreV1Api(kube_api).read_namespace(name)
-    except client.ApiException as exc:
-        return exc.status == 404
-    return False
 
 
 def test_log_in_browse_extend_and_kill_a_preview(page, preview_repo, qcluster, kube_api):
@@ -99,7 +91,8 @@ def test_log_in_browse_extend_and_kill_a_preview(page, preview_repo, qcluster, k
     page.fill("#kill-form input[name=confirm]", preview.namespace)
     page.click("#kill-form button[type=submit]")
     page.wait_for_selector(f"text=Deleting namespace {preview.namespace}.")
-    wait_until(lambda: namespace_gone(kube_api, preview.namespace), timeout=90, message="the namespace to go")
+    core = client.CoreV1Api(kube_api)
+    wait_until(lambda: not namespace_exists(core, preview.namespace), timeout=90, message="the namespace to go")
     wait_until(lambda: Preview.objects.get(pk=preview.pk).status == "deleted", timeout=30, message="deleted")
 
     page.goto("/")

@@ -9,7 +9,7 @@ from kubernetes import client
 from previews import services
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
-from tests.conftest import wait_until
+from tests.conftest import namespace_exists, wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 CI = Actor("token", "ci")
@@ -17,14 +17,6 @@ CI = Actor("token", "ci")
 
 def status_of(preview: Preview) -> str:
     return Preview.objects.get(pk=preview.pk).status
-
-
-def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
-    try:
-        core.read_namespace(name)
-    except client.ApiException as exc:
-        return exc.status == 404
-    return False
 
 
 def test_an_upsert_is_deployed_by_the_worker_and_a_destroy_tears_it_down(preview_repo, qcluster, kube_api):
@@ -38,7 +30,7 @@ def test_an_upsert_is_deployed_by_the_worker_and_a_destroy_tears_it_down(preview
 
     services.preview_destroy(preview=preview, actor=CI, reason="PR closed")
     wait_until(lambda: status_of(preview) == "deleted", timeout=90, message="the worker to tear down")
-    assert namespace_gone(client.CoreV1Api(kube_api), preview.namespace)
+    assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
 
 
 def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, qcluster, kube_api):
@@ -54,9 +46,9 @@ def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, qclu
 
     services.preview_destroy(preview=preview, actor=CI, reason="PR closed")
     wait_until(lambda: status_of(preview) == "deleted", timeout=120, message="the teardown to finish")
-    assert namespace_gone(core, preview.namespace)
+    assert not namespace_exists(core, preview.namespace)
     time.sleep(3)  # nothing recreates it afterwards
-    assert namespace_gone(core, preview.namespace)
+    assert not namespace_exists(core, preview.namespace)
     final = Preview.objects.get(pk=preview.pk)
     assert final.status == "deleted"
     assert not final.events.filter(action="ready").exists()

@@ -14,7 +14,7 @@ from kubernetes import client
 from previews import kube, provisioning, services
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, namespace_exists, wait_until
 from tests.test_manifests import BAD_BUNDLES
 
 pytestmark = pytest.mark.kube
@@ -31,16 +31,6 @@ def upsert(repository, pr=7, sha=SHA1, image="ghcr.io/demo/shop:pr-7-1111111", *
 def deploy(preview: Preview) -> str:
     preview.refresh_from_db()
     return provisioning.deploy(preview.pk, preview.generation)
-
-
-def ns_exists(core, name) -> bool:
-    try:
-        core.read_namespace(name)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def test_a_new_preview_gets_a_labelled_guarded_namespace_and_becomes_ready(preview_repo, kube_api):
@@ -120,7 +110,7 @@ def test_a_stale_deploy_changes_nothing(preview_repo, kube_api):
     preview = upsert(preview_repo)
     upsert(preview_repo, sha=SHA2)
     assert provisioning.deploy(preview.pk, preview.generation) == "stale"
-    assert not ns_exists(client.CoreV1Api(kube_api), preview.namespace)
+    assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
     assert Preview.objects.get(pk=preview.pk).status == "pending"
 
 
@@ -131,7 +121,7 @@ def test_teardown_deletes_the_namespace_and_marks_the_preview_deleted(preview_re
     assert provisioning.teardown(preview.pk, preview.generation) == "deleted"
     preview.refresh_from_db()
     assert preview.status == "deleted" and preview.deleted_at is not None
-    assert not ns_exists(client.CoreV1Api(kube_api), preview.namespace)
+    assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
     # A second teardown request is a no-op, not an error.
     assert services.preview_destroy(preview=preview, actor=CI).generation == preview.generation
 
@@ -176,7 +166,7 @@ def test_a_refused_bundle_fails_the_preview_with_the_precise_message_and_applies
     assert preview.status == "failed"
     assert preview.status_message.startswith("The manifests were refused, nothing was applied:")
     assert expected in preview.status_message
-    assert not ns_exists(client.CoreV1Api(kube_api), preview.namespace)
+    assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
 
 
 def test_an_existing_namespace_that_is_not_ours_is_never_adopted(preview_repo, kube_api):
@@ -200,7 +190,7 @@ def test_the_gateway_never_deletes_a_protected_or_unlabelled_namespace(kube_env,
     foreign = make_namespace()
     with pytest.raises(kube.NamespaceNotOurs):
         kube.delete_namespace(foreign)
-    assert ns_exists(client.CoreV1Api(kube_api), foreign)
+    assert namespace_exists(client.CoreV1Api(kube_api), foreign)
 
 
 def test_a_configured_protected_namespace_is_never_created(preview_repo, settings):
@@ -230,7 +220,7 @@ def test_a_deploy_killed_after_the_namespace_exists_converges_when_run_again(pre
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)
     core = client.CoreV1Api(kube_api)
     try:
-        wait_until(lambda: ns_exists(core, preview.namespace), timeout=30, interval=0.05,
+        wait_until(lambda: namespace_exists(core, preview.namespace), timeout=30, interval=0.05,
                    message="the namespace to be created")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
