@@ -86,14 +86,24 @@ def is_configured() -> bool:
     return bool(settings.GITHUB_TOKEN or (settings.GITHUB_APP_ID and settings.GITHUB_APP_PRIVATE_KEY))
 
 
+_app_auth_cache: dict[tuple, Auth.AppInstallationAuth] = {}
+
+
 def _auth() -> Auth.Auth:
     if settings.GITHUB_TOKEN:
         return Auth.Token(settings.GITHUB_TOKEN)
-    key = settings.GITHUB_APP_PRIVATE_KEY
-    if not key.lstrip().startswith("-----BEGIN") and Path(key).is_file():
-        key = Path(key).read_text()
-    return Auth.AppAuth(int(settings.GITHUB_APP_ID), key).get_installation_auth(
-        int(settings.GITHUB_APP_INSTALLATION_ID))
+    # One installation auth per process and configuration: it keeps its installation token until
+    # shortly before it expires, instead of minting a new one for every call.
+    cache_key = (settings.GITHUB_API_URL, settings.GITHUB_APP_ID, settings.GITHUB_APP_INSTALLATION_ID,
+                 settings.GITHUB_APP_PRIVATE_KEY)
+    if cache_key not in _app_auth_cache:
+        key = settings.GITHUB_APP_PRIVATE_KEY
+        if not key.lstrip().startswith("-----BEGIN") and Path(key).is_file():
+            key = Path(key).read_text()
+        _app_auth_cache.clear()
+        _app_auth_cache[cache_key] = Auth.AppAuth(int(settings.GITHUB_APP_ID), key).get_installation_auth(
+            int(settings.GITHUB_APP_INSTALLATION_ID))
+    return _app_auth_cache[cache_key]
 
 
 def _client() -> Github:

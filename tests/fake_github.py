@@ -135,7 +135,10 @@ _ROUTE_SPECS = [
     ("GET", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses", "_list_statuses"),
     ("POST", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses", "_create_status"),
     ("GET", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses/(?P<status_id>\\d+)", "_get_status"),
+    ("POST", "/app/installations/(?P<installation_id>\\d+)/access_tokens", "_create_installation_token"),
 ]
+APP_TOKEN_PATH = re.compile(r"^/app/installations/\d+/access_tokens$")
+APP_LOGIN = "__github_app__"
 _ROUTES = [
     (method, re.compile(pattern.replace("{repo}", "(?P<owner>[^/]+)/(?P<name>[^/]+)")), handler)
     for method, pattern, handler in _ROUTE_SPECS
@@ -154,6 +157,7 @@ class FakeGitHub:
         self.rate_limit_reset = int(time.time()) + 3600
         self._tokens = tokens
         self._login = login
+        self._app: tuple[int, str, str] | None = None  # (app id, public key PEM, bot login)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -204,6 +208,12 @@ class FakeGitHub:
         self.stop()
 
     # -- arranging and inspecting state ----------------------------------------------------------------------
+
+    def configure_app(self, app_id: int, public_key_pem: str, bot_login: str = "previews-app[bot]") -> None:
+        """Accept GitHub App authentication: JWTs signed with the key, exchanged for installation tokens that
+        then act as ``bot_login``. Tokens given to the constructor stay valid."""
+        with self._lock:
+            self._app = (app_id, public_key_pem, bot_login)
 
     def add_repo(self, full_name: str) -> None:
         owner, name = full_name.split("/")
@@ -366,7 +376,7 @@ class FakeGitHub:
     def _respond(
         self, request: Request, raw: bytes, authorization: str | None, if_none_match: str | None
     ) -> tuple[int, bytes, dict[str, str]]:
-        login = self._authenticate(authorization)
+        login = self._authenticate(authorization, request.path)
         if isinstance(login, _Reply):
             reply, counted = login, False
         else:
@@ -394,17 +404,32 @@ class FakeGitHub:
         })
         return status, data, headers
 
-    def _authenticate(self, authorization: str | None) -> str | _Reply:
+    def _authenticate(self, authorization: str | None, path: str = "") -> str | _Reply:
         if not authorization:
             return _error(401, "Requires authentication")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() not in ("token", "bearer") or not token.strip():
             return _error(401, "Bad credentials")
+        if self._app is not None and APP_TOKEN_PATH.match(path):
+            return self._authenticate_app(token.strip())
         if self._tokens is None:
             return self._login
         if token.strip() not in self._tokens:
             return _error(401, "Bad credentials")
         return self._tokens[token.strip()]
+
+    def _authenticate_app(self, jwt_token: str) -> str | _Reply:
+        """A GitHub App authenticates with a JWT it signed (RS256, issuer = its app id)."""
+        import jwt
+
+        app_id, public_key, _ = self._app
+        try:
+            claims = jwt.decode(jwt_token, public_key, algorithms=["RS256"])
+        except jwt.PyJWTError:
+            return _error(401, "A JSON web token could not be decoded")
+        if str(claims.get("iss")) != str(app_id):
+            return _error(401, "'Issuer' claim ('iss') must be an Integer")
+        return APP_LOGIN
 
     def _reply(self, request: Request, raw: bytes, login: str) -> _Reply:
         if time.time() >= self.rate_limit_reset:
@@ -583,6 +608,18 @@ class FakeGitHub:
         }
 
     # -- endpoint handlers (caller holds the lock) -----------------------------------------------------------
+
+    def _create_installation_token(self, login: str, installation_id: int, **_: Any) -> _Reply:
+        if login != APP_LOGIN:
+            return _error(401, "A JSON web token could not be decoded")
+        token = f"ghs_{hashlib.sha256(str(next(self._ids['user'])).encode()).hexdigest()[:36]}"
+        if self._tokens is None:
+            self._tokens = {}
+        self._tokens[token] = self._app[2]
+        expires = datetime.fromtimestamp(time.time() + 3600, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _Reply(201, {"token": token, "expires_at": expires, "permissions": {"pull_requests": "write",
+                                                                                   "deployments": "write"},
+                            "repository_selection": "all"})
 
     def _rate_limit(self, **_: Any) -> _Reply:
         core = {"limit": self.rate_limit_limit, "remaining": self.rate_limit_remaining,

@@ -271,3 +271,56 @@ def test_the_comment_body_is_rendered_from_the_preview_alone():
     assert "🟢 Preview ready" in body and "| Commit | `bbbbbbb` |" in body and "in 2 days" in body
     preview.pinned = True
     assert "never: pinned" in notifications.comment_body(preview, timezone.now())
+
+
+# --- GitHub App authentication --------------------------------------------------------------------
+
+
+def _rsa_key_pair() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+@pytest.fixture
+def github_app(settings):
+    from tests.fake_github import FakeGitHub
+
+    private, public = _rsa_key_pair()
+    with FakeGitHub(tokens={}) as fake:  # no plain tokens: only installation tokens work
+        fake.configure_app(4242, public, bot_login="previews-app[bot]")
+        settings.GITHUB_API_URL, settings.GITHUB_TOKEN, settings.GITHUB_TIMEOUT = fake.base_url, "", 2
+        settings.GITHUB_APP_ID, settings.GITHUB_APP_INSTALLATION_ID = "4242", "77"
+        settings.GITHUB_APP_PRIVATE_KEY = private
+        yield fake
+
+
+def test_a_github_app_comments_with_an_installation_token(github_app):
+    github_app.add_pull(REPO, 42)
+    preview = make_preview(make_repository(owner="acme", name="shop"), pr_number=42, namespace="pr-42")
+    assert github.is_configured()
+    assert notifications.sync_github(preview.pk) == "synced"
+    [comment] = github_app.comments(REPO, 42)
+    assert comment["user"] == "previews-app[bot]"
+    assert github_app.count("POST", "/app/installations/77/access_tokens") == 1
+
+
+def test_a_github_app_with_the_wrong_key_is_unknown_not_closed(github_app, settings):
+    settings.GITHUB_APP_PRIVATE_KEY = _rsa_key_pair()[0]
+    github_app.add_pull(REPO, 1)
+    result = github.open_pull_numbers(REPO)
+    assert not result.known and "401" in result.reason
+
+
+def test_the_app_key_may_be_a_file_path(github_app, settings, tmp_path):
+    key_file = tmp_path / "app.pem"
+    key_file.write_text(settings.GITHUB_APP_PRIVATE_KEY)
+    settings.GITHUB_APP_PRIVATE_KEY = str(key_file)
+    github_app.add_pull(REPO, 1)
+    assert github.open_pull_numbers(REPO).numbers == {1}
