@@ -58,15 +58,25 @@ def sa_api(deployed, kube_api, kubeconfig_path, tmp_path_factory):
     me = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
     assert me.status.user_info.username == SA
 
-    # The API server picks up new admission policies on its next policy refresh (seconds later).
+    # The API server picks up new admission policies on its next policy refresh (seconds later), each
+    # policy on its own: wait until both refuse what they are there to refuse.
     probe = client.V1Namespace(metadata=client.V1ObjectMeta(name=f"pr-probe{uuid.uuid4().hex[:6]}"))
+    binding = {"metadata": {"name": "probe"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "previews-preview-namespace"},
+               "subjects": [{"kind": "ServiceAccount", "name": "previews", "namespace": "previews-system"}]}
 
-    def policies_enforced() -> bool:
+    def refused(call) -> bool:
         try:
-            client.CoreV1Api(api).create_namespace(probe, dry_run="All")
+            call()
         except client.ApiException as exc:
             return exc.status in (403, 422)
         return False
+
+    def policies_enforced() -> bool:
+        return refused(lambda: client.CoreV1Api(api).create_namespace(probe, dry_run="All")) and refused(
+            lambda: client.RbacAuthorizationV1Api(api).create_namespaced_role_binding(
+                "kube-system", binding, dry_run="All"))
 
     wait_until(policies_enforced, timeout=60, interval=0.5, message="the admission policies to take effect")
     return str(path), api
