@@ -49,7 +49,7 @@ def test_a_deleted_namespace_passes_through_terminating_and_is_finalized(kube_ap
             return exc.status == 404
         return False
 
-    wait_until(gone, timeout=60, message=f"namespace {name} to be finalized")
+    wait_until(gone, timeout=120, message=f"namespace {name} to be finalized")
 
 
 def test_a_deployment_with_two_replicas_becomes_available_with_two_ready_pods(kube_api, make_namespace):
