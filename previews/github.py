@@ -157,8 +157,8 @@ def _retry_after(status: int, headers: dict, message: str) -> int | None:
     return None
 
 
-def _guard(action: str):
-    """Refuse early while backing off; turn every failure into GitHubUnavailable, recording rate limits."""
+def _guard(action: str) -> None:
+    """Refuse at once, without calling GitHub, while backing off after a rate limit."""
     until = backoff_until()
     if until is not None:
         raise GitHubUnavailable(f"{action}: waiting for GitHub's rate limit until {until:%H:%M:%S} UTC",

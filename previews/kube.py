@@ -7,6 +7,7 @@ failures (429, 5xx, connection errors) are retried with bounded backoff.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -68,8 +69,6 @@ def _api_message(exc: Exception) -> str:
     body = getattr(exc, "body", None)
     if body:
         try:
-            import json
-
             data = json.loads(body)
             if isinstance(data, dict) and data.get("message"):
                 return str(data["message"])

@@ -61,7 +61,6 @@ RESERVED_KINDS = {
     "MutatingWebhookConfiguration": "cluster-scoped kinds are not allowed",
     "Pod": "bare Pods are not allowed; use a Deployment, StatefulSet or Job",
 }
-WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 REFUSED_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ExternalName")
 REFUSED_ANNOTATION_RE = re.compile(
     r"^nginx\.ingress\.kubernetes\.io/(.*-snippet|auth-url|auth-signin|auth-snippet)$"

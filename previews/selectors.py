@@ -14,14 +14,6 @@ from previews.models import GITHUB_SYNC_FAILED, Preview, Repository
 from previews.reaper import PreviewRecord
 
 
-def preview_list_live() -> QuerySet[Preview]:
-    return (
-        Preview.objects.filter(status__in=Preview.LIVE_STATUSES)
-        .select_related("repository")
-        .order_by("-updated_at")
-    )
-
-
 def repository_get(owner: str, name: str) -> Repository | None:
     """GitHub names are case-insensitive."""
     return Repository.objects.filter(owner__iexact=owner, name__iexact=name).first()
@@ -153,8 +145,10 @@ def stale_request_reason(repository: Repository, pr_number: int, head_sha: str) 
 
     A late CI run for an earlier push must not replace the preview of a newer one. Only a known
     answer from GitHub refuses a request; when GitHub cannot be asked, the request goes ahead.
+    GitHub is asked only when the request would change the preview's commit.
     """
-    if not github.is_configured():
+    existing = preview_get(repository, pr_number)
+    if existing is None or existing.head_sha == head_sha or not github.is_configured():
         return ""
     pull = github.pull_state(repository.full_name, pr_number)
     if pull.known and pull.head_sha and pull.head_sha != head_sha:

@@ -104,10 +104,11 @@ def _enqueue(task: str, preview: Preview) -> None:
                                              task_name=f"{task.rsplit('.', 1)[1]}:{preview_id}:{generation}"))
 
 
-def github_sync_enqueue(preview_id: int) -> None:
+def github_sync_enqueue(preview_id: int, expiry_warning: bool = False) -> None:
     """Tell the PR about the preview's state, after commit, in a task of its own."""
     if github.is_configured():
-        transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, task_name=f"sync_github:{preview_id}"))
+        transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, expiry_warning,
+                                                 task_name=f"sync_github:{preview_id}"))
 
 
 def github_sync_retry(preview_id: int, delay: timedelta) -> None:
@@ -378,9 +379,7 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
     if updated:
         preview = Preview.objects.get(pk=preview_id)
         _event(preview, REAPER, "expiry warning", f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
-        if github.is_configured():
-            transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, True,
-                                                     task_name=f"sync_github:{preview_id}:warn"))
+        github_sync_enqueue(preview_id, expiry_warning=True)
     return bool(updated)
 
 

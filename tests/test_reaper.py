@@ -47,27 +47,17 @@ def scoped_cycle(prefix: str, *, dry_run=False, now=None, before_execute=None):
 
 
 @pytest.fixture
-def orphans(kube_env, kube_api):
-    """Managed-labelled namespaces that no preview owns, cleaned up afterwards."""
-    core = client.CoreV1Api(kube_api)
+def orphans(kube_env, make_namespace):
+    """Managed-labelled namespaces that no preview owns, under one prefix; cleaned up afterwards."""
     prefix = f"o{uuid.uuid4().hex[:6]}"
-    made = []
+    made: list[str] = []
 
     def make(count: int) -> list[str]:
-        for _ in range(count):
-            name = f"{prefix}-{len(made) + 1}"
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=MANAGED)))
-            made.append(name)
+        made.extend(make_namespace(prefix, labels=MANAGED) for _ in range(count))
         return list(made)
 
     make.prefix = prefix
-    yield make
-    for name in made:
-        try:
-            core.delete_namespace(name)
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+    return make
 
 
 def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview_repo, fake_github, kube_api):

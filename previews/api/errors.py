@@ -36,6 +36,11 @@ class PayloadTooLarge(exceptions.APIException):
     default_detail = "the request body is too large"
 
 
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "the request conflicts with the preview's current state"
+
+
 class InvalidValues(exceptions.APIException):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     default_detail = "some values are invalid"
@@ -92,8 +97,7 @@ def problem_exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         exc = InvalidValues(flatten(exc.detail))
     if isinstance(exc, PreviewConflict):
-        response = Response(problem(409, str(exc)), status=409, content_type=PROBLEM_CONTENT_TYPE)
-        return response
+        exc = Conflict(str(exc))
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: let Django log it and answer 500
     errors = getattr(exc, "errors", None)

@@ -95,11 +95,9 @@ class PreviewDetailView(RepositoryScopedView):
         serializer = PreviewUpsertSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        existing = selectors.preview_get(repository, number)
-        if existing is not None and existing.head_sha != data["head_sha"]:
-            stale = selectors.stale_request_reason(repository, number, data["head_sha"])
-            if stale:
-                raise services.PreviewConflict(stale)
+        stale = selectors.stale_request_reason(repository, number, data["head_sha"])
+        if stale:
+            raise services.PreviewConflict(stale)
         result = services.preview_upsert(
             repository=repository,
             pr_number=number,
