@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: run test pytest lint venv postgres kube kube-down browser clean help
 
 help:
-	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web on :$(PORT) and a worker"
+	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web on :$(PORT), a worker and the watcher"
 	@echo "make test   start Postgres and the local cluster, then run the whole test suite"
 	@echo "make lint   ruff"
 
@@ -45,10 +45,7 @@ run: venv postgres kube
 	$(PY) manage.py migrate --no-input; \
 	$(PY) manage.py ensure_schedules; \
 	$(PY) manage.py seed_demo; \
-	trap 'kill 0' EXIT INT TERM; \
-	$(PY) manage.py qcluster & \
-	$(PY) manage.py runserver 127.0.0.1:$(PORT) & \
-	wait
+	PREVIEWS_WEB_PORT=$(PORT) exec $(VENV)/bin/honcho --no-colour start -f Procfile
 
 # Tests always use the project's own local cluster, never the KUBECONFIG a
 # developer may have set for real work.

@@ -131,10 +131,22 @@ if PREVIEWS_NAMESPACE_CLUSTERROLE and PREVIEWS_SERVICE_ACCOUNT.count("/") != 1:
     raise ImproperlyConfigured("PREVIEWS_SERVICE_ACCOUNT must be 'namespace/name' when "
                                "PREVIEWS_NAMESPACE_CLUSTERROLE is set")
 PREVIEWS_MAX_MANIFEST_BYTES = env.int("PREVIEWS_MAX_MANIFEST_BYTES", 1_048_576, minimum=1024)
-if PREVIEWS_ROLLOUT_TIMEOUT + 60 > Q_TIMEOUT:
-    raise ImproperlyConfigured(
-        f"PREVIEWS_ROLLOUT_TIMEOUT ({PREVIEWS_ROLLOUT_TIMEOUT}) must leave a minute of Q_TIMEOUT ({Q_TIMEOUT})"
-    )
+
+# The engine (previews/provisioning.py, previews/engine/). Tasks apply and return; the watcher follows
+# rollouts. A rollout that shows a reason that does not fix itself (ImagePullBackOff, CrashLoopBackOff,
+# no room on the cluster, a quota or Pod Security refusal) fails after PREVIEWS_FAIL_FAST_SECONDS; one
+# that is merely slow fails after PREVIEWS_ROLLOUT_TIMEOUT (counted from the end of the apply).
+PREVIEWS_FAIL_FAST_SECONDS = env.int("PREVIEWS_FAIL_FAST_SECONDS", 60, minimum=0, maximum=3600)
+# Deploy tasks of one repository in the queue at once; more wait for a slot, so one repository's flood
+# never holds up the others.
+PREVIEWS_DEPLOY_SLOTS = env.int("PREVIEWS_DEPLOY_SLOTS", 4, minimum=1, maximum=1000)
+# After the Kubernetes API was unreachable, a deploy is tried again this many seconds later.
+PREVIEWS_DEPLOY_RETRY_SECONDS = env.int("PREVIEWS_DEPLOY_RETRY_SECONDS", 15, minimum=1, maximum=3600)
+# The sweep queues again a deploy whose task was queued or started this long ago and never got on.
+PREVIEWS_REQUEUE_AFTER_SECONDS = env.int("PREVIEWS_REQUEUE_AFTER_SECONDS", 900, minimum=60)
+if PREVIEWS_REQUEUE_AFTER_SECONDS <= Q_RETRY:
+    raise ImproperlyConfigured(f"PREVIEWS_REQUEUE_AFTER_SECONDS ({PREVIEWS_REQUEUE_AFTER_SECONDS}) must be greater "
+                               f"than Q_RETRY ({Q_RETRY}): django-q2 hands a lost task out again first")
 
 # The reaper (see previews/reaper.py).
 PREVIEWS_REAPER_INTERVAL_MINUTES = env.int("PREVIEWS_REAPER_INTERVAL_MINUTES", 5, minimum=1, maximum=1440)

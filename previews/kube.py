@@ -298,15 +298,6 @@ def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
     return DeleteOutcome(gone=False, terminating_since=after.deletion_started_at)
 
 
-def wait_namespace_gone(name: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if read_namespace(name) is None:
-            return True
-        time.sleep(0.5)
-    return read_namespace(name) is None
-
-
 # --- objects ---------------------------------------------------------------------------------
 
 
@@ -317,14 +308,25 @@ def _resource(api_version: str, kind: str):
         raise KubeError(f"the cluster does not serve {kind} in {api_version}", status=404) from exc
 
 
-def apply_objects(objects: list[dict]) -> None:
-    """Server-side apply each object under our field manager, taking ownership of conflicting fields."""
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+
+
+def apply_objects(objects: list[dict]) -> dict[str, int]:
+    """Server-side apply each object under our field manager, taking ownership of conflicting fields.
+
+    Returns the workloads among them ("Kind/name") with the metadata.generation the server gave
+    each, which is what a rollout of this apply has to reach.
+    """
+    workloads: dict[str, int] = {}
     for obj in objects:
         meta = obj["metadata"]
         resource = _resource(obj["apiVersion"], obj["kind"])
-        _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
-              body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
-              force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
+        applied = _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
+                        body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
+                        force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
+        if obj["kind"] in WORKLOAD_KINDS:
+            workloads[f"{obj['kind']}/{meta['name']}"] = int(applied.metadata.generation or 0)
+    return workloads
 
 
 def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) -> list[str]:
@@ -360,67 +362,6 @@ def count_objects(namespace: str, kinds: tuple[str, ...] = tuple(ALLOWED_KINDS))
 
 
 # --- rollouts -------------------------------------------------------------------------------
-
-
-@dataclass
-class RolloutOutcome:
-    ready: bool
-    stopped: bool = False  # the caller asked to stop (the preview changed underneath)
-    message: str = ""
-    pending: list[str] = field(default_factory=list)
-
-
-def _workload_status(namespace: str) -> list[str]:
-    """Deployments/StatefulSets that have not finished rolling out, each with its ready count."""
-    pending = []
-    for kind in ("Deployment", "StatefulSet"):
-        resource = _resource("apps/v1", kind)
-        for item in _call(f"list {kind}", resource.get, namespace=namespace,
-                          _request_timeout=REQUEST_TIMEOUT).items:
-            obj = item.to_dict()
-            if not rolled_out(kind, obj):
-                status = obj.get("status") or {}
-                want = (obj.get("spec") or {}).get("replicas", 1)
-                pending.append(f"{kind} {obj['metadata']['name']}: {status.get('readyReplicas') or 0}/{want} ready")
-    return pending
-
-
-def rolled_out(kind: str, obj: dict) -> bool:
-    """kubectl rollout status's rule: the controller saw this generation and every replica is new and ready."""
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    want = spec.get("replicas", 1)
-    if (status.get("observedGeneration") or 0) < obj["metadata"].get("generation", 0):
-        return False
-    updated = status.get("updatedReplicas") or 0
-    ready = status.get("readyReplicas") or 0
-    total = status.get("replicas") or 0
-    if kind == "Deployment":
-        return updated >= want and total <= updated and (status.get("availableReplicas") or 0) >= want
-    return updated >= want and ready >= want
-
-
-def wait_for_rollout(namespace: str, timeout: float, keep_going: Callable[[], bool],
-                     max_interval: float = 1.0) -> RolloutOutcome:
-    """Wait until every Deployment and StatefulSet has rolled out, the timeout passes, or `keep_going` says stop.
-
-    Polls quickly at first (most rollouts finish within a second) and backs off to `max_interval`.
-    """
-    deadline = time.monotonic() + timeout
-    interval = 0.1
-    while True:
-        pending = _workload_status(namespace)
-        if not pending:
-            return RolloutOutcome(ready=True)
-        if not keep_going():
-            return RolloutOutcome(ready=False, stopped=True, pending=pending)
-        if time.monotonic() >= deadline:
-            reasons = explain_rollout(namespace)
-            message = f"not ready after {int(timeout)}s: " + "; ".join(pending)
-            if reasons:
-                message += ". " + "; ".join(reasons)
-            return RolloutOutcome(ready=False, message=message, pending=pending)
-        time.sleep(interval)
-        interval = min(interval * 2, max_interval)
 
 
 def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:

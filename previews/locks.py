@@ -22,3 +22,12 @@ def advisory_lock(kind: int, key: int) -> Iterator[None]:
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, key])
+
+
+SLOTS = 0x70727374  # ("prst") a repository's deploy slots
+
+
+def repository_slots_lock(repository_id: int) -> None:
+    """Serialise the counting and handing out of one repository's deploy slots until the transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SLOTS, repository_id])

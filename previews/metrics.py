@@ -16,15 +16,16 @@ import os
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, FloatField, Q, Sum
+from django.db.models import Count, F, FloatField, Min, Q, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django_q.models import Failure
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from previews import github
+from previews import github, selectors
 from previews.models import Preview, PreviewEvent, ReaperRun
 
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -49,9 +50,11 @@ class DatabaseCollector:
             by_status.add_metric([status], counts.get(status, 0))
         yield by_status
 
-        yield self._durations("previews_deploy_duration_seconds", "Deploy task duration, by outcome",
+        yield self._durations("previews_deploy_duration_seconds",
+                              "Deploy duration, from the task starting to ready or failed, by outcome",
                               {"ready": "ready", "failed": "deploy failed"})
-        yield self._durations("previews_teardown_duration_seconds", "Teardown task duration, by outcome",
+        yield self._durations("previews_teardown_duration_seconds",
+                              "Teardown duration, from the request to the namespace being gone",
                               {"deleted": "deleted"})
 
         failures = CounterMetricFamily("previews_task_failures", "Background tasks that raised, by task",
@@ -75,11 +78,39 @@ class DatabaseCollector:
         alerts.add_metric([], runs.exclude(alert="").count())
         yield alerts
 
+        yield from self._watcher()
+
         remaining = github.rate_limit_remaining()
         rate = GaugeMetricFamily("previews_github_rate_limit_remaining", "GitHub API calls left in this window "
                                                                          "(-1: not known yet)")
         rate.add_metric([], -1 if remaining is None else remaining)
         yield rate
+
+    def _watcher(self):
+        rows = selectors.watcher_status()
+        leader = next((w for w in rows if w.is_leader), None)
+        now = timezone.now()
+        up = GaugeMetricFamily("previews_watcher_connected", "1 when a cluster watcher leads and its watches are "
+                                                             "connected")
+        up.add_metric([], 1 if leader and leader.connected else 0)
+        yield up
+        age = GaugeMetricFamily("previews_watcher_heartbeat_age_seconds", "Seconds since the leading watcher's "
+                                                                          "last heartbeat (-1: none leads)")
+        age.add_metric([], (now - leader.heartbeat_at).total_seconds() if leader else -1)
+        yield age
+        backlog = GaugeMetricFamily("previews_watcher_backlog", "Watch events the leading watcher has received but "
+                                                                "not processed yet")
+        backlog.add_metric([], leader.backlog if leader else 0)
+        yield backlog
+        seen = CounterMetricFamily("previews_watcher_events", "Watch events the leading watcher has processed")
+        seen.add_metric([], leader.events_seen if leader else 0)
+        yield seen
+        rolling = GaugeMetricFamily("previews_rolling_out_oldest_seconds", "Age of the oldest rollout the watcher "
+                                                                           "is waiting on")
+        oldest = (Preview.objects.filter(status=Preview.Status.DEPLOYING, applied_generation=F("generation"))
+                  .aggregate(oldest=Min("applied_at"))["oldest"])
+        rolling.add_metric([], (now - oldest).total_seconds() if oldest else 0)
+        yield rolling
 
     def _durations(self, name: str, documentation: str, outcomes: dict[str, str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, documentation, labels=["outcome"])

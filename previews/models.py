@@ -158,6 +158,17 @@ class Preview(models.Model):
     generation = models.PositiveIntegerField(default=1)
     # The generation whose deploy or teardown last finished (ready, failed, deleted).
     observed_generation = models.PositiveIntegerField(default=0)
+    # The engine's progress for the current generation. A deploy task holds one of its repository's
+    # deploy slots from `deploy_queued_at` until it starts; `next_attempt_at` delays a retry after
+    # the Kubernetes API was unreachable. Once everything is applied, `applied_generation`,
+    # `applied_at` and `rollout` (the workloads to watch, "Kind/name" -> metadata.generation) tell
+    # the cluster watcher what "ready" means for this generation.
+    deploy_queued_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    deploy_started_at = models.DateTimeField(null=True, blank=True)
+    applied_generation = models.PositiveIntegerField(default=0)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    rollout = models.JSONField(default=dict, blank=True)
     expires_at = models.DateTimeField()
     pinned = models.BooleanField(default=False)
     title = models.CharField(max_length=300, blank=True)
@@ -205,6 +216,9 @@ class Preview(models.Model):
                 name="preview_live_expiry_idx",
                 condition=Q(desired="up"),
             ),
+            # The watcher's and the sweep's questions: what is rolling out, deleting, or waiting for a slot.
+            models.Index(fields=["status"], name="preview_engine_idx", condition=Q(status__in=[
+                "pending", "deploying", "deleting"])),
         ]
 
     def __str__(self) -> str:
@@ -264,6 +278,28 @@ class GitHubState(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class WatcherStatus(models.Model):
+    """What the cluster watcher last reported: one row per process that has been the leader."""
+
+    holder = models.CharField(max_length=200, unique=True, help_text="host:pid of the watcher process")
+    is_leader = models.BooleanField(default=False)
+    connected = models.BooleanField(default=False)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    events_seen = models.BigIntegerField(default=0)
+    backlog = models.PositiveIntegerField(default=0, help_text="watch events received but not yet processed")
+    synced_kinds = models.JSONField(default=list, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "watcher status"
+        ordering = ["-heartbeat_at"]
+
+    def __str__(self) -> str:
+        return f"watcher {self.holder}"
 
 
 class ReaperRun(models.Model):

@@ -1,11 +1,17 @@
 """Reconciling the cluster toward a preview's desired state (deploy and teardown).
 
-Called by the django-q2 tasks. Each run works for one `generation` and checks
-between steps that it is still the current one, so a newer request (a push, a
-close) takes over cleanly. Runs for one preview are serialised by a Postgres
-advisory lock, so a teardown never races a deploy that could recreate the
-namespace. Every step is idempotent: a run killed halfway and run again
-converges.
+Called by the django-q2 tasks. Each run does bounded work and returns: a deploy
+renders, validates, applies and prunes, then records which workloads at which
+generation the rollout must reach; a teardown issues the namespace delete. The
+cluster watcher (`previews/engine/watcher.py`) learns from Kubernetes watches
+when a rollout is ready or failing and when a namespace is gone; workers never
+wait on pods or on the namespace controller.
+
+Each run works for one `generation` and checks between steps that it is still
+the current one, so a newer request (a push, a close) takes over cleanly. Runs
+for one preview are serialised by a Postgres advisory lock, so a teardown never
+races a deploy that could recreate the namespace. Every step is idempotent: a
+run killed halfway and run again converges.
 """
 
 from __future__ import annotations
@@ -20,9 +26,6 @@ from previews import kube, locks, manifests, services
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
-
-NAMESPACE_GONE_WAIT = 120  # seconds a teardown waits for the namespace controller to finish
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -91,85 +94,98 @@ def _current(preview_id: int, generation: int, desired: str) -> bool:
     return Preview.objects.filter(pk=preview_id, generation=generation, desired=desired).exists()
 
 
+def _bounded(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def deploy(preview_id: int, generation: int) -> str:
-    """Bring the preview's namespace to the rendered state and wait for the rollout. Returns an outcome word."""
+    """Render, validate and apply the preview's objects, record what the rollout must reach, and return.
+
+    Bounded work: the rollout itself is followed by the cluster watcher. Returns an outcome word.
+    """
     started = time.monotonic()
-
-    def took() -> float:
-        return round(time.monotonic() - started, 3)
-
     with locks.advisory_lock(locks.DEPLOY, preview_id):
         preview = Preview.objects.select_related("repository").filter(pk=preview_id).first()
         if preview is None or preview.generation != generation or preview.desired != Preview.Desired.UP:
             logger.info("deploy of preview %s generation %s is stale; nothing to do", preview_id, generation)
             return "stale"
-
-        def current() -> bool:
-            return _current(preview_id, generation, Preview.Desired.UP)
-
-        services.preview_set_status(preview_id=preview_id, generation=generation,
-                                    status=Preview.Status.DEPLOYING, message="Rendering manifests",
-                                    action="deploy started")
+        if not services.preview_deploy_started(preview_id=preview_id, generation=generation):
+            return "stale"
         try:
-            plan = plan_deploy(preview)
-        except manifests.ManifestError as exc:
-            services.preview_set_status(
-                preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                message=f"The manifests were refused, nothing was applied: {exc}", action="deploy failed",
-                problems=[str(p) for p in exc.problems], duration_seconds=took())
-            return "failed"
-
-        try:
-            namespace = preview.namespace
-            info = kube.read_namespace(namespace)
-            if info is not None and info.phase == "Terminating" and info.managed:
-                # A previous teardown is still finishing; the name is free once it is gone.
-                kube.wait_namespace_gone(namespace, NAMESPACE_GONE_WAIT)
-            if not current():
-                return "superseded"
-            kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)
-            if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
-                kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
-                                   settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)
-            if not current():
-                return "superseded"
-            kube.apply_objects(plan.guardrails)
-            if not current():
-                return "superseded"
-            kube.apply_objects(plan.objects)
-            # A namespace created just now holds nothing of an earlier deploy to prune.
-            pruned = [] if info is None else kube.prune(namespace, plan.object_selector,
-                                                        manifests.object_keys(plan.objects))
-            if pruned:
-                services.preview_note(preview_id=preview_id, action="pruned",
-                                      message="Removed objects no longer in the manifests: " + ", ".join(pruned),
-                                      objects=pruned)
-            if not current():
-                return "superseded"
-            services.preview_note(preview_id=preview_id, action="applied",
-                                  message=f"Applied {len(plan.objects)} objects; waiting for the rollout",
-                                  objects=[f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects])
-            outcome = kube.wait_for_rollout(namespace, settings.PREVIEWS_ROLLOUT_TIMEOUT, current)
+            return _deploy(preview, generation, started)
+        except kube.KubeUnavailable as exc:
+            # A transient outage never fails a preview by itself: wait, and try again.
+            services.preview_deploy_wait(
+                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
+                message=_bounded(f"The Kubernetes API is unreachable; the deploy is tried again in "
+                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
+            return "retry"
         except kube.KubeError as exc:
-            services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                                        message=str(exc), action="deploy failed", duration_seconds=took())
+            _failed(preview_id, generation, _bounded(str(exc)), started)
             return "failed"
+        except Exception as exc:
+            # Whatever went wrong, the generation ends failed with a message, never "deploying" forever.
+            logger.exception("deploy of preview %s generation %s crashed", preview_id, generation)
+            _failed(preview_id, generation, _bounded(f"The deploy failed unexpectedly ({exc.__class__.__name__}: "
+                                                     f"{exc}); details are in the worker's log"), started)
+            return "failed"
+        finally:
+            services.deploy_slots_fill(preview.repository_id)
 
-        if outcome.stopped:
-            return "superseded"
-        if outcome.ready:
-            services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.READY,
-                                        message=f"Ready at {preview.url}", action="ready", url=preview.url,
-                                        duration_seconds=took())
-            return "ready"
-        services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                                    message=outcome.message, action="deploy failed", pending=outcome.pending,
-                                    duration_seconds=took())
+
+def _failed(preview_id: int, generation: int, message: str, started: float, **details) -> None:
+    services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
+                                message=message, action="deploy failed",
+                                duration_seconds=round(time.monotonic() - started, 3), **details)
+
+
+def _deploy(preview: Preview, generation: int, started: float) -> str:
+    preview_id, namespace = preview.pk, preview.namespace
+    try:
+        plan = plan_deploy(preview)
+    except manifests.ManifestError as exc:
+        _failed(preview_id, generation, _bounded(f"The manifests were refused, nothing was applied: {exc}"),
+                started, problems=[str(p) for p in exc.problems[:50]])
         return "failed"
+
+    def current() -> bool:
+        return _current(preview_id, generation, Preview.Desired.UP)
+
+    info = kube.read_namespace(namespace)
+    if info is not None and info.phase == "Terminating" and info.managed:
+        # A previous teardown is still finishing; the watcher queues this deploy again once it is gone.
+        services.preview_deploy_wait(preview_id=preview_id, generation=generation, retry_in=60,
+                                     message=f"Waiting for the previous namespace {namespace} to finish terminating")
+        return "waiting"
+    if not current():
+        return "superseded"
+    kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)
+    if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
+        kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
+                           settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)
+    if not current():
+        return "superseded"
+    kube.apply_objects(plan.guardrails)
+    if not current():
+        return "superseded"
+    rollout = kube.apply_objects(plan.objects)
+    # A namespace created just now holds nothing of an earlier deploy to prune.
+    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(plan.objects))
+    if pruned:
+        services.preview_note(preview_id=preview_id, action="pruned",
+                              message="Removed objects no longer in the manifests: " + ", ".join(pruned),
+                              objects=pruned)
+    applied = services.preview_deploy_applied(
+        preview_id=preview_id, generation=generation, rollout=rollout,
+        objects=[f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects])
+    return "applied" if applied else "superseded"
 
 
 def teardown(preview_id: int, generation: int) -> str:
-    """Delete the preview's namespace and wait for it to be gone. Never force-finalizes."""
+    """Issue the (UID-preconditioned) delete of the preview's namespace and return; never force-finalizes.
+
+    The cluster watcher marks the preview deleted when the namespace is gone.
+    """
     started = time.monotonic()
     with locks.advisory_lock(locks.DEPLOY, preview_id):
         preview = Preview.objects.filter(pk=preview_id).first()
@@ -178,12 +194,6 @@ def teardown(preview_id: int, generation: int) -> str:
             return "stale"
         try:
             outcome = kube.delete_namespace(preview.namespace)
-            if not outcome.gone:
-                services.preview_note(preview_id=preview_id, action="namespace terminating",
-                                      message=f"Namespace {preview.namespace} is terminating")
-                gone = kube.wait_namespace_gone(preview.namespace, NAMESPACE_GONE_WAIT)
-            else:
-                gone = True
         except kube.NamespaceNotOurs as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
                                         message=f"Nothing deleted: {exc}", action="deleted")
@@ -191,16 +201,14 @@ def teardown(preview_id: int, generation: int) -> str:
         except kube.KubeError as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation,
                                         status=Preview.Status.DELETING,
-                                        message=f"Deleting failed, will be retried by the reaper: {exc}",
+                                        message=_bounded(f"Deleting failed, the sweep tries again: {exc}"),
                                         action="delete failed")
             return "failed"
-        if not gone:
-            services.preview_set_status(
-                preview_id=preview_id, generation=generation, status=Preview.Status.DELETING,
-                message=f"Namespace {preview.namespace} is still terminating after {NAMESPACE_GONE_WAIT}s; "
-                        "the reaper keeps watching it", action="delete slow")
-            return "terminating"
-        services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                    message=f"Namespace {preview.namespace} deleted", action="deleted",
-                                    duration_seconds=round(time.monotonic() - started, 3))
-        return "deleted"
+        if outcome.gone:
+            services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
+                                        message=f"Namespace {preview.namespace} deleted", action="deleted",
+                                        duration_seconds=round(time.monotonic() - started, 3))
+            return "deleted"
+        services.preview_note(preview_id=preview_id, action="namespace terminating",
+                              message=f"Namespace {preview.namespace} is terminating")
+        return "terminating"

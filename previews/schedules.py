@@ -6,14 +6,16 @@ from django.conf import settings
 from django_q.models import Schedule
 
 REAPER_SCHEDULE = "reaper"
+SWEEP_SCHEDULE = "sweep"
 
 
 def ensure_schedules() -> list[str]:
     """Create or update every schedule; returns a line per schedule for the log."""
-    schedule, created = Schedule.objects.update_or_create(
-        name=REAPER_SCHEDULE,
-        defaults={"func": "previews.tasks.reap", "schedule_type": Schedule.MINUTES,
-                  "minutes": settings.PREVIEWS_REAPER_INTERVAL_MINUTES, "repeats": -1},
-    )
-    verb = "created" if created else "updated"
-    return [f"{verb} schedule {schedule.name!r}: previews.tasks.reap every {schedule.minutes} min"]
+    lines = []
+    for name, func, minutes in ((REAPER_SCHEDULE, "previews.tasks.reap", settings.PREVIEWS_REAPER_INTERVAL_MINUTES),
+                                (SWEEP_SCHEDULE, "previews.tasks.sweep", 1)):
+        schedule, created = Schedule.objects.update_or_create(
+            name=name, defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1})
+        verb = "created" if created else "updated"
+        lines.append(f"{verb} schedule {schedule.name!r}: {func} every {schedule.minutes} min")
+    return lines

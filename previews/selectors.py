@@ -6,11 +6,12 @@ import time
 from datetime import timedelta
 
 from django.core.cache import cache
+from django.db import DatabaseError
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from previews import github, kube
-from previews.models import GITHUB_SYNC_FAILED, Preview, Repository
+from previews.models import GITHUB_SYNC_FAILED, Preview, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 
 
@@ -155,3 +156,22 @@ def stale_request_reason(repository: Repository, pr_number: int, head_sha: str) 
         return (f"{head_sha[:7]} is not the head of PR #{pr_number} any more (it is {pull.head_sha[:7]}); "
                 "a request for an older commit never replaces a newer one")
     return ""
+
+
+def watcher_status(max_age: timedelta = timedelta(minutes=5)) -> list[WatcherStatus]:
+    """Cluster watchers that reported within `max_age`, the leader first."""
+    return list(WatcherStatus.objects.filter(heartbeat_at__gte=timezone.now() - max_age)
+                .order_by("-is_leader", "-heartbeat_at"))
+
+
+def watcher_summary() -> dict:
+    """The leading watcher's state for /readyz: whether it is connected, and how far behind it is."""
+    try:
+        leader = next((w for w in watcher_status() if w.is_leader), None)
+    except DatabaseError:
+        return {"status": "unknown (database unavailable)"}
+    if leader is None:
+        return {"status": "no watcher has reported in the last 5 minutes"}
+    age = (timezone.now() - leader.heartbeat_at).total_seconds()
+    return {"status": "connected" if leader.connected else f"disconnected: {leader.detail}",
+            "holder": leader.holder, "heartbeat_age_seconds": round(age, 1), "backlog": leader.backlog}

@@ -9,11 +9,12 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from previews import github, tokens, validators
+from previews import github, locks, tokens, validators
 from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
@@ -102,6 +103,49 @@ def _enqueue(task: str, preview: Preview) -> None:
     preview_id, generation = preview.pk, preview.generation
     transaction.on_commit(lambda: async_task(task, preview_id, generation,
                                              task_name=f"{task.rsplit('.', 1)[1]}:{preview_id}:{generation}"))
+
+
+def _request_deploy(preview: Preview) -> None:
+    """Queue the preview's deploy task, or leave it waiting for one of its repository's deploy slots.
+
+    A repository has PREVIEWS_DEPLOY_SLOTS deploy tasks in the queue at most, so one repository's flood
+    of pushes cannot keep every other repository's deploys waiting behind it. A waiting preview is
+    queued when a slot frees (`deploy_slots_fill`). Must run inside the transaction that changed it.
+    """
+    if preview.deploy_queued_at is not None:
+        # Its task is still queued, for an older generation: that one will find itself stale.
+        Preview.objects.filter(pk=preview.pk).update(next_attempt_at=None)
+        _enqueue(DEPLOY_TASK, preview)
+        return
+    locks.repository_slots_lock(preview.repository_id)
+    in_use = Preview.objects.filter(repository_id=preview.repository_id, deploy_queued_at__isnull=False).count()
+    if in_use < settings.PREVIEWS_DEPLOY_SLOTS:
+        preview.deploy_queued_at = timezone.now()
+        Preview.objects.filter(pk=preview.pk).update(deploy_queued_at=preview.deploy_queued_at, next_attempt_at=None)
+        _enqueue(DEPLOY_TASK, preview)
+    else:
+        message = (f"Waiting for a deploy slot: {in_use} deploys of {preview.repository} are queued "
+                   f"(at most {settings.PREVIEWS_DEPLOY_SLOTS} at a time)")
+        Preview.objects.filter(pk=preview.pk).update(status_message=message, next_attempt_at=None)
+
+
+def deploy_slots_fill(repository_id: int) -> int:
+    """Queue the deploys of previews waiting for a slot, oldest first, as far as slots are free."""
+    now = timezone.now()
+    with transaction.atomic():
+        locks.repository_slots_lock(repository_id)
+        free = settings.PREVIEWS_DEPLOY_SLOTS - Preview.objects.filter(
+            repository_id=repository_id, deploy_queued_at__isnull=False).count()
+        if free <= 0:
+            return 0
+        waiting = list(Preview.objects.select_for_update(skip_locked=True).filter(
+            repository_id=repository_id, desired=Preview.Desired.UP, status=Preview.Status.PENDING,
+            deploy_queued_at=None).filter(Q(next_attempt_at=None) | Q(next_attempt_at__lte=now))
+            .order_by("updated_at", "pk")[:free])
+        for preview in waiting:
+            Preview.objects.filter(pk=preview.pk).update(deploy_queued_at=now, next_attempt_at=None)
+            _enqueue(DEPLOY_TASK, preview)
+    return len(waiting)
 
 
 def github_sync_enqueue(preview_id: int, expiry_warning: bool = False) -> None:
@@ -201,7 +245,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         )
         _event(preview, actor, "created", f"Preview requested for {request.head_sha[:7]}",
                head_sha=request.head_sha, images=images)
-        _enqueue(DEPLOY_TASK, preview)
+        _request_deploy(preview)
         github_sync_enqueue(preview.pk)
         return UpsertResult(preview, created=True, deploy_enqueued=True)
 
@@ -227,7 +271,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
     preview.save()
     _event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
            images=images)
-    _enqueue(DEPLOY_TASK, preview)
+    _request_deploy(preview)
     github_sync_enqueue(preview.pk)
     return UpsertResult(preview, created=False, deploy_enqueued=True)
 
@@ -242,7 +286,7 @@ def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, ""
         preview.save()
         _event(preview, actor, "redeploy requested", f"Redeploy of {preview.head_sha[:7]} requested")
-        _enqueue(DEPLOY_TASK, preview)
+        _request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -253,13 +297,18 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
         preview = Preview.objects.select_for_update().get(pk=preview.pk)
         if preview.desired == Preview.Desired.DOWN:
             return preview
+        held_slot = preview.deploy_queued_at is not None
         preview.desired = Preview.Desired.DOWN
         preview.status, preview.status_message = Preview.Status.DELETING, reason
         preview.generation += 1
+        preview.deploy_queued_at = preview.next_attempt_at = None
         preview.save()
         _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
         _enqueue(TEARDOWN_TASK, preview)
         github_sync_enqueue(preview.pk)
+        if held_slot:
+            repository_id = preview.repository_id
+            transaction.on_commit(lambda: deploy_slots_fill(repository_id))
     return preview
 
 
@@ -387,3 +436,135 @@ def preview_note_stuck(*, preview_id: int, detail: str) -> None:
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
         _event(preview, REAPER, "namespace stuck", detail)
+
+
+# --- the engine's progress: deploy tasks, the cluster watcher, the sweep ------------------------
+
+
+def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
+    """A deploy task starts on this generation: it gives back its queue slot and says so."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP).update(
+            status=Preview.Status.DEPLOYING, status_message="Rendering and applying the manifests",
+            deploy_queued_at=None, next_attempt_at=None, deploy_started_at=now, updated_at=now)
+        if updated:
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy started")
+            github_sync_enqueue(preview_id)
+    return bool(updated)
+
+
+def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[str, int], objects: list[str]) -> bool:
+    """Everything is applied; from here the cluster watcher decides when the rollout is done."""
+    now = timezone.now()
+    message = (f"Rolling out {', '.join(sorted(rollout))}" if rollout else "Applied; nothing to roll out")
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP,
+                                         status=Preview.Status.DEPLOYING).update(
+            applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
+        if updated:
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), "applied",
+                   f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
+    return bool(updated)
+
+
+def preview_deploy_wait(*, preview_id: int, generation: int, message: str, retry_in: float) -> bool:
+    """The deploy cannot go on yet (the API is unreachable, the old namespace is still terminating).
+
+    The preview waits without a slot; it is queued again after `retry_in` seconds by the next slot
+    fill or sweep, or sooner when the watcher sees what it was waiting for.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP).update(
+            status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
+            next_attempt_at=now + timedelta(seconds=retry_in), updated_at=now)
+        if updated:
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy waiting", message)
+    return bool(updated)
+
+
+def preview_rollout_finished(*, preview_id: int, generation: int, ready: bool, message: str = "",
+                             **details) -> bool:
+    """The watcher (or the sweep) saw the applied generation become ready, or fail for good.
+
+    Only the generation that is current *and* applied is ever marked: a superseded or
+    half-applied generation never becomes ready.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        preview = (Preview.objects.select_for_update().filter(
+            pk=preview_id, generation=generation, applied_generation=generation, desired=Preview.Desired.UP,
+            status=Preview.Status.DEPLOYING).first())
+        if preview is None:
+            return False
+        took = round((now - preview.deploy_started_at).total_seconds(), 3) if preview.deploy_started_at else None
+        if ready:
+            preview.status, preview.status_message = Preview.Status.READY, f"Ready at {preview.url}"
+            preview.ready_at, action = now, "ready"
+        else:
+            preview.status, preview.status_message, action = Preview.Status.FAILED, message, "deploy failed"
+        preview.observed_generation = generation
+        preview.save(update_fields=["status", "status_message", "ready_at", "observed_generation", "updated_at"])
+        _event(preview, Actor.system(), action, preview.status_message, duration_seconds=took,
+               **({"url": preview.url} if ready else {}), **details)
+        github_sync_enqueue(preview_id)
+    return True
+
+
+def preview_namespace_gone(*, namespace: str) -> str:
+    """The watcher (or the sweep) saw a managed namespace disappear. Returns what it meant.
+
+    A preview being deleted is now deleted; a preview whose deploy waited for its old namespace to
+    finish terminating is queued again at once.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().filter(namespace=namespace).first()
+        if preview is None:
+            return "unknown"
+        if preview.desired == Preview.Desired.DOWN:
+            if preview.status == Preview.Status.DELETED:
+                return "already deleted"
+            requested = (preview.events.filter(action="destroy requested", generation=preview.generation)
+                         .values_list("created_at", flat=True).first())
+            Preview.objects.filter(pk=preview.pk).update(
+                status=Preview.Status.DELETED, status_message=f"Namespace {namespace} deleted", deleted_at=now,
+                observed_generation=preview.generation, updated_at=now)
+            preview.refresh_from_db()
+            _event(preview, Actor.system(), "deleted", preview.status_message,
+                   duration_seconds=round((now - requested).total_seconds(), 3) if requested else None)
+            github_sync_enqueue(preview.pk)
+            return "deleted"
+        if preview.status == Preview.Status.PENDING and preview.deploy_queued_at is None:
+            Preview.objects.filter(pk=preview.pk).update(next_attempt_at=None)
+            repository_id = preview.repository_id
+            transaction.on_commit(lambda: deploy_slots_fill(repository_id))
+            return "deploy resumed"
+    return "ignored"
+
+
+def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
+    """Deploy tasks that were queued or started long ago and never got on (a worker died): queue them again."""
+    before = timezone.now() - older_than
+    message = "The deploy task was lost (a worker stopped?); it is queued again"
+    with transaction.atomic():
+        lost = list(Preview.objects.select_for_update(skip_locked=True).filter(desired=Preview.Desired.UP).filter(
+            Q(status=Preview.Status.PENDING, deploy_queued_at__lt=before)
+            | Q(status=Preview.Status.DEPLOYING, applied_generation__lt=F("generation"), deploy_started_at__lt=before)))
+        for preview in lost:
+            Preview.objects.filter(pk=preview.pk).update(status=Preview.Status.PENDING, status_message=message,
+                                                         deploy_queued_at=None, next_attempt_at=None)
+            _event(preview, Actor.system(), "deploy requeued", message)
+    return len(lost)
+
+
+def preview_teardown_retry(*, preview_id: int) -> bool:
+    """Queue the teardown again for a preview whose namespace is still there and not terminating."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().filter(
+            pk=preview_id, desired=Preview.Desired.DOWN, status=Preview.Status.DELETING).first()
+        if preview is None:
+            return False
+        _enqueue(TEARDOWN_TASK, preview)
+    return True

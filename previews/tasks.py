@@ -11,6 +11,13 @@ def teardown_preview(preview_id: int, generation: int) -> str:
     return provisioning.teardown(preview_id, generation)
 
 
+def sweep() -> dict:
+    """The engine's scheduled sweep (see previews/engine/sweep.py)."""
+    from previews.engine import sweep as engine_sweep
+
+    return engine_sweep.sweep()
+
+
 def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
     return notifications.sync_github(preview_id, expiry_warning)
 

@@ -90,26 +90,98 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.2, message: s
 @pytest.fixture
 def qcluster(transactional_db, kubeconfig_path: str) -> Iterator[subprocess.Popen]:
     """A real django-q2 cluster (`manage.py qcluster`) on the test database."""
+    proc = start_service(["qcluster"], kubeconfig_path, "qcluster-test.log")
+    yield proc
+    stop_service(proc)
+
+
+def _service_env(kubeconfig_path: str) -> dict[str, str]:
+    """The environment of a service process (qcluster, watcher) on the test database and local cluster."""
     db = settings.DATABASES["default"]
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings_test",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "KUBECONFIG": kubeconfig_path,
     }
+
+
+def start_service(args: list[str], kubeconfig_path: str, log_name: str, **env: str) -> subprocess.Popen:
+    """Start `manage.py <args>` in its own session, logging to .state/<log_name>."""
     (ROOT / ".state").mkdir(exist_ok=True)
-    log = open(ROOT / ".state" / "qcluster-test.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = open(ROOT / ".state" / log_name, "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT,
+                            env={**_service_env(kubeconfig_path), **env}, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_service(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    proc.log.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def cluster_watcher(transactional_db, kubeconfig_path: str) -> Iterator[subprocess.Popen]:
+    """The real cluster watcher (`manage.py watch_cluster`) on the test database."""
+    proc = start_service(["watch_cluster"], kubeconfig_path, "watcher-test.log")
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop_service(proc)
+
+
+@pytest.fixture
+def engine(qcluster, cluster_watcher) -> Iterator[None]:
+    """The whole background engine: a real qcluster and the real cluster watcher."""
+    yield
+
+
+class InProcessWatcher:
+    """The watcher's loop run by the test itself, on the test's own database connection and transaction."""
+
+    def __init__(self) -> None:
+        from previews.engine.watcher import Watcher
+
+        self.watcher = Watcher()
+        self.watcher.start()
+
+    def until(self, predicate, timeout: float = 30, message: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.watcher.step(wait=0.1)
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s waiting for {message}")
+
+    def status_of(self, preview, status: str, timeout: float = 30) -> None:
+        """Run the watcher until the preview has `status`."""
+        def reached():
+            preview.refresh_from_db()
+            return preview.status == status
+        try:
+            self.until(reached, timeout, f"{preview} to be {status}")
+        except pytest.fail.Exception:
+            events = list(preview.events.order_by("created_at", "id").values_list("action", "message"))
+            w = self.watcher
+            pytest.fail(f"{preview} did not become {status}; it is {preview.status}: {preview.status_message}; "
+                        f"events: {events}; the watcher is synced={w.synced} connected={w._connected}, "
+                        f"rolling out: {w._rolling_out.get(preview.namespace)}, "
+                        f"sees: {w.cache.objects.get(preview.namespace)}")
+
+
+@pytest.fixture
+def watcher(kube_env) -> Iterator[InProcessWatcher]:
+    w = InProcessWatcher()
+    yield w
+    w.watcher.stop()
 
 
 @pytest.fixture

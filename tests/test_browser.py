@@ -53,7 +53,7 @@ def page(browser, live_server):
     context.close()
 
 
-def test_log_in_browse_extend_and_kill_a_preview(page, preview_repo, qcluster, kube_api):
+def test_log_in_browse_extend_and_kill_a_preview(page, preview_repo, engine, kube_api):
     ARTIFACTS.mkdir(exist_ok=True)
     user = User.objects.create_user(username="ann", password="a-long-password")
     user.groups.add(Group.objects.get(name="Preview operators"))

@@ -15,7 +15,7 @@ from kubernetes import client, config
 
 from previews import kube, provisioning, services
 from previews.models import Preview
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, InProcessWatcher, wait_until
 
 pytestmark = pytest.mark.kube
 SA = "system:serviceaccount:previews-system:previews"
@@ -41,19 +41,25 @@ def deployed(kubeconfig_path, kube_api):
     kubectl(kubeconfig_path, "delete", "-k", str(ROOT / "deploy"), "--wait=false", "--ignore-not-found")
 
 
+def service_account_kubeconfig(kube_api, kubeconfig_path: str, directory: Path, name: str) -> str:
+    """A kubeconfig that authenticates with a real token of one of the service's ServiceAccounts."""
+    token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
+        name, "previews-system", client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))).status.token
+    admin = yaml.safe_load(Path(kubeconfig_path).read_text())
+    path = directory / f"{name}.kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": admin["clusters"][0]["name"], "user": name}}],
+        "current-context": name}))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def sa_api(deployed, kube_api, kubeconfig_path, tmp_path_factory):
     """An ApiClient authenticated with a real token of the service's ServiceAccount."""
-    token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
-        "previews", "previews-system", client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))).status.token
-    admin = yaml.safe_load(Path(kubeconfig_path).read_text())
-    path = tmp_path_factory.mktemp("sa") / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
-        "users": [{"name": "previews", "user": {"token": token}}],
-        "contexts": [{"name": "previews", "context": {"cluster": admin["clusters"][0]["name"], "user": "previews"}}],
-        "current-context": "previews"}))
+    path = service_account_kubeconfig(kube_api, kubeconfig_path, tmp_path_factory.mktemp("sa"), "previews")
     api = config.new_client_from_config(config_file=str(path))
     me = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
     assert me.status.user_info.username == SA
@@ -83,9 +89,9 @@ def sa_api(deployed, kube_api, kubeconfig_path, tmp_path_factory):
 
 
 def allowed(kube_api, verb: str, resource: str, group: str = "", namespace: str = "", name: str = "",
-            subresource: str = "") -> bool:
+            subresource: str = "", user: str = SA) -> bool:
     review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
-        user=SA, groups=SA_GROUPS, resource_attributes=client.V1ResourceAttributes(
+        user=user, groups=SA_GROUPS, resource_attributes=client.V1ResourceAttributes(
             verb=verb, resource=resource, group=group, namespace=namespace or None, name=name or None,
             subresource=subresource or None)))
     return client.AuthorizationV1Api(kube_api).create_subject_access_review(review).status.allowed
@@ -190,23 +196,54 @@ def test_as_the_service_account_roles_can_be_bound_only_in_its_own_namespaces(sa
     assert rbac.create_namespaced_role_binding(ours, binding("previews-preview-namespace"), dry_run="All")
 
 
-def test_the_service_deploys_and_tears_down_a_preview_as_its_service_account(
-        sa_api, preview_repo, settings, monkeypatch, kube_api):
+def test_the_service_deploys_and_tears_down_a_preview_as_its_service_accounts(
+        sa_api, preview_repo, settings, monkeypatch, kube_api, kubeconfig_path, tmp_path):
     path, _ = sa_api
     settings.PREVIEWS_NAMESPACE_CLUSTERROLE = "previews-preview-namespace"
     settings.PREVIEWS_SERVICE_ACCOUNT = "previews-system/previews"
-    monkeypatch.setenv("KUBECONFIG", path)
+    watcher_path = service_account_kubeconfig(kube_api, kubeconfig_path, tmp_path, "previews-watcher")
+    # The watcher reads as its own, read-only ServiceAccount: its threads pick the kubeconfig up now.
+    monkeypatch.setenv("KUBECONFIG", watcher_path)
     kube.reset_clients()
-    preview = services.preview_upsert(
-        repository=preview_repo, pr_number=31, actor=services.Actor("token", "ci"),
-        request=services.PreviewRequest(head_sha="9" * 40, images=("ghcr.io/demo/shop:pr-31",))).preview
-    assert provisioning.deploy(preview.pk, preview.generation) == "ready", Preview.objects.get(
-        pk=preview.pk).status_message
-    binding = client.RbacAuthorizationV1Api(kube_api).read_namespaced_role_binding("pr-previews", preview.namespace)
-    assert binding.role_ref.name == "previews-preview-namespace"
-    preview = services.preview_destroy(preview=preview, actor=services.Actor("token", "ci"))
-    assert provisioning.teardown(preview.pk, preview.generation) == "deleted"
-    kube.reset_clients()
+    watcher = InProcessWatcher()
+    try:
+        wait_until(lambda: watcher.watcher.step(wait=0.1) or watcher.watcher.synced, timeout=30,
+                   message="the watcher to list everything it follows")
+        assert watcher.watcher.connected
+        monkeypatch.setenv("KUBECONFIG", path)
+        kube.reset_clients()
+        preview = services.preview_upsert(
+            repository=preview_repo, pr_number=31, actor=services.Actor("token", "ci"),
+            request=services.PreviewRequest(head_sha="9" * 40, images=("ghcr.io/demo/shop:pr-31",))).preview
+        assert provisioning.deploy(preview.pk, preview.generation) == "applied", Preview.objects.get(
+            pk=preview.pk).status_message
+        watcher.status_of(preview, "ready")
+        binding = client.RbacAuthorizationV1Api(kube_api).read_namespaced_role_binding("pr-previews",
+                                                                                     preview.namespace)
+        assert binding.role_ref.name == "previews-preview-namespace"
+        preview = services.preview_destroy(preview=preview, actor=services.Actor("token", "ci"))
+        assert provisioning.teardown(preview.pk, preview.generation) == "terminating"
+        watcher.status_of(preview, "deleted", timeout=120)
+    finally:
+        watcher.watcher.stop()
+        kube.reset_clients()
+
+
+WATCHER = "system:serviceaccount:previews-system:previews-watcher"
+
+
+@pytest.mark.parametrize("verb,resource,group", [
+    ("watch", "pods", ""), ("list", "events", ""), ("watch", "deployments", "apps"),
+    ("watch", "replicasets", "apps"), ("watch", "jobs", "batch"), ("watch", "namespaces", "")])
+def test_the_watcher_may_list_and_watch_what_it_follows(deployed, kube_api, verb, resource, group):
+    assert allowed(kube_api, verb, resource, group, user=WATCHER)
+
+
+@pytest.mark.parametrize("verb,resource,group", [
+    ("create", "namespaces", ""), ("delete", "namespaces", ""), ("patch", "deployments", "apps"),
+    ("get", "secrets", ""), ("list", "secrets", ""), ("create", "pods", ""), ("delete", "pods", "")])
+def test_the_watcher_can_write_nothing_and_read_no_secret(deployed, kube_api, verb, resource, group):
+    assert not allowed(kube_api, verb, resource, group, user=WATCHER)
 
 
 def test_the_dockerfile_passes_hadolint():

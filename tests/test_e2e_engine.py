@@ -19,7 +19,7 @@ def status_of(preview: Preview) -> str:
     return Preview.objects.get(pk=preview.pk).status
 
 
-def test_an_upsert_is_deployed_by_the_worker_and_a_destroy_tears_it_down(preview_repo, qcluster, kube_api):
+def test_an_upsert_is_deployed_by_the_worker_and_a_destroy_tears_it_down(preview_repo, engine, kube_api):
     result = services.preview_upsert(repository=preview_repo, pr_number=11, actor=CI, request=PreviewRequest(
         head_sha="a" * 40, images=("ghcr.io/demo/shop:pr-11-aaaaaaa",)))
     preview = result.preview
@@ -33,7 +33,7 @@ def test_an_upsert_is_deployed_by_the_worker_and_a_destroy_tears_it_down(preview
     assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
 
 
-def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, qcluster, kube_api):
+def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, engine, kube_api):
     docs = list(yaml.safe_load_all(preview_repo.manifest_template))
     # Pods that never become ready keep the deploy in its rollout wait.
     docs[1]["spec"]["template"]["metadata"]["labels"]["previews.local/simulate"] = "image-pull-backoff"
@@ -54,7 +54,7 @@ def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, qclu
     assert not final.events.filter(action="ready").exists()
 
 
-def test_the_pr_is_told_when_the_preview_is_ready(preview_repo, fake_github, qcluster):
+def test_the_pr_is_told_when_the_preview_is_ready(preview_repo, fake_github, engine):
     fake_github.add_pull(preview_repo.full_name, 13, head_sha="c" * 40)
     preview = services.preview_upsert(repository=preview_repo, pr_number=13, actor=CI, request=PreviewRequest(
         head_sha="c" * 40, images=("ghcr.io/demo/shop:pr-13-ccccccc",))).preview
@@ -71,7 +71,7 @@ def test_the_pr_is_told_when_the_preview_is_ready(preview_repo, fake_github, qcl
     assert states == sorted(states, key=["queued", "in_progress", "success"].index)
 
 
-def test_a_github_outage_does_not_stop_a_deploy(preview_repo, fake_github, qcluster):
+def test_a_github_outage_does_not_stop_a_deploy(preview_repo, fake_github, engine):
     fake_github.add_pull(preview_repo.full_name, 14)
     fake_github.fail_next(10_000, status=500)
     preview = services.preview_upsert(repository=preview_repo, pr_number=14, actor=CI, request=PreviewRequest(

@@ -1,4 +1,8 @@
-"""The provisioning engine on the real control plane (deploy, update, teardown, failures)."""
+"""The provisioning engine on the real control plane (deploy, update, teardown, failures).
+
+Deploy and teardown tasks apply and return; the cluster watcher (run here in
+the test's own thread, on its database transaction) moves previews on.
+"""
 
 import os
 import signal
@@ -14,7 +18,7 @@ from kubernetes import client
 from previews import kube, provisioning, services
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
-from tests.conftest import ROOT, namespace_exists, wait_until
+from tests.conftest import ROOT, InProcessWatcher, namespace_exists, wait_until
 from tests.test_manifests import BAD_BUNDLES
 
 pytestmark = pytest.mark.kube
@@ -33,11 +37,21 @@ def deploy(preview: Preview) -> str:
     return provisioning.deploy(preview.pk, preview.generation)
 
 
-def test_a_new_preview_gets_a_labelled_guarded_namespace_and_becomes_ready(preview_repo, kube_api):
+def test_a_deploy_applies_and_returns_without_waiting_for_the_rollout(preview_repo, kube_api):
     preview = upsert(preview_repo)
-    assert deploy(preview) == "ready"
+    assert deploy(preview) == "applied"
     preview.refresh_from_db()
-    assert preview.status == "ready"
+    assert preview.status == "deploying"
+    assert preview.applied_generation == preview.generation
+    assert preview.rollout == {"Deployment/web": 1}
+    assert preview.status_message == "Rolling out Deployment/web"
+
+
+def test_a_new_preview_gets_a_labelled_guarded_namespace_and_becomes_ready(preview_repo, kube_api, watcher):
+    preview = upsert(preview_repo)
+    assert deploy(preview) == "applied"
+    watcher.status_of(preview, "ready")
+    assert preview.events.filter(action="ready").get().details["duration_seconds"] > 0
     assert preview.url == f"https://{preview.namespace}.preview.example.com"
     assert preview.observed_generation == preview.generation
 
@@ -65,17 +79,19 @@ def test_the_ingress_routes_the_preview_host_to_the_service(preview_repo, kube_a
     assert rule.http.paths[0].backend.service.name == "web"
 
 
-def test_the_pr_image_runs_in_the_deployment(preview_repo, kube_api):
+def test_the_pr_image_runs_in_the_deployment(preview_repo, kube_api, watcher):
     preview = upsert(preview_repo, image="ghcr.io/demo/shop:pr-7-1111111")
     deploy(preview)
+    watcher.status_of(preview, "ready")
     dep = client.AppsV1Api(kube_api).read_namespaced_deployment("web", preview.namespace)
     assert dep.spec.template.spec.containers[0].image == "ghcr.io/demo/shop:pr-7-1111111"
     assert dep.status.ready_replicas == 2
 
 
-def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_left(preview_repo, kube_api):
+def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_left(preview_repo, kube_api, watcher):
     preview = upsert(preview_repo)
-    assert deploy(preview) == "ready"
+    assert deploy(preview) == "applied"
+    watcher.status_of(preview, "ready")
     namespace = preview.namespace
 
     # The next commit's template drops the ConfigMap.
@@ -87,7 +103,10 @@ def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_le
                      manifests=yaml.safe_dump_all(docs))
     assert updated.generation == preview.generation + 1
     assert updated.namespace == namespace
-    assert deploy(updated) == "ready"
+    assert deploy(updated) == "applied"
+    updated.refresh_from_db()
+    assert updated.rollout == {"Deployment/web": 2}  # the watcher waits for the new generation
+    watcher.status_of(updated, "ready")
 
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     dep = apps.read_namespaced_deployment("web", namespace)
@@ -106,6 +125,14 @@ def test_the_same_commit_and_image_again_enqueue_no_new_deploy(preview_repo):
     assert again.preview.generation == preview.generation
 
 
+def test_a_pod_template_carries_our_labels_so_the_watcher_sees_its_pods(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    deploy(preview)
+    pods = wait_until(lambda: client.CoreV1Api(kube_api).list_namespaced_pod(
+        preview.namespace, label_selector="app.kubernetes.io/managed-by=pr-previews").items, message="pods")
+    assert {p.metadata.labels["previews.dev/pr"] for p in pods} == {"7"}
+
+
 def test_a_stale_deploy_changes_nothing(preview_repo, kube_api):
     preview = upsert(preview_repo)
     upsert(preview_repo, sha=SHA2)
@@ -114,47 +141,103 @@ def test_a_stale_deploy_changes_nothing(preview_repo, kube_api):
     assert Preview.objects.get(pk=preview.pk).status == "pending"
 
 
-def test_teardown_deletes_the_namespace_and_marks_the_preview_deleted(preview_repo, kube_api):
+def test_teardown_issues_the_delete_and_the_watcher_marks_the_preview_deleted(preview_repo, kube_api, watcher):
     preview = upsert(preview_repo)
     deploy(preview)
+    watcher.status_of(preview, "ready")
     preview = services.preview_destroy(preview=preview, actor=CI, reason="PR closed")
-    assert provisioning.teardown(preview.pk, preview.generation) == "deleted"
+    assert provisioning.teardown(preview.pk, preview.generation) == "terminating"
     preview.refresh_from_db()
-    assert preview.status == "deleted" and preview.deleted_at is not None
+    assert preview.status == "deleting"
+    watcher.status_of(preview, "deleted", timeout=120)
+    assert preview.deleted_at is not None
     assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
+    assert preview.events.filter(action="deleted").get().details["duration_seconds"] > 0
     # A second teardown request is a no-op, not an error.
     assert services.preview_destroy(preview=preview, actor=CI).generation == preview.generation
 
 
-def test_a_rollout_that_never_becomes_ready_fails_with_the_reason_within_the_timeout(preview_repo, settings):
-    settings.PREVIEWS_ROLLOUT_TIMEOUT = 6
-    docs = list(yaml.safe_load_all(preview_repo.manifest_template))
-    docs[1]["spec"]["template"]["metadata"]["labels"]["previews.local/simulate"] = "image-pull-backoff"
-    preview = upsert(preview_repo, manifests=yaml.safe_dump_all(docs))
+def test_a_teardown_of_a_namespace_that_never_existed_is_deleted_at_once(preview_repo):
+    preview = services.preview_destroy(preview=upsert(preview_repo), actor=CI, reason="PR closed")
+    assert provisioning.teardown(preview.pk, preview.generation) == "deleted"
+    assert Preview.objects.get(pk=preview.pk).status == "deleted"
+
+
+def simulate(repository, label: str) -> str:
+    docs = list(yaml.safe_load_all(repository.manifest_template))
+    docs[1]["spec"]["template"]["metadata"]["labels"]["previews.local/simulate"] = label
+    return yaml.safe_dump_all(docs)
+
+
+def test_a_rollout_that_cannot_pull_its_image_fails_fast_with_the_reason(preview_repo, watcher, settings):
+    settings.PREVIEWS_ROLLOUT_TIMEOUT = 600
+    preview = upsert(preview_repo, manifests=simulate(preview_repo, "image-pull-backoff"))
+    deploy(preview)
     started = time.monotonic()
-    assert deploy(preview) == "failed"
+    watcher.watcher.fail_fast = 3
+    watcher.status_of(preview, "failed")
     elapsed = time.monotonic() - started
-    preview.refresh_from_db()
-    assert preview.status == "failed"
-    assert "not ready after 6s" in preview.status_message
     assert "Deployment web: 0/2 ready" in preview.status_message
     assert "ImagePullBackOff" in preview.status_message
-    assert elapsed < 6 + 15
+    assert "still failing after 3s" in preview.status_message
+    assert 3 <= elapsed < 20  # the grace, not the ten-minute timeout
 
 
-def test_a_quota_rejection_is_explained(preview_repo):
+def test_a_rollout_that_is_only_slow_fails_at_the_timeout_naming_what_is_pending(preview_repo, watcher):
+    docs = list(yaml.safe_load_all(preview_repo.manifest_template))
+    docs[1]["spec"]["template"]["metadata"].setdefault("annotations", {})["previews.local/start-delay"] = "10m"
+    preview = upsert(preview_repo, manifests=yaml.safe_dump_all(docs))
+    deploy(preview)
+    watcher.watcher.timeout = 4
+    started = time.monotonic()
+    watcher.status_of(preview, "failed")
+    assert preview.status_message.startswith("not ready after 4s: Deployment web: 0/2 ready")
+    assert time.monotonic() - started < 15
+
+
+def test_a_quota_rejection_is_explained(preview_repo, watcher):
     preview_repo.quota_pods = 1
     preview_repo.save()
-    docs = list(yaml.safe_load_all(preview_repo.manifest_template))
-    preview = upsert(preview_repo, manifests=yaml.safe_dump_all(docs))
-    with_timeout = settings.PREVIEWS_ROLLOUT_TIMEOUT
-    settings.PREVIEWS_ROLLOUT_TIMEOUT = 8
-    try:
-        assert deploy(preview) == "failed"
-    finally:
-        settings.PREVIEWS_ROLLOUT_TIMEOUT = with_timeout
-    preview.refresh_from_db()
+    preview = upsert(preview_repo)
+    deploy(preview)
+    watcher.status_of(preview, "failed")
     assert "exceeded quota" in preview.status_message
+
+
+def test_an_unschedulable_preview_says_the_cluster_has_no_room(preview_repo, watcher):
+    preview_repo.quota_cpu = "200"
+    preview_repo.save()
+    docs = list(yaml.safe_load_all(preview_repo.manifest_template))
+    docs[1]["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100"},
+                                                                         "limits": {"cpu": "100"}}
+    preview = upsert(preview_repo, manifests=yaml.safe_dump_all(docs))
+    deploy(preview)
+    watcher.status_of(preview, "failed")
+    assert "the cluster has no room: 0/1 nodes are available: 1 Insufficient cpu" in preview.status_message
+
+
+def test_a_superseded_generation_is_never_marked_ready(preview_repo, watcher, kube_api):
+    preview = upsert(preview_repo)
+    deploy(preview)
+    upsert(preview_repo, sha=SHA2)  # a push: generation 2 is requested while generation 1 rolls out
+    apps = client.AppsV1Api(kube_api)
+    # Generation 1's pods do become ready, and the watcher sees it happen...
+    watcher.until(lambda: (apps.read_namespaced_deployment("web", preview.namespace).status.available_replicas
+                           or 0) == 2, message="generation 1's rollout to finish")
+    for _ in range(20):
+        watcher.watcher.step(wait=0.05)
+    # ...but generation 2 is what the preview is now about, and it has not been applied.
+    preview.refresh_from_db()
+    assert preview.status == "pending"
+    assert not preview.events.filter(action="ready").exists()
+
+
+def test_an_unexpected_error_ends_the_deploy_as_failed_with_a_message(preview_repo):
+    preview = upsert(preview_repo, manifests="[" * 100_000)
+    assert deploy(preview) == "failed"
+    preview.refresh_from_db()
+    assert preview.status == "failed"
+    assert preview.status_message  # never "deploying" forever, whatever the error was
 
 
 @pytest.mark.parametrize("text,expected", [(t, e) for _, t, e in BAD_BUNDLES], ids=[n for n, _, _ in BAD_BUNDLES])
@@ -226,9 +309,12 @@ def test_a_deploy_killed_after_the_namespace_exists_converges_when_run_again(pre
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     preview.refresh_from_db()
-    assert preview.status == "deploying"  # the killed run never finished
+    assert preview.status == "deploying" and preview.applied_generation == 0  # the killed run never finished
 
-    assert deploy(preview) == "ready"
-    preview.refresh_from_db()
-    assert preview.status == "ready"
+    assert deploy(preview) == "applied"
+    watcher = InProcessWatcher()
+    try:
+        watcher.status_of(preview, "ready")
+    finally:
+        watcher.watcher.stop()
     assert client.AppsV1Api(kube_api).read_namespaced_deployment("web", preview.namespace).status.ready_replicas == 2

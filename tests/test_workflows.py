@@ -43,7 +43,7 @@ def _ci_env(live_server, token: str, **extra) -> dict:
 @pytest.mark.kube
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_the_ci_scripts_deploy_wait_for_ready_and_delete(live_server, preview_repo, qcluster, kube_api, tmp_path):
+def test_the_ci_scripts_deploy_wait_for_ready_and_delete(live_server, preview_repo, engine, kube_api, tmp_path):
     preview_repo.owner, preview_repo.name = "acme", "shop"
     preview_repo.save()
     token = services.token_create(name="gha", repository=preview_repo)[1]

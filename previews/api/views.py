@@ -278,4 +278,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except kube.KubeError as exc:
         checks["kubernetes"] = f"error: {exc}"
     ready = all(v.startswith("ok") for v in checks.values())
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+    # The watcher is reported, not required: web serves (and tasks apply) while it restarts.
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks,
+                         "watcher": selectors.watcher_summary()}, status=200 if ready else 503)

@@ -1,0 +1,310 @@
+"""What a rollout's state is, from what the watcher has seen. Pure functions, no I/O.
+
+The watcher keeps a small summary of every object it follows (`summarize`),
+grouped by namespace (`NamespaceObjects`). `assess` decides, for the workloads
+a deploy applied, whether the preview is ready, still progressing, or failing
+for a reason a person can act on (an image that cannot be pulled, a crash
+loop, no room on the cluster, a quota or Pod Security refusal).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# Container waiting reasons that do not fix themselves by waiting a little longer.
+FAILING_WAIT_REASONS = frozenset({
+    "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff",
+    "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
+})
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+MAX_EVENTS_PER_NAMESPACE = 20
+MAX_MESSAGE = 2000
+
+
+class Malformed(ValueError):
+    """An object the watcher cannot make sense of; it is skipped."""
+
+
+def _int(value, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Malformed(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _str(value) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Malformed(f"expected a string, got {value!r}")
+    return value
+
+
+def _dict(value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Malformed(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Malformed(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _conditions(status: dict) -> dict[str, tuple[str, str, str]]:
+    result = {}
+    for cond in _list(status.get("conditions")):
+        cond = _dict(cond)
+        result[_str(cond.get("type"))] = (_str(cond.get("status")), _str(cond.get("reason")),
+                                          _str(cond.get("message")))
+    return result
+
+
+def _owner(meta: dict) -> tuple[str, str]:
+    for ref in _list(meta.get("ownerReferences")):
+        ref = _dict(ref)
+        if ref.get("controller"):
+            return _str(ref.get("kind")), _str(ref.get("name"))
+    return "", ""
+
+
+def summarize(kind: str, obj: dict) -> tuple[str, str, dict]:
+    """(namespace, name, summary) of one object: only what the decisions below read.
+
+    Raises Malformed for an object without a name or with fields of the wrong type.
+    """
+    meta = _dict(obj.get("metadata"))
+    name, namespace = _str(meta.get("name")), _str(meta.get("namespace"))
+    if not name or (kind != "Namespace" and not namespace):
+        raise Malformed(f"{kind} without a name or namespace")
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+    if kind == "Namespace":
+        labels = _dict(meta.get("labels"))
+        return name, name, {"uid": _str(meta.get("uid")), "phase": _str(status.get("phase")) or "Active",
+                            "labels": {k: _str(v) for k, v in labels.items()}}
+    if kind in ("Deployment", "StatefulSet"):
+        return namespace, name, {
+            "generation": _int(meta.get("generation")),
+            "replicas": _int(spec.get("replicas"), 1),
+            "observed": _int(status.get("observedGeneration")),
+            "total": _int(status.get("replicas")),
+            "updated": _int(status.get("updatedReplicas")),
+            "ready": _int(status.get("readyReplicas")),
+            "available": _int(status.get("availableReplicas")),
+            "conditions": _conditions(status),
+        }
+    if kind == "ReplicaSet":
+        return namespace, name, {"owner": _owner(meta), "conditions": _conditions(status)}
+    if kind == "Job":
+        return namespace, name, {"generation": _int(meta.get("generation")), "conditions": _conditions(status),
+                                 "pods": _int(status.get("active")) + _int(status.get("succeeded"))
+                                 + _int(status.get("failed"))}
+    if kind == "Pod":
+        waiting, restarts = [], []
+        for cs in _list(status.get("initContainerStatuses")) + _list(status.get("containerStatuses")):
+            cs = _dict(cs)
+            state = _dict(_dict(cs.get("state")).get("waiting"))
+            if state.get("reason"):
+                waiting.append((_str(cs.get("name")), _str(state.get("reason")), _str(state.get("message"))))
+            count = _int(cs.get("restartCount"))
+            if count:
+                last = _dict(_dict(cs.get("lastState")).get("terminated"))
+                restarts.append((_str(cs.get("name")), count, _int(last.get("exitCode")), _str(last.get("reason"))))
+        scheduled = _conditions(status).get("PodScheduled")
+        unschedulable = scheduled[2] if scheduled and scheduled[0] == "False" and scheduled[1] == "Unschedulable" \
+            else ""
+        return namespace, name, {"owner": _owner(meta), "deleting": bool(meta.get("deletionTimestamp")),
+                                 "phase": _str(status.get("phase")), "waiting": waiting, "restarts": restarts,
+                                 "unschedulable": unschedulable}
+    if kind == "Event":
+        involved = _dict(obj.get("involvedObject"))
+        return namespace, name, {
+            "object": (_str(involved.get("kind")), _str(involved.get("name"))),
+            "reason": _str(obj.get("reason")), "message": _str(obj.get("message")),
+            "at": _str(obj.get("lastTimestamp")) or _str(obj.get("eventTime")) or _str(meta.get("creationTimestamp")),
+        }
+    raise Malformed(f"unexpected kind {kind}")
+
+
+@dataclass
+class NamespaceObjects:
+    """The summaries of one namespace's objects, by kind and name."""
+
+    workloads: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, name) -> summary
+    replicasets: dict[str, dict] = field(default_factory=dict)
+    pods: dict[str, dict] = field(default_factory=dict)
+    events: OrderedDict[str, dict] = field(default_factory=OrderedDict)
+
+    def _table(self, kind: str) -> dict | None:
+        return {"ReplicaSet": self.replicasets, "Pod": self.pods, "Event": self.events}.get(kind)
+
+    def forget_kind(self, kind: str) -> bool:
+        """Forget every object of one kind (before a fresh list); True if there were any."""
+        if kind in WORKLOAD_KINDS:
+            keys = [k for k in self.workloads if k[0] == kind]
+            for k in keys:
+                del self.workloads[k]
+            return bool(keys)
+        table = self._table(kind)
+        had = bool(table)
+        if table is not None:
+            table.clear()
+        return had
+
+    def put(self, kind: str, name: str, summary: dict | None) -> None:
+        """Store (or, with None, forget) one object's summary."""
+        if kind in WORKLOAD_KINDS:
+            table, key = self.workloads, (kind, name)
+        else:
+            table, key = self._table(kind), name
+            if table is None:
+                return
+        if summary is None:
+            table.pop(key, None)
+            return
+        table[key] = summary
+        if kind == "Event":
+            self.events.move_to_end(name)
+            while len(self.events) > MAX_EVENTS_PER_NAMESPACE:
+                self.events.popitem(last=False)
+
+
+class State(StrEnum):
+    READY = "ready"
+    PROGRESSING = "progressing"
+    FAILING = "failing"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: State
+    pending: list[str] = field(default_factory=list)  # what is not done yet, e.g. "Deployment web: 0/2 ready"
+    reasons: list[str] = field(default_factory=list)  # why it is failing (or, when progressing, warnings seen)
+
+
+def rolled_out(kind: str, summary: dict) -> bool:
+    """kubectl rollout status's rule: the controller saw this generation and every replica is new and ready."""
+    want = summary["replicas"]
+    if summary["observed"] < summary["generation"]:
+        return False
+    if kind == "Deployment":
+        return summary["updated"] >= want and summary["total"] <= summary["updated"] and summary["available"] >= want
+    return summary["updated"] >= want and summary["ready"] >= want
+
+
+def _job_done(summary: dict) -> tuple[bool, str]:
+    """(complete, failure reason) of a Job."""
+    conditions = summary["conditions"]
+    if conditions.get("Complete", ("",))[0] == "True":
+        return True, ""
+    failed = conditions.get("Failed")
+    if failed and failed[0] == "True":
+        return False, f"{failed[1]}: {failed[2]}".strip(": ") or "failed"
+    return False, ""
+
+
+def _owned_by(objects: NamespaceObjects, owner: tuple[str, str], expected: set[tuple[str, str]]) -> bool:
+    kind, name = owner
+    if kind == "ReplicaSet":
+        rs = objects.replicasets.get(name)
+        return rs is not None and rs["owner"] in expected
+    return owner in expected
+
+
+def _still_missing_pods(kind: str, name: str, objects: NamespaceObjects) -> bool:
+    summary = objects.workloads.get((kind, name))
+    if summary is None:
+        return False
+    if kind == "StatefulSet":
+        return summary["total"] < summary["replicas"]
+    if kind == "Job":
+        return summary["pods"] == 0
+    return False
+
+
+def _dedupe(lines: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [x for x in lines if not (x in seen or seen.add(x))]
+
+
+def assess(expected: dict[str, int], objects: NamespaceObjects) -> Verdict:
+    """Ready, progressing or failing, for the workloads `expected` ("Kind/name" -> metadata.generation applied)."""
+    wanted: set[tuple[str, str]] = set()
+    pending: list[str] = []
+    failing: list[str] = []
+    for key, generation in sorted(expected.items()):
+        kind, _, name = key.partition("/")
+        wanted.add((kind, name))
+        summary = objects.workloads.get((kind, name))
+        if summary is None or summary["generation"] < generation:
+            pending.append(f"{kind} {name}: not seen yet")
+        elif kind == "Job":
+            done, failure = _job_done(summary)
+            if failure:
+                failing.append(f"Job {name} failed: {failure}")
+            elif not done:
+                pending.append(f"Job {name}: not complete")
+        elif not rolled_out(kind, summary):
+            pending.append(f"{kind} {name}: {summary['ready']}/{summary['replicas']} ready")
+            progressing = summary["conditions"].get("Progressing")
+            if progressing and progressing[0] == "False" and progressing[1] == "ProgressDeadlineExceeded":
+                failing.append(f"{kind} {name}: {progressing[2] or 'progress deadline exceeded'}")
+    if not pending and not failing:
+        return Verdict(State.READY)
+
+    for rs_name, rs in sorted(objects.replicasets.items()):
+        failure = rs["conditions"].get("ReplicaFailure")
+        if rs["owner"] in wanted and failure and failure[0] == "True":
+            failing.append(f"ReplicaSet {rs_name}: {failure[2] or failure[1]}")
+    for pod_name, pod in sorted(objects.pods.items()):
+        if pod["deleting"] or not _owned_by(objects, pod["owner"], wanted):
+            continue
+        if pod["unschedulable"]:
+            room = any(s in pod["unschedulable"] for s in ("Insufficient", "Too many pods"))
+            failing.append(("the cluster has no room: " if room else f"pod {pod_name} cannot be scheduled: ")
+                           + pod["unschedulable"])
+        for container, reason, message in pod["waiting"]:
+            if reason in FAILING_WAIT_REASONS:
+                detail = f": {message}" if message else ""
+                failing.append(f"pod {pod_name} container {container} is {reason}{detail}")
+    warnings: list[str] = []
+    for event in reversed(objects.events.values()):
+        kind, name = event["object"]
+        ours = (kind, name) in wanted or (kind == "ReplicaSet" and objects.replicasets.get(name, {}).get("owner")
+                                          in wanted) or (kind == "Pod" and name in objects.pods)
+        if not ours:
+            continue
+        line = f"{kind} {name}: {event['reason']}: {event['message']}"
+        # Events are history, not state: a FailedCreate counts only while the workload still lacks the
+        # pods it could not create. (A ReplicaSet says so in its ReplicaFailure condition, read above.)
+        (failing if event["reason"] == "FailedCreate" and _still_missing_pods(kind, name, objects)
+         else warnings).append(line)
+    if failing:
+        return Verdict(State.FAILING, pending, _dedupe(failing + warnings))
+    return Verdict(State.PROGRESSING, pending, _dedupe(warnings))
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def failure_message(verdict: Verdict, grace: float) -> str:
+    """The status message of a rollout that kept failing for `grace` seconds."""
+    return _bounded(f"Not becoming ready ({'; '.join(verdict.pending) or 'failing'}): "
+                    + "; ".join(verdict.reasons) + f" (still failing after {int(grace)}s)")
+
+
+def timeout_message(verdict: Verdict, timeout: float) -> str:
+    """The status message of a rollout that did not finish within the timeout."""
+    message = f"not ready after {int(timeout)}s: " + ("; ".join(verdict.pending) or "still rolling out")
+    if verdict.reasons:
+        message += ". " + "; ".join(verdict.reasons)
+    return _bounded(message)

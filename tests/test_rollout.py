@@ -1,0 +1,259 @@
+"""What a rollout's state is, decided from the watcher's summaries (pure, no cluster)."""
+
+import pytest
+
+from previews.engine import rollout
+from previews.engine.rollout import NamespaceObjects, State
+from previews.engine.watcher import ClusterCache
+
+NS = "pr-1"
+
+
+def deployment(name="web", generation=2, replicas=2, observed=2, updated=2, ready=2, available=2, total=2,
+               conditions=None) -> dict:
+    return {"metadata": {"name": name, "namespace": NS, "generation": generation},
+            "spec": {"replicas": replicas},
+            "status": {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated,
+                       "readyReplicas": ready, "availableReplicas": available, "conditions": conditions or []}}
+
+
+def replicaset(name="web-abc", owner="web", conditions=None) -> dict:
+    return {"metadata": {"name": name, "namespace": NS,
+                         "ownerReferences": [{"kind": "Deployment", "name": owner, "controller": True}]},
+            "status": {"conditions": conditions or []}}
+
+
+def pod(name="web-abc-1", owner=("ReplicaSet", "web-abc"), waiting=None, unschedulable="", deleting=False) -> dict:
+    meta = {"name": name, "namespace": NS,
+            "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}]}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-27T00:00:00Z"
+    status: dict = {"phase": "Pending"}
+    if waiting:
+        status["containerStatuses"] = [{"name": "web", "restartCount": 0,
+                                        "state": {"waiting": {"reason": waiting, "message": "details"}}}]
+    if unschedulable:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                 "message": unschedulable}]
+    return {"metadata": meta, "status": status}
+
+
+def job(name="migrate", conditions=None) -> dict:
+    return {"metadata": {"name": name, "namespace": NS, "generation": 1}, "status": {"conditions": conditions or []}}
+
+
+def event(name, kind, obj, reason, message) -> dict:
+    return {"metadata": {"name": name, "namespace": NS}, "involvedObject": {"kind": kind, "name": obj},
+            "reason": reason, "message": message, "type": "Warning", "lastTimestamp": "2026-11-27T00:00:00Z"}
+
+
+def objects(*items: tuple[str, dict]) -> NamespaceObjects:
+    result = NamespaceObjects()
+    for kind, obj in items:
+        _ns, name, summary = rollout.summarize(kind, obj)
+        result.put(kind, name, summary)
+    return result
+
+
+WEB = {"Deployment/web": 2}
+
+
+def test_a_rolled_out_deployment_is_ready():
+    assert rollout.assess(WEB, objects(("Deployment", deployment()))).state == State.READY
+
+
+@pytest.mark.parametrize("change,pending", [
+    ({"observed": 1}, "Deployment web: 2/2 ready"),
+    ({"ready": 1, "available": 1}, "Deployment web: 1/2 ready"),
+    ({"updated": 1}, "Deployment web: 2/2 ready"),
+    ({"total": 3}, "Deployment web: 2/2 ready"),  # an old replica still runs
+    ({"generation": 1, "observed": 1}, "Deployment web: not seen yet"),  # the cache predates our apply
+], ids=["not-observed", "not-ready", "not-updated", "old-replica-left", "stale-cache"])
+def test_a_deployment_that_has_not_finished_is_progressing(change, pending):
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(**change))))
+    assert verdict.state == State.PROGRESSING
+    assert verdict.pending == [pending]
+
+
+def test_a_workload_not_seen_yet_is_progressing():
+    verdict = rollout.assess(WEB, NamespaceObjects())
+    assert (verdict.state, verdict.pending) == (State.PROGRESSING, ["Deployment web: not seen yet"])
+
+
+def test_a_statefulset_needs_every_replica_updated_and_ready():
+    sts = deployment(name="db", ready=1) | {}
+    verdict = rollout.assess({"StatefulSet/db": 2}, objects(("StatefulSet", sts)))
+    assert verdict.pending == ["StatefulSet db: 1/2 ready"]
+    assert rollout.assess({"StatefulSet/db": 2}, objects(("StatefulSet", deployment(name="db")))).state == State.READY
+
+
+@pytest.mark.parametrize("reason", sorted(rollout.FAILING_WAIT_REASONS))
+def test_a_container_waiting_for_a_reason_that_does_not_fix_itself_is_failing(reason):
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset()), ("Pod", pod(waiting=reason))))
+    assert verdict.state == State.FAILING
+    assert verdict.reasons == [f"pod web-abc-1 container web is {reason}: details"]
+
+
+@pytest.mark.parametrize("reason", ["ContainerCreating", "PodInitializing"])
+def test_a_container_that_is_still_starting_is_progressing(reason):
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset()), ("Pod", pod(waiting=reason))))
+    assert verdict.state == State.PROGRESSING
+
+
+def test_an_unschedulable_pod_says_the_cluster_has_no_room():
+    message = "0/1 nodes are available: 1 Too many pods. preemption: 0/1 nodes are available."
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset()), ("Pod", pod(unschedulable=message))))
+    assert verdict.state == State.FAILING
+    assert verdict.reasons == [f"the cluster has no room: {message}"]
+
+
+def test_a_pod_unschedulable_for_another_reason_says_so():
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset()),
+                                          ("Pod", pod(unschedulable="0/1 nodes are available: 1 node(s) had taint"))))
+    assert verdict.reasons == ["pod web-abc-1 cannot be scheduled: 0/1 nodes are available: 1 node(s) had taint"]
+
+
+def test_a_quota_refusal_on_the_replicaset_is_failing():
+    failure = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                "message": 'pods "web-abc-x" is forbidden: exceeded quota: preview-quota'}]
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=1, available=1)),
+                                          ("ReplicaSet", replicaset(conditions=failure))))
+    assert verdict.state == State.FAILING
+    assert "exceeded quota" in verdict.reasons[0]
+
+
+def test_a_failed_create_event_on_a_statefulset_is_failing():
+    verdict = rollout.assess({"StatefulSet/db": 1}, objects(
+        ("StatefulSet", deployment(name="db", generation=1, observed=1, replicas=1, total=0, ready=0, updated=0)),
+        ("Event", event("db.1", "StatefulSet", "db", "FailedCreate", "violates PodSecurity \"baseline:latest\""))))
+    assert verdict.state == State.FAILING
+    assert verdict.reasons == ['StatefulSet db: FailedCreate: violates PodSecurity "baseline:latest"']
+
+
+def test_a_failed_create_event_no_longer_counts_once_the_pods_exist():
+    verdict = rollout.assess({"StatefulSet/db": 1}, objects(
+        ("StatefulSet", deployment(name="db", generation=1, observed=1, replicas=1, total=1, ready=0, updated=1)),
+        ("Event", event("db.1", "StatefulSet", "db", "FailedCreate", 'serviceaccount "default" not found'))))
+    assert verdict.state == State.PROGRESSING
+    assert verdict.reasons == ['StatefulSet db: FailedCreate: serviceaccount "default" not found']
+
+
+def test_a_failed_create_event_on_a_replicaset_is_only_a_warning_its_condition_decides():
+    verdict = rollout.assess(WEB, objects(
+        ("Deployment", deployment(ready=0, available=0)), ("ReplicaSet", replicaset()),
+        ("Event", event("rs.1", "ReplicaSet", "web-abc", "FailedCreate", 'serviceaccount "default" not found'))))
+    assert verdict.state == State.PROGRESSING
+
+
+def test_a_job_that_cannot_create_its_pod_is_failing():
+    verdict = rollout.assess({"Job/migrate": 1}, objects(
+        ("Job", job()), ("Event", event("j.1", "Job", "migrate", "FailedCreate", "exceeded quota"))))
+    assert verdict.state == State.FAILING
+
+
+def test_a_progress_deadline_exceeded_is_failing():
+    condition = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                  "message": 'ReplicaSet "web-abc" has timed out progressing.'}]
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0, conditions=condition))))
+    assert verdict.state == State.FAILING
+
+
+def test_other_warnings_are_kept_as_detail_but_do_not_fail():
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset()), ("Pod", pod()),
+                                          ("Event", event("e1", "Pod", "web-abc-1", "FailedMount", "no such volume"))))
+    assert verdict.state == State.PROGRESSING
+    assert verdict.reasons == ["Pod web-abc-1: FailedMount: no such volume"]
+
+
+def test_pods_of_other_workloads_and_terminating_pods_do_not_fail_the_preview():
+    verdict = rollout.assess(WEB, objects(
+        ("Deployment", deployment(ready=1, available=1)), ("ReplicaSet", replicaset()),
+        ("ReplicaSet", replicaset(name="cron-x", owner="other")),
+        ("Pod", pod(name="other-1", owner=("ReplicaSet", "cron-x"), waiting="CrashLoopBackOff")),
+        ("Pod", pod(name="web-abc-old", waiting="CrashLoopBackOff", deleting=True))))
+    assert verdict.state == State.PROGRESSING
+
+
+@pytest.mark.parametrize("conditions,state,pending", [
+    ([{"type": "Complete", "status": "True"}], State.READY, []),
+    ([], State.PROGRESSING, ["Job migrate: not complete"]),
+    ([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the "
+       "specified backoff limit"}], State.FAILING, []),
+], ids=["complete", "running", "failed"])
+def test_a_job_in_the_bundle_must_complete(conditions, state, pending):
+    verdict = rollout.assess({"Job/migrate": 1}, objects(("Job", job(conditions=conditions))))
+    assert (verdict.state, verdict.pending) == (state, pending)
+    if state == State.FAILING:
+        assert verdict.reasons == ["Job migrate failed: BackoffLimitExceeded: Job has reached the specified "
+                                   "backoff limit"]
+
+
+def test_messages_name_what_is_pending_and_why_and_stay_bounded():
+    verdict = rollout.Verdict(State.FAILING, ["Deployment web: 0/2 ready"], ["pod p container c is ImagePullBackOff"])
+    assert rollout.failure_message(verdict, 60) == ("Not becoming ready (Deployment web: 0/2 ready): pod p container c "
+                                                    "is ImagePullBackOff (still failing after 60s)")
+    assert rollout.timeout_message(verdict, 300).startswith("not ready after 300s: Deployment web: 0/2 ready. pod p")
+    huge = rollout.Verdict(State.FAILING, ["x"], ["y" * 10_000])
+    assert len(rollout.failure_message(huge, 1)) == rollout.MAX_MESSAGE
+
+
+@pytest.mark.parametrize("kind,obj", [
+    ("Deployment", {"metadata": {"namespace": NS}}),
+    ("Deployment", {"metadata": {"name": "web", "namespace": NS}, "spec": {"replicas": "two"}}),
+    ("Pod", {"metadata": {"name": "p", "namespace": NS}, "status": {"containerStatuses": "oops"}}),
+    ("Pod", {"metadata": "not an object"}),
+    ("Namespace", {"metadata": {"name": "pr-1", "labels": ["a"]}}),
+], ids=["no-name", "replicas-string", "statuses-string", "metadata-string", "labels-list"])
+def test_objects_the_watcher_cannot_read_are_refused_as_malformed(kind, obj):
+    with pytest.raises(rollout.Malformed):
+        rollout.summarize(kind, obj)
+
+
+def test_the_cache_keeps_only_events_of_namespaces_it_knows_and_forgets_a_deleted_namespace():
+    cache = ClusterCache()
+    namespace = {"metadata": {"name": NS, "uid": "u1", "labels": {}}, "status": {"phase": "Active"}}
+    assert cache.apply("Namespace", "ADDED", namespace) == (NS, False)
+    assert cache.apply("Event", "ADDED", {**event("e1", "Pod", "p", "BackOff", "x"),
+                                          "metadata": {"name": "e1", "namespace": "kube-system"}}) == (None, False)
+    assert cache.apply("Deployment", "ADDED", deployment()) == (NS, False)
+    assert ("Deployment", "web") in cache.objects[NS].workloads
+    assert cache.apply("Namespace", "DELETED", namespace) == (NS, True)
+    assert NS not in cache.objects and NS not in cache.namespaces
+
+
+def test_objects_listed_before_their_namespace_are_kept():
+    cache = ClusterCache()
+    cache.replace("Deployment", [deployment()])  # the lists of different kinds arrive in any order
+    cache.replace("Namespace", [{"metadata": {"name": NS, "uid": "u"}, "status": {}}])
+    assert ("Deployment", "web") in cache.objects[NS].workloads
+
+
+def test_a_fresh_list_reports_the_namespaces_that_vanished_meanwhile():
+    cache = ClusterCache()
+    for name in ("pr-1", "pr-2"):
+        cache.apply("Namespace", "ADDED", {"metadata": {"name": name, "uid": name}, "status": {}})
+    touched, gone = cache.replace("Namespace", [{"metadata": {"name": "pr-2", "uid": "pr-2"}, "status": {}}])
+    assert (touched, gone) == ({"pr-2"}, {"pr-1"})
+
+
+def test_a_fresh_list_of_a_kind_replaces_what_was_known_of_it():
+    cache = ClusterCache()
+    cache.apply("Namespace", "ADDED", {"metadata": {"name": NS, "uid": "u"}, "status": {}})
+    cache.apply("Deployment", "ADDED", deployment(name="old"))
+    touched, _ = cache.replace("Deployment", [deployment(name="web"), {"metadata": {}}])  # one malformed: skipped
+    assert touched == {NS}
+    assert set(cache.objects[NS].workloads) == {("Deployment", "web")}
+
+
+def test_a_namespace_keeps_only_its_latest_events():
+    objs = NamespaceObjects()
+    for i in range(rollout.MAX_EVENTS_PER_NAMESPACE + 5):
+        _ns, name, summary = rollout.summarize("Event", event(f"e{i}", "Pod", "p", "BackOff", str(i)))
+        objs.put("Event", name, summary)
+    assert len(objs.events) == rollout.MAX_EVENTS_PER_NAMESPACE
+    assert next(iter(objs.events)) == "e5"
