@@ -151,7 +151,16 @@ if PREVIEWS_REQUEUE_AFTER_SECONDS <= Q_RETRY:
 # The reaper (see previews/reaper.py).
 PREVIEWS_REAPER_INTERVAL_MINUTES = env.int("PREVIEWS_REAPER_INTERVAL_MINUTES", 5, minimum=1, maximum=1440)
 PREVIEWS_REAPER_GRACE_MINUTES = env.int("PREVIEWS_REAPER_GRACE_MINUTES", 60, minimum=0)
-PREVIEWS_REAPER_MAX_DELETIONS = env.int("PREVIEWS_REAPER_MAX_DELETIONS", 10, minimum=0)
+# Deletions per minute, spent across cycles (a cycle may spend up to an interval's worth): with the defaults a
+# cycle issues up to 1500, so 1000 expired previews all go in the first cycle after they expire.
+PREVIEWS_REAPER_DELETIONS_PER_MINUTE = env.int("PREVIEWS_REAPER_DELETIONS_PER_MINUTE", 300, minimum=1,
+                                               maximum=100_000)
+# Expiry deletions pause while the service's, the database's and the Kubernetes API server's clocks disagree by more.
+PREVIEWS_REAPER_CLOCK_TOLERANCE_MINUTES = env.int("PREVIEWS_REAPER_CLOCK_TOLERANCE_MINUTES", 5, minimum=1,
+                                                  maximum=1440)
+if env.str("PREVIEWS_REAPER_MAX_DELETIONS", ""):
+    raise ImproperlyConfigured("PREVIEWS_REAPER_MAX_DELETIONS (deletions per cycle) is gone: set "
+                               "PREVIEWS_REAPER_DELETIONS_PER_MINUTE instead, a rate spent across cycles")
 PREVIEWS_REAPER_BREAKER_PERCENT = env.int("PREVIEWS_REAPER_BREAKER_PERCENT", 50, minimum=1, maximum=100)
 PREVIEWS_REAPER_BREAKER_MIN_DELETIONS = env.int("PREVIEWS_REAPER_BREAKER_MIN_DELETIONS", 5, minimum=1)
 PREVIEWS_REAPER_STUCK_MINUTES = env.int("PREVIEWS_REAPER_STUCK_MINUTES", 30, minimum=1)

@@ -74,9 +74,14 @@ class DatabaseCollector:
         decisions = last.decisions if last else []
         unknown.add_metric([], sum(1 for d in decisions if d.get("reason") == "PR state unknown"))
         yield unknown
-        alerts = CounterMetricFamily("previews_reaper_breaker_trips", "Reaper cycles stopped by the circuit breaker")
-        alerts.add_metric([], runs.exclude(alert="").count())
-        yield alerts
+        trips = CounterMetricFamily("previews_reaper_breaker_trips", "Reaper cycles in which the circuit breaker "
+                                                                     "held deletions")
+        trips.add_metric([], runs.filter(summary__breaker_tripped=True).count())
+        yield trips
+        paused = CounterMetricFamily("previews_reaper_expiry_paused", "Reaper cycles in which expiry deletions "
+                                                                      "paused because the clocks disagreed")
+        paused.add_metric([], runs.filter(summary__expiry_paused=True).count())
+        yield paused
 
         yield from self._watcher()
 

@@ -295,21 +295,26 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
     """Ask for the preview's namespace to go. Idempotent: a second call changes nothing."""
     with transaction.atomic():
         preview = Preview.objects.select_for_update().get(pk=preview.pk)
-        if preview.desired == Preview.Desired.DOWN:
-            return preview
-        held_slot = preview.deploy_queued_at is not None
-        preview.desired = Preview.Desired.DOWN
-        preview.status, preview.status_message = Preview.Status.DELETING, reason
-        preview.generation += 1
-        preview.deploy_queued_at = preview.next_attempt_at = None
-        preview.save()
-        _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
-        _enqueue(TEARDOWN_TASK, preview)
-        github_sync_enqueue(preview.pk)
-        if held_slot:
-            repository_id = preview.repository_id
-            transaction.on_commit(lambda: deploy_slots_fill(repository_id))
+        if preview.desired != Preview.Desired.DOWN:
+            _destroy_locked(preview, actor, reason)
     return preview
+
+
+def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
+    """Record desired state down and enqueue the teardown; the caller holds the row lock in its transaction."""
+    held_slot = preview.deploy_queued_at is not None
+    preview.desired = Preview.Desired.DOWN
+    preview.status, preview.status_message = Preview.Status.DELETING, reason
+    preview.generation += 1
+    preview.deploy_queued_at = preview.next_attempt_at = None
+    preview.save()
+    _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
+    _enqueue(TEARDOWN_TASK, preview)
+    github_sync_enqueue(preview.pk)
+    if held_slot:
+        # Its queued deploy is now stale: give the slot to the next preview waiting for one.
+        repository_id = preview.repository_id
+        transaction.on_commit(lambda: deploy_slots_fill(repository_id))
 
 
 def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -> Preview:
@@ -391,7 +396,9 @@ REAPER = Actor(ActorKind.REAPER, "reaper")
 def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason: str, detail: str = "") -> bool:
     """Destroy a preview the reaper planned to delete, unless it changed since the plan (extended, redeployed).
 
-    Returns True when the destroy was requested.
+    The check and the destroy are one transaction under the row lock, so an extend (or a redeploy, a pin)
+    either lands before it, and the reaper skips the preview, or after it, and is refused as "being deleted":
+    never lost in between. Returns True when the destroy was requested.
     """
     with transaction.atomic():
         preview = Preview.objects.select_for_update().filter(pk=preview_id).first()
@@ -402,7 +409,9 @@ def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason:
             _event(preview, REAPER, "reaped", f"{reason}: deleting again", reason=reason)
             _enqueue(TEARDOWN_TASK, preview)
             return True
-    preview_destroy(preview=preview, actor=REAPER, reason=f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
+        if preview.pinned:
+            return False  # pinned since the plan (a pin changes neither generation nor expiry)
+        _destroy_locked(preview, REAPER, f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
     return True
 
 

@@ -185,3 +185,14 @@ def test_the_reaper_page_shows_the_plan(kube_env):
     html = login().get("/reaper/").content.decode()
     assert "the next cycle&#x27;s plan" in html or "the next cycle's plan" in html
     assert "nothing is changed by this page" in html
+
+
+def test_the_reaper_page_shows_the_summary_first_and_the_kept_namespaces_collapsed(kube_env, make_namespace):
+    young = make_namespace("rk", labels={"app.kubernetes.io/managed-by": "pr-previews"})  # an orphan within grace
+    html = login().get("/reaper/").content.decode()
+    positions = [html.index(f'id="{section}"') for section in ("summary", "deletions", "alerts", "keep")]
+    assert positions == sorted(positions)
+    assert "orphan within grace period" in html[positions[0]:positions[1]]  # counted in the summary
+    assert '<details id="keep">' in html  # collapsed unless a page of it was asked for
+    if "keep_page=2" not in html:  # others' managed namespaces on a shared cluster may push it to a later page
+        assert young in html[positions[3]:]
