@@ -119,29 +119,41 @@ class KeySet:
         self.jwks_url = jwks_url  # empty until discovered
         self.keys: dict[str, Any] = {}
         self.fetched_at: float | None = None
-        self.last_attempt: float | None = None
-        self.fetches = 0
+        self.last_refetch: float | None = None  # the last fetch caused by an unknown kid
+        self.last_failure: float | None = None  # the last fetch that failed
         self._lock = threading.Lock()
 
     def key_for(self, kid: str) -> Any:
         with self._lock:
             now = time.monotonic()
-            stale = self.fetched_at is None or now - self.fetched_at > settings.PREVIEWS_OIDC_JWKS_CACHE_SECONDS
-            cooled = self.last_attempt is None or now - self.last_attempt >= settings.PREVIEWS_OIDC_JWKS_COOLDOWN
-            if (kid not in self.keys or stale) and cooled:
-                self.last_attempt = now
-                try:
-                    self.keys = self._fetch()
-                    self.fetched_at = now
-                except OidcUnavailable as exc:
-                    if not self.keys:
-                        raise
-                    logger.warning("keeping the cached OIDC keys: %s", exc)
+            cooldown = settings.PREVIEWS_OIDC_JWKS_COOLDOWN
+
+            def cooled(since: float | None) -> bool:
+                return since is None or now - since >= cooldown
+
+            fill = self.fetched_at is None or now - self.fetched_at > settings.PREVIEWS_OIDC_JWKS_CACHE_SECONDS
+            if fill and cooled(self.last_failure):
+                self._refresh(now)
+            elif kid not in self.keys and cooled(self.last_refetch) and cooled(self.last_failure):
+                # An unknown kid may be a key the issuer just rotated in: look once, then not again
+                # for a cooldown, however many unknown kids arrive meanwhile.
+                self.last_refetch = now
+                self._refresh(now)
             if kid in self.keys:
                 return self.keys[kid]
             if not self.keys:
                 raise OidcUnavailable(f"no signing keys from {self.issuer} yet; retry in a minute")
             raise OidcError(f"the issuer has no key {kid!r} (kid)", claim="kid")
+
+    def _refresh(self, now: float) -> None:
+        try:
+            self.keys = self._fetch()
+            self.fetched_at = now
+        except OidcUnavailable as exc:
+            self.last_failure = now
+            if not self.keys:
+                raise
+            logger.warning("keeping the cached OIDC keys: %s", exc)
 
     def _fetch(self) -> dict[str, Any]:
         if not self.jwks_url:
@@ -149,7 +161,6 @@ class KeySet:
             if discovery.get("issuer", "").rstrip("/") != self.issuer or not isinstance(discovery.get("jwks_uri"), str):
                 raise OidcUnavailable(f"{self.issuer}'s discovery document names another issuer or no jwks_uri")
             self.jwks_url = discovery["jwks_uri"]
-        self.fetches += 1
         data = _fetch_json(self.jwks_url)
         keys: dict[str, Any] = {}
         for entry in data.get("keys") or []:
@@ -180,8 +191,10 @@ def keyset() -> KeySet:
 
 
 def reset_cache() -> None:
+    """Forget cached keys and commit parents (tests, or after changing the issuer settings)."""
     with _keysets_lock:
         _keysets.clear()
+    _parents_cache.clear()
 
 
 # --- verification ---------------------------------------------------------------------------------------------
