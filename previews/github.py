@@ -279,7 +279,7 @@ def repository_ids(full_name: str) -> tuple[int, int]:
     action = f"read repository {full_name}"
     try:
         _guard(action)
-        repo = _client().get_repo(full_name, lazy=False)
+        repo = _client().get_repo(full_name)  # lazy: the first attribute read fetches it
         return int(repo.id), int(repo.owner.id)
     except GitHubUnavailable:
         raise
