@@ -35,7 +35,8 @@ PATH_PARAMETERS = [
         description="Pull request number",
     ),
 ]
-ERRORS = {(code, "application/problem+json"): ProblemSerializer for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+ERRORS = {(code, "application/problem+json"): ProblemSerializer
+          for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
 
 def _pr_number(raw: str) -> int:
