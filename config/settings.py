@@ -178,6 +178,19 @@ GITHUB_WEB_URL = env.str("GITHUB_WEB_URL", "https://github.com").rstrip("/")
 GITHUB_TIMEOUT = env.int("GITHUB_TIMEOUT", 5, minimum=1, maximum=60)
 if GITHUB_APP_ID and not (GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY):
     raise ImproperlyConfigured("GITHUB_APP_ID needs GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY too")
+# GitHub Actions OIDC (previews/oidc.py): CI authenticates with the job's short-lived token, no stored secret.
+# An empty issuer turns OIDC off (static API tokens keep working either way).
+PREVIEWS_OIDC_ISSUER = env.str("PREVIEWS_OIDC_ISSUER", "https://token.actions.githubusercontent.com").rstrip("/")
+# Empty: discovered from <issuer>/.well-known/openid-configuration.
+PREVIEWS_OIDC_JWKS_URL = env.str("PREVIEWS_OIDC_JWKS_URL", "")
+# The one audience accepted (workflows request it with &audience=). Default: this service's public URL.
+PREVIEWS_OIDC_AUDIENCE = env.str("PREVIEWS_OIDC_AUDIENCE", PREVIEWS_PUBLIC_URL)
+PREVIEWS_OIDC_ALLOWED_EVENTS = env.list("PREVIEWS_OIDC_ALLOWED_EVENTS", ["pull_request"])
+PREVIEWS_OIDC_LEEWAY = env.int("PREVIEWS_OIDC_LEEWAY", 30, minimum=0, maximum=300)
+PREVIEWS_OIDC_MAX_TOKEN_AGE = env.int("PREVIEWS_OIDC_MAX_TOKEN_AGE", 600, minimum=30, maximum=3600)
+PREVIEWS_OIDC_JWKS_CACHE_SECONDS = env.int("PREVIEWS_OIDC_JWKS_CACHE_SECONDS", 3600, minimum=60, maximum=86400)
+PREVIEWS_OIDC_JWKS_COOLDOWN = env.int("PREVIEWS_OIDC_JWKS_COOLDOWN", 60, minimum=1, maximum=3600)
+PREVIEWS_OIDC_TIMEOUT = env.int("PREVIEWS_OIDC_TIMEOUT", 5, minimum=1, maximum=60)
 # Room for the largest manifest bundle plus the rest of a request; a larger body gets 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREVIEWS_MAX_MANIFEST_BYTES + 262_144
 

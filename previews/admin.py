@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from previews import services
+from previews import github, services
 from previews.models import ApiToken, Preview, PreviewEvent, Repository
 
 
@@ -8,6 +8,17 @@ from previews.models import ApiToken, Preview, PreviewEvent, Repository
 class RepositoryAdmin(admin.ModelAdmin):
     list_display = ["__str__", "base_domain", "namespace_prefix", "default_ttl_hours", "max_live_previews"]
     search_fields = ["owner", "name"]
+
+    def save_model(self, request, obj, form, change):
+        # GitHub Actions OIDC maps tokens by GitHub's immutable ids: fill them in when GitHub can tell us.
+        if obj.github_repository_id is None and github.is_configured():
+            try:
+                obj.github_repository_id, obj.github_owner_id = github.repository_ids(obj.full_name)
+                messages.info(request, f"GitHub ids of {obj} filled in: repository {obj.github_repository_id}, "
+                                       f"owner {obj.github_owner_id}.")
+            except github.GitHubUnavailable as exc:
+                messages.warning(request, f"GitHub ids not filled in (GitHub Actions OIDC stays off): {exc}")
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(ApiToken)

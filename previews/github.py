@@ -262,6 +262,31 @@ def pull_state(full_name: str, number: int) -> PullState:
         return PullState(state="unknown", reason=str(_unavailable(f"read PR #{number} of {full_name}", exc)))
 
 
+def commit_parents(full_name: str, sha: str) -> list[str]:
+    """The parent SHAs of a commit (immutable). Raises GitHubUnavailable (status 404: no such commit)."""
+    action = f"read commit {sha[:7]} of {full_name}"
+    try:
+        _guard(action)
+        return [parent.sha for parent in _client().get_repo(full_name).get_commit(sha).parents]
+    except GitHubUnavailable:
+        raise
+    except FAILURES as exc:
+        raise _unavailable(action, exc) from exc
+
+
+def repository_ids(full_name: str) -> tuple[int, int]:
+    """GitHub's immutable (repository id, owner id). Raises GitHubUnavailable."""
+    action = f"read repository {full_name}"
+    try:
+        _guard(action)
+        repo = _client().get_repo(full_name)  # lazy: the first attribute read fetches it
+        return int(repo.id), int(repo.owner.id)
+    except GitHubUnavailable:
+        raise
+    except FAILURES as exc:
+        raise _unavailable(action, exc) from exc
+
+
 # --- writes: each raises GitHubUnavailable on failure --------------------------------------------
 
 

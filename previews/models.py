@@ -46,6 +46,22 @@ class Repository(models.Model):
     quota_cpu = models.CharField(max_length=20, default="2")
     quota_memory = models.CharField(max_length=20, default="4Gi")
     quota_pods = models.PositiveIntegerField(default=20)
+    # GitHub Actions OIDC: a token is mapped to this repository by these immutable ids, never by name.
+    github_repository_id = models.BigIntegerField(
+        null=True, blank=True, unique=True,
+        help_text="GitHub's id of the repository (the OIDC claim repository_id). Empty: OIDC tokens are refused.",
+    )
+    github_owner_id = models.BigIntegerField(
+        null=True, blank=True, help_text="GitHub's id of the owner (the OIDC claim repository_owner_id).",
+    )
+    oidc_workflow_refs = models.TextField(
+        blank=True,
+        help_text="Optional: job_workflow_ref prefixes allowed to act (one a line), e.g. "
+                  "acme/ci/.github/workflows/preview.yml@refs/heads/main. Empty: any workflow of the repository.",
+    )
+    oidc_environment = models.CharField(
+        max_length=255, blank=True, help_text="Optional: the GitHub environment the job must run in."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -135,6 +151,7 @@ class ActorKind(models.TextChoices):
     WEBHOOK = "webhook"
     REAPER = "reaper"
     SYSTEM = "system"
+    WORKFLOW = "workflow"  # a GitHub Actions run, authenticated by its OIDC token
 
 
 class Preview(models.Model):
@@ -265,6 +282,21 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event}/{self.action} {self.delivery_id}"
+
+
+class OidcTokenUse(models.Model):
+    """A GitHub Actions OIDC token's jti, remembered until the token expires: once per operation."""
+
+    jti = models.CharField(max_length=255)
+    operation = models.CharField(max_length=20)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint("jti", "operation", name="oidctokenuse_unique_jti_operation")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.jti}"
 
 
 class GitHubState(models.Model):

@@ -62,6 +62,7 @@ def token_revoke(token: ApiToken) -> None:
 class Actor:
     kind: str  # one of ActorKind
     name: str
+    url: str = ""  # e.g. the GitHub Actions run of a workflow actor; kept in the event's details
 
     @classmethod
     def system(cls) -> Actor:
@@ -92,6 +93,8 @@ class PreviewConflict(Exception):
 
 
 def _event(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    if actor.url:
+        details["actor_url"] = actor.url
     return PreviewEvent.objects.create(
         preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action, message=message,
         details=details, generation=preview.generation,

@@ -105,6 +105,14 @@ def test_the_detail_page_shows_status_url_and_timeline(preview):
     assert "Preview requested" in html
 
 
+
+def test_the_timeline_links_a_workflow_actor_to_its_run(preview):
+    run = "https://github.com/acme/shop/actions/runs/9001/attempts/1"
+    preview.events.create(actor_kind="workflow", actor="acme/shop PR preview run 9001/1", action="created",
+                          details={"actor_url": run})
+    html = login().get(f"/previews/{preview.pk}/").content.decode()
+    assert f'<a href="{run}" rel="noopener">acme/shop PR preview run 9001/1</a>' in html
+
 @pytest.mark.parametrize("action,permission,data", ACTIONS, ids=[a[0] for a in ACTIONS])
 def test_each_action_without_its_permission_is_403(preview, action, permission, data):
     client = login("Preview viewers")

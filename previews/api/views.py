@@ -17,10 +17,11 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from previews import kube, selectors, services, validators, webhooks
+from previews import github, kube, oidc, selectors, services, validators, webhooks
+from previews.api.auth import OidcUser, oidc_failed
 from previews.api.errors import InvalidValues, problem_response
 from previews.api.serializers import ExtendSerializer, PreviewSerializer, PreviewUpsertSerializer, ProblemSerializer
-from previews.models import Preview, Repository
+from previews.models import ActorKind, Preview, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ PATH_PARAMETERS = [
         description="Pull request number",
     ),
 ]
-ERRORS = {(code, "application/problem+json"): ProblemSerializer for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+ERRORS = {(code, "application/problem+json"): ProblemSerializer
+          for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
 
 def _pr_number(raw: str) -> int:
@@ -48,8 +50,29 @@ def _pr_number(raw: str) -> int:
     return number
 
 
+class ClaimRefused(exceptions.PermissionDenied):
+    """A valid GitHub Actions token whose claims do not allow this request: the claim is named."""
+
+    def __init__(self, exc: oidc.ClaimRefused):
+        super().__init__(f"GitHub Actions token refused: {exc}")
+        self.errors = [{"field": f"token.{exc.claim}", "message": exc.message}]
+
+
+class GitHubUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "GitHub cannot be asked right now"
+
+
+# The operation types a GitHub Actions token may each perform once (see docs/oidc.md).
+OIDC_OPERATIONS = {"PUT": "deploy", "GET": "read", "DELETE": "delete", "POST": "extend"}
+
+
 class RepositoryScopedView(APIView):
-    """Resolves {owner}/{repo}, checking the token may act on it (403) and that it exists (404)."""
+    """Resolves {owner}/{repo}, checking the caller may act on it (403) and that it exists (404).
+
+    A GitHub Actions token is checked claim by claim against the repository and the PR in the path
+    (`repository`), against the deployed commit (`admit`, for PUT) and used once per operation.
+    """
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -63,7 +86,12 @@ class RepositoryScopedView(APIView):
                 request.content_type or "(none)", detail="send the body as application/json"
             )
 
-    def repository(self, request, owner: str, repo: str) -> Repository:
+    def repository(self, request, owner: str, repo: str, pr: int | None = None) -> Repository:
+        if isinstance(request.user, OidcUser):
+            try:
+                return oidc.authorize(request.user.claims, request.user.repository, owner, repo, pr)
+            except oidc.ClaimRefused as exc:
+                raise ClaimRefused(exc) from None
         if not request.user.may_act_on(owner, repo):
             raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
         repository = selectors.repository_get(owner, repo)
@@ -77,7 +105,28 @@ class RepositoryScopedView(APIView):
             raise exceptions.NotFound(f"{repository} has no preview for PR #{pr}")
         return preview
 
+    def admit(self, request, head_sha: str | None = None) -> None:
+        """For a GitHub Actions token: the commit rule (deploys) and the one-use-per-operation rule."""
+        if not isinstance(request.user, OidcUser):
+            return
+        claims = request.user.claims
+        try:
+            if head_sha is not None:
+                oidc.check_sha(claims, head_sha)
+            oidc.remember_use(claims, OIDC_OPERATIONS[request.method])
+        except oidc.ClaimRefused as exc:
+            raise ClaimRefused(exc) from None
+        except oidc.OidcError as exc:
+            raise oidc_failed(exc) from None
+        except github.GitHubUnavailable as exc:
+            failure = GitHubUnavailable(f"cannot check the token's sha claim with GitHub: {exc}")
+            failure.wait = exc.retry_after or 30
+            raise failure from None
+
     def actor(self, request) -> services.Actor:
+        if isinstance(request.user, OidcUser):
+            claims = request.user.claims
+            return services.Actor(ActorKind.WORKFLOW, claims.actor_name, url=claims.run_url)
         return services.Actor("token", request.user.token.name)
 
 
@@ -91,10 +140,11 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def put(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        repository = self.repository(request, owner, repo)
+        repository = self.repository(request, owner, repo, number)
         serializer = PreviewUpsertSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        self.admit(request, head_sha=data["head_sha"])
         stale = selectors.stale_request_reason(repository, number, data["head_sha"])
         if stale:
             raise services.PreviewConflict(stale)
@@ -129,7 +179,9 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def get(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
         wait = request.query_params.get("wait")
         if wait is not None:
             if not wait.isdecimal() or not 0 <= int(wait) <= settings.PREVIEWS_API_MAX_WAIT:
@@ -154,7 +206,9 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def delete(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
         preview = services.preview_destroy(preview=preview, actor=self.actor(request), reason="deleted through the API")
         return Response(PreviewSerializer(preview).data, status=202)
 
@@ -169,9 +223,11 @@ class PreviewExtendView(RepositoryScopedView):
     )
     def post(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        preview = self.preview(repository, number)
         serializer = ExtendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        self.admit(request)
         preview = services.preview_extend(
             preview=preview,
             hours=serializer.validated_data["hours"],
@@ -213,6 +269,9 @@ class PreviewListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
+        if isinstance(self.request.user, OidcUser):
+            raise exceptions.PermissionDenied("a GitHub Actions token acts only on its own pull request's preview; "
+                                              "list previews with an API token")
         filters = PreviewListFilters(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         repository = None
