@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('previews', '0005_preview_permissions'),
+        ('previews', '0006_engine'),
     ]
 
     operations = [
