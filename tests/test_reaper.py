@@ -34,10 +34,11 @@ def exists(core: client.CoreV1Api, name: str) -> bool:
         raise
 
 
-def deployed(repository, pr: int) -> Preview:
+def deployed(repository, pr: int, watcher) -> Preview:
     preview = services.preview_upsert(repository=repository, pr_number=pr, actor=CI, request=PreviewRequest(
         head_sha="a" * 40, images=(f"ghcr.io/demo/shop:pr-{pr}",))).preview
-    assert provisioning.deploy(preview.pk, preview.generation) == "ready"
+    assert provisioning.deploy(preview.pk, preview.generation) == "applied"
+    watcher.status_of(preview, "ready")
     return Preview.objects.get(pk=preview.pk)
 
 
@@ -90,10 +91,11 @@ def orphans(kube_env, make_namespace):
     return make
 
 
-def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview_repo, fake_github, kube_api):
+def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview_repo, fake_github, kube_api,
+                                                                         watcher):
     fake_github.add_pull(preview_repo.full_name, 1)
     fake_github.add_pull(preview_repo.full_name, 2)
-    closed, kept = deployed(preview_repo, 1), deployed(preview_repo, 2)
+    closed, kept = deployed(preview_repo, 1, watcher), deployed(preview_repo, 2, watcher)
     fake_github.close_pull(preview_repo.full_name, 1, merged=True)
 
     result = scoped_cycle(preview_repo.namespace_prefix)
@@ -103,16 +105,16 @@ def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview
     closed.refresh_from_db()
     assert closed.desired == "down"
     assert closed.events.filter(action="destroy requested", actor_kind="reaper").exists()
-    # The teardown task the reaper enqueued, run here as the worker would.
-    assert provisioning.teardown(closed.pk, closed.generation) == "deleted"
+    # The teardown task the reaper enqueued, run here as the worker would; the watcher sees the namespace go.
+    assert provisioning.teardown(closed.pk, closed.generation) == "terminating"
+    watcher.status_of(closed, "deleted", timeout=120)
     core = client.CoreV1Api(kube_api)
     assert not exists(core, closed.namespace) and exists(core, kept.namespace)
-    assert Preview.objects.get(pk=closed.pk).status == "deleted"
 
 
-def test_github_being_down_deletes_nothing_for_being_closed(preview_repo, fake_github, kube_api):
+def test_github_being_down_deletes_nothing_for_being_closed(preview_repo, fake_github, kube_api, watcher):
     fake_github.add_pull(preview_repo.full_name, 3, state="closed")
-    preview = deployed(preview_repo, 3)
+    preview = deployed(preview_repo, 3, watcher)
     fake_github.fail_next(100, status=502)
     result = scoped_cycle(preview_repo.namespace_prefix)
     assert [(d.action, d.reason) for d in result.plan.decisions] == [(reaper.KEEP, reaper.PR_UNKNOWN)]
@@ -261,9 +263,9 @@ def test_one_failing_delete_does_not_stop_the_others(orphans, db, kube_api):
                message="the other two to go")
 
 
-def test_a_ready_preview_whose_namespace_vanished_is_marked_deleted(preview_repo, fake_github, kube_api):
+def test_a_ready_preview_whose_namespace_vanished_is_marked_deleted(preview_repo, fake_github, kube_api, watcher):
     fake_github.add_pull(preview_repo.full_name, 4)
-    preview = deployed(preview_repo, 4)
+    preview = deployed(preview_repo, 4, watcher)
     core = client.CoreV1Api(kube_api)
     core.delete_namespace(preview.namespace)
     wait_until(lambda: not namespace_exists(core, preview.namespace), timeout=120, message="the namespace to go")

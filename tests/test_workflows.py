@@ -114,7 +114,7 @@ def _oidc_env(live_server, issuer, **extra) -> dict:
 @pytest.mark.kube
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True)
-def test_the_ci_scripts_deploy_and_delete_with_a_github_actions_oidc_token(live_server, preview_repo, qcluster,
+def test_the_ci_scripts_deploy_and_delete_with_a_github_actions_oidc_token(live_server, preview_repo, engine,
                                                                            oidc_issuer):
     preview_repo.owner, preview_repo.name = "acme", "shop"
     preview_repo.github_repository_id, preview_repo.github_owner_id = 100, 200
