@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import Env
+from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -123,6 +124,12 @@ PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
 PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
+# The Ingress annotations a bundle may set (everything else is refused); the default names no host, URL,
+# secret or snippet. See previews/manifests.py DEFAULT_INGRESS_ANNOTATIONS.
+PREVIEWS_INGRESS_ANNOTATIONS = env.list("PREVIEWS_INGRESS_ANNOTATIONS", sorted(DEFAULT_INGRESS_ANNOTATIONS))
+# Where preview pods may send DNS queries: these pods in this namespace, and nowhere else on port 53.
+PREVIEWS_DNS_NAMESPACE = env.str("PREVIEWS_DNS_NAMESPACE", "kube-system")
+PREVIEWS_DNS_POD_LABELS = env.labels("PREVIEWS_DNS_POD_LABELS", {"k8s-app": "kube-dns"})
 # In-cluster least privilege (deploy/): each preview namespace gets a RoleBinding of this ClusterRole to the
 # service's own ServiceAccount ("namespace/name"). Empty: no RoleBinding (the credentials already suffice).
 PREVIEWS_NAMESPACE_CLUSTERROLE = env.str("PREVIEWS_NAMESPACE_CLUSTERROLE", "")
@@ -147,6 +154,10 @@ PREVIEWS_REAPER_DRY_RUN = env.bool("PREVIEWS_REAPER_DRY_RUN", False)
 PREVIEWS_EXPIRY_WARNING_HOURS = env.int("PREVIEWS_EXPIRY_WARNING_HOURS", 24, minimum=0)
 
 PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
+# Long-polls hold a web thread each: at most this many at once per token, and per web process (keep it well
+# under GUNICORN_THREADS so the API, the webhook, the dashboard and the probes always find a thread).
+PREVIEWS_API_WAITS_PER_TOKEN = env.int("PREVIEWS_API_WAITS_PER_TOKEN", 2, minimum=0, maximum=100)
+PREVIEWS_API_WAITS_TOTAL = env.int("PREVIEWS_API_WAITS_TOTAL", 4, minimum=0, maximum=1000)
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", "")
 GITHUB_API_URL = env.str("GITHUB_API_URL", "https://api.github.com").rstrip("/")
 GITHUB_TOKEN = env.str("GITHUB_TOKEN", "")

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from previews import kube, selectors, services, validators, webhooks
+from previews.api import waits
 from previews.api.errors import InvalidValues, problem_response
 from previews.api.serializers import ExtendSerializer, PreviewSerializer, PreviewUpsertSerializer, ProblemSerializer
 from previews.models import Preview, Repository
@@ -35,6 +36,7 @@ PATH_PARAMETERS = [
     ),
 ]
 ERRORS = {(code, "application/problem+json"): ProblemSerializer for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+WAIT_ERRORS = {**ERRORS, (429, "application/problem+json"): ProblemSerializer}
 
 
 def _pr_number(raw: str) -> int:
@@ -95,9 +97,6 @@ class PreviewDetailView(RepositoryScopedView):
         serializer = PreviewUpsertSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        stale = selectors.stale_request_reason(repository, number, data["head_sha"])
-        if stale:
-            raise services.PreviewConflict(stale)
         result = services.preview_upsert(
             repository=repository,
             pr_number=number,
@@ -124,8 +123,10 @@ class PreviewDetailView(RepositoryScopedView):
                 description="Hold up to N seconds (≤ 120) until the preview is ready, failed or deleted",
             ),
         ],
-        responses={200: PreviewSerializer, **ERRORS},
+        responses={200: PreviewSerializer, **WAIT_ERRORS},
         summary="Read a PR's preview",
+        description="With `wait`, 429 (with Retry-After) when the token or the server already holds its maximum "
+                    "of waiting requests.",
     )
     def get(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
@@ -142,7 +143,13 @@ class PreviewDetailView(RepositoryScopedView):
                         }
                     ]
                 )
-            preview = selectors.preview_wait(preview, int(wait))
+            if int(wait) > 0:
+                with waits.SLOTS.hold(request.user.token.pk, settings.PREVIEWS_API_WAITS_PER_TOKEN,
+                                      settings.PREVIEWS_API_WAITS_TOTAL) as refused:
+                    if refused:
+                        raise exceptions.Throttled(wait=waits.RETRY_AFTER_SECONDS,
+                                                   detail=f"{refused}; read without wait, or retry later")
+                    preview = selectors.preview_wait(preview, int(wait))
         return Response(PreviewSerializer(preview).data)
 
     @extend_schema(
@@ -246,8 +253,8 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
         return problem_response(400, "X-GitHub-Delivery and X-GitHub-Event headers are required")
     try:
         payload = json.loads(body)
-    except ValueError:
-        return problem_response(400, "the body is not valid JSON")
+    except (ValueError, RecursionError):
+        return problem_response(400, "the body is not valid JSON (or nested too deeply)")
     if not isinstance(payload, dict):
         return problem_response(400, "the body is not a JSON object")
     try:
