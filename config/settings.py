@@ -23,6 +23,26 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- transport: TLS terminated in front (an ingress or load balancer) ----------------------------------------
+# With DJANGO_BEHIND_TLS_PROXY, the proxy's X-Forwarded-Proto says whether the request came over HTTPS;
+# cookies are Secure, browsers get HSTS, and plain HTTP is redirected (except the probes and /metrics, which
+# the kubelet and Prometheus reach inside the cluster). `manage.py check --deploy` passes with it on.
+DJANGO_BEHIND_TLS_PROXY = env.bool("DJANGO_BEHIND_TLS_PROXY", False)
+if DJANGO_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", False)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# Failed logins per user name and per client address before logins from them wait (dashboard and admin).
+PREVIEWS_LOGIN_MAX_FAILURES = env.int("PREVIEWS_LOGIN_MAX_FAILURES", 10, minimum=1)
+PREVIEWS_LOGIN_LOCKOUT_SECONDS = env.int("PREVIEWS_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -33,6 +53,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN
     "django_q",
     "previews",
     "dashboard",
@@ -84,6 +105,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # serve app static files even without collectstatic (development, tests)
+AUTHENTICATION_BACKENDS = ["previews.login_throttle.ThrottleBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -185,6 +207,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Create, update, read and delete a pull request's preview environment.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
