@@ -900,7 +900,9 @@ class Guardrails:
     ingress_namespace: str
     quota_storage: str = "10Gi"  # requests.storage, all PVCs together
     quota_pvcs: int = 5
-    quota_ephemeral_storage: str = "8Gi"  # container scratch space and emptyDirs on the node's disk
+    # Container scratch space and emptyDirs on the node's disk; empty: not limited (the local kwok node
+    # advertises no ephemeral storage, so pods that request some could not be scheduled there).
+    quota_ephemeral_storage: str = ""
     dns_namespace: str = DEFAULT_DNS_NAMESPACE
     dns_pod_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
 
@@ -921,10 +923,10 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
                 "pods": str(g.quota_pods),
                 "requests.storage": g.quota_storage,
                 "persistentvolumeclaims": str(g.quota_pvcs),
-                "requests.ephemeral-storage": g.quota_ephemeral_storage,
-                "limits.ephemeral-storage": g.quota_ephemeral_storage,
                 "services.loadbalancers": "0",
                 "services.nodeports": "0",
+                **({"requests.ephemeral-storage": g.quota_ephemeral_storage,
+                    "limits.ephemeral-storage": g.quota_ephemeral_storage} if g.quota_ephemeral_storage else {}),
             }},
         },
         {
@@ -934,8 +936,10 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
             # Defaults, so that pods without resources still fit the quota.
             "spec": {"limits": [{
                 "type": "Container",
-                "default": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "256Mi"},
-                "defaultRequest": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "32Mi"},
+                "default": {"cpu": "500m", "memory": "512Mi",
+                            **({"ephemeral-storage": "256Mi"} if g.quota_ephemeral_storage else {})},
+                "defaultRequest": {"cpu": "50m", "memory": "64Mi",
+                                   **({"ephemeral-storage": "32Mi"} if g.quota_ephemeral_storage else {})},
             }]},
         },
         {

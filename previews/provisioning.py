@@ -72,10 +72,9 @@ def plan_deploy(preview: Preview) -> Plan:
     ))
     labels = {
         **ctx.labels,
-        # Pod Security Admission: baseline refuses privileged pods, host namespaces and hostPath
-        # even if something slipped past our own checks; warn about what restricted would refuse.
-        "pod-security.kubernetes.io/enforce": "baseline",
-        "pod-security.kubernetes.io/warn": "restricted",
+        # Pod Security Admission: the repository's level (baseline by default, or restricted) is enforced even
+        # if something slipped past our own checks; restricted is warned about and audited.
+        **manifests.namespace_security_labels(repository.pod_security),
     }
     annotations = {
         "previews.dev/repository": repository.full_name,

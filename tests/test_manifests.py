@@ -693,8 +693,15 @@ def test_the_quota_covers_storage_claims_and_ephemeral_storage():
 
 
 def test_the_limit_range_gives_every_container_ephemeral_storage_defaults():
-    limits = m.guardrail_objects(CTX, m.Guardrails("2", "4Gi", 20, "ingress-nginx"))[1]["spec"]["limits"][0]
+    limits = m.guardrail_objects(CTX, m.Guardrails("2", "4Gi", 20, "ingress-nginx", quota_ephemeral_storage="8Gi")
+                                 )[1]["spec"]["limits"][0]
     assert "ephemeral-storage" in limits["default"] and "ephemeral-storage" in limits["defaultRequest"]
+
+
+def test_without_an_ephemeral_storage_quota_nothing_asks_for_ephemeral_storage():
+    objects = m.guardrail_objects(CTX, m.Guardrails("2", "4Gi", 20, "ingress-nginx"))
+    assert not any("ephemeral" in key for key in objects[0]["spec"]["hard"])
+    assert "ephemeral-storage" not in objects[1]["spec"]["limits"][0]["defaultRequest"]
 
 
 def test_dns_egress_goes_only_to_the_cluster_dns_pods():
