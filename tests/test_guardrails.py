@@ -72,3 +72,16 @@ def test_dns_egress_is_allowed_only_to_the_cluster_dns(guarded, kube_api):
     assert peer.pod_selector.match_labels == {"k8s-app": "kube-dns"}
     assert sorted((p.protocol, p.port) for p in port_rules[0].ports) == [("TCP", 53), ("UDP", 53)]
     assert all(rule.to for rule in policy.spec.egress), "no egress rule is open to every destination"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+def test_the_namespace_enforces_the_repositorys_pod_security_level(level):
+    from previews import provisioning
+    from tests.factories import make_preview, make_repository
+
+    repository = make_repository(pod_security=level, manifest_template=(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"))
+    labels = provisioning.plan_deploy(make_preview(repository)).namespace_labels
+    assert labels["pod-security.kubernetes.io/enforce"] == level
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
