@@ -9,6 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import Env
+from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,6 +23,26 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- transport: TLS terminated in front (an ingress or load balancer) ----------------------------------------
+# With DJANGO_BEHIND_TLS_PROXY, the proxy's X-Forwarded-Proto says whether the request came over HTTPS;
+# cookies are Secure, browsers get HSTS, and plain HTTP is redirected (except the probes and /metrics, which
+# the kubelet and Prometheus reach inside the cluster). `manage.py check --deploy` passes with it on.
+DJANGO_BEHIND_TLS_PROXY = env.bool("DJANGO_BEHIND_TLS_PROXY", False)
+if DJANGO_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", False)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# Failed logins per user name and per client address before logins from them wait (dashboard and admin).
+PREVIEWS_LOGIN_MAX_FAILURES = env.int("PREVIEWS_LOGIN_MAX_FAILURES", 10, minimum=1)
+PREVIEWS_LOGIN_LOCKOUT_SECONDS = env.int("PREVIEWS_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -32,6 +53,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN
     "django_q",
     "previews",
     "dashboard",
@@ -83,6 +105,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # serve app static files even without collectstatic (development, tests)
+AUTHENTICATION_BACKENDS = ["previews.login_throttle.ThrottleBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -123,6 +146,12 @@ PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
 PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
+# The Ingress annotations a bundle may set (everything else is refused); the default names no host, URL,
+# secret or snippet. See previews/manifests.py DEFAULT_INGRESS_ANNOTATIONS.
+PREVIEWS_INGRESS_ANNOTATIONS = env.list("PREVIEWS_INGRESS_ANNOTATIONS", sorted(DEFAULT_INGRESS_ANNOTATIONS))
+# Where preview pods may send DNS queries: these pods in this namespace, and nowhere else on port 53.
+PREVIEWS_DNS_NAMESPACE = env.str("PREVIEWS_DNS_NAMESPACE", "kube-system")
+PREVIEWS_DNS_POD_LABELS = env.labels("PREVIEWS_DNS_POD_LABELS", {"k8s-app": "kube-dns"})
 # In-cluster least privilege (deploy/): each preview namespace gets a RoleBinding of this ClusterRole to the
 # service's own ServiceAccount ("namespace/name"). Empty: no RoleBinding (the credentials already suffice).
 PREVIEWS_NAMESPACE_CLUSTERROLE = env.str("PREVIEWS_NAMESPACE_CLUSTERROLE", "")
@@ -168,6 +197,10 @@ PREVIEWS_REAPER_DRY_RUN = env.bool("PREVIEWS_REAPER_DRY_RUN", False)
 PREVIEWS_EXPIRY_WARNING_HOURS = env.int("PREVIEWS_EXPIRY_WARNING_HOURS", 24, minimum=0)
 
 PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
+# Long-polls hold a web thread each: at most this many at once per token, and per web process (keep it well
+# under GUNICORN_THREADS so the API, the webhook, the dashboard and the probes always find a thread).
+PREVIEWS_API_WAITS_PER_TOKEN = env.int("PREVIEWS_API_WAITS_PER_TOKEN", 2, minimum=0, maximum=100)
+PREVIEWS_API_WAITS_TOTAL = env.int("PREVIEWS_API_WAITS_TOTAL", 4, minimum=0, maximum=1000)
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", "")
 GITHUB_API_URL = env.str("GITHUB_API_URL", "https://api.github.com").rstrip("/")
 GITHUB_TOKEN = env.str("GITHUB_TOKEN", "")
@@ -208,6 +241,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Create, update, read and delete a pull request's preview environment.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -158,3 +159,15 @@ def reaper_plan(request: HttpRequest) -> HttpResponse:
                    grace_minutes=int(config.grace_period.total_seconds() // 60),
                    clock_tolerance_minutes=int(config.clock_tolerance.total_seconds() // 60))
     return render(request, "dashboard/reaper.html", context)
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """The login page; while logins are throttled (previews.login_throttle) it answers 429 with Retry-After."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        seconds = getattr(self.request, "login_throttled", None)
+        if seconds:
+            response.status_code = 429
+            response["Retry-After"] = str(seconds)
+        return response

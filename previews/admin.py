@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
 from previews import github, services
 from previews.models import ApiToken, Preview, PreviewEvent, Repository
@@ -37,10 +39,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
             name=obj.name, repository=obj.repository, created_by=request.user
         )
         obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
-        messages.warning(
-            request,
-            f"Token created. Copy it now, it is not stored and will not be shown again: {plaintext}",
-        )
+        # Kept on this request only: shown in this response, never in a message (a cookie) or a redirect.
+        request._new_token_plaintext = plaintext
+
+    def response_add(self, request, obj, post_url_continue=None):
+        plaintext = getattr(request, "_new_token_plaintext", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(request, "admin/previews/token_created.html", {
+            **self.admin_site.each_context(request), "token": obj, "plaintext": plaintext,
+            "title": "Token created"})
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):

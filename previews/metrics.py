@@ -12,6 +12,7 @@ processes or pods run:
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from django.conf import settings
@@ -152,7 +153,8 @@ def registry() -> CollectorRegistry:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     expected = settings.PREVIEWS_METRICS_TOKEN
-    if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+    presented = request.headers.get("Authorization", "").encode()
+    if expected and not hmac.compare_digest(presented, f"Bearer {expected}".encode()):
         return HttpResponse("metrics need the bearer token (PREVIEWS_METRICS_TOKEN)\n", status=401,
                             content_type="text/plain")
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,7 @@ that bypasses validation can store a preview the cluster could not hold.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Length
@@ -40,8 +41,10 @@ class Repository(models.Model):
     service_name = models.CharField(max_length=63, default="web", help_text="The Service the Ingress routes to.")
     service_port = models.PositiveIntegerField(default=80)
     tls_secret_name = models.CharField(max_length=253, blank=True)
-    default_ttl_hours = models.PositiveIntegerField(default=72)
-    max_ttl_hours = models.PositiveIntegerField(default=24 * 14)
+    default_ttl_hours = models.PositiveIntegerField(
+        default=72, validators=[MaxValueValidator(validators.MAX_TTL_HOURS)])
+    max_ttl_hours = models.PositiveIntegerField(
+        default=24 * 14, validators=[MaxValueValidator(validators.MAX_TTL_HOURS)])
     max_live_previews = models.PositiveIntegerField(default=20)
     quota_cpu = models.CharField(max_length=20, default="2")
     quota_memory = models.CharField(max_length=20, default="4Gi")
@@ -61,6 +64,27 @@ class Repository(models.Model):
     )
     oidc_environment = models.CharField(
         max_length=255, blank=True, help_text="Optional: the GitHub environment the job must run in."
+    )
+    quota_storage = models.CharField(max_length=20, default="10Gi", help_text="All PVC storage requests together.")
+    quota_pvcs = models.PositiveIntegerField(default=5, help_text="PersistentVolumeClaims at most.")
+    quota_ephemeral_storage = models.CharField(max_length=20, default="8Gi",
+                                               help_text="Container scratch space and emptyDirs together.")
+    pod_security = models.CharField(
+        max_length=12, choices=[("baseline", "baseline"), ("restricted", "restricted")], default="baseline",
+        help_text="The Pod Security Standard enforced in the preview namespaces; restricted is checked up front.",
+    )
+    storage_classes = models.CharField(
+        max_length=500, blank=True, validators=[validators.validate_storage_classes],
+        help_text="Comma-separated storage classes a PVC may name; empty: only the cluster default.",
+    )
+    allow_fork_previews = models.BooleanField(
+        default=False,
+        help_text="Deploy pull requests from forks on webhook events, for authors GitHub marks as owner, member "
+                  "or collaborator only.",
+    )
+    webhook_secret = models.CharField(
+        max_length=200, blank=True,
+        help_text="This repository's own GitHub webhook secret; empty: GITHUB_WEBHOOK_SECRET.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -86,6 +110,12 @@ class Repository(models.Model):
             models.CheckConstraint(
                 condition=Q(service_port__gte=1, service_port__lte=65535), name="repository_service_port_range"
             ),
+            models.CheckConstraint(
+                condition=Q(max_ttl_hours__lte=validators.MAX_TTL_HOURS), name="repository_max_ttl_bounded"
+            ),
+            models.CheckConstraint(
+                condition=Q(pod_security__in=["baseline", "restricted"]), name="repository_pod_security_valid"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -94,6 +124,10 @@ class Repository(models.Model):
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
+
+    @property
+    def storage_class_list(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.storage_classes.split(",") if name.strip())
 
 
 class ApiToken(models.Model):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from previews import kube, locks, manifests, services
+from previews import kube, locks, manifests, policy, services
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def render_context(preview: Preview) -> manifests.RenderContext:
         service_port=repository.service_port,
         tls_secret_name=repository.tls_secret_name,
         ingress_class=settings.PREVIEWS_INGRESS_CLASS,
+        policy=policy.manifest_policy(repository),
     )
 
 
@@ -69,16 +70,12 @@ def plan_deploy(preview: Preview) -> Plan:
             0, "", f"nothing to deploy: {preview.repository} has no manifest template and the request sent none")])
     objects = manifests.render_bundle(source, ctx, settings.PREVIEWS_MAX_MANIFEST_BYTES)
     repository = preview.repository
-    guardrails = manifests.guardrail_objects(ctx, manifests.Guardrails(
-        quota_cpu=repository.quota_cpu, quota_memory=repository.quota_memory, quota_pods=repository.quota_pods,
-        ingress_namespace=settings.PREVIEWS_INGRESS_NAMESPACE,
-    ))
+    guardrails = manifests.guardrail_objects(ctx, policy.guardrails(repository))
     labels = {
         **ctx.labels,
-        # Pod Security Admission: baseline refuses privileged pods, host namespaces and hostPath
-        # even if something slipped past our own checks; warn about what restricted would refuse.
-        "pod-security.kubernetes.io/enforce": "baseline",
-        "pod-security.kubernetes.io/warn": "restricted",
+        # Pod Security Admission: the repository's level (baseline by default, or restricted) is enforced even
+        # if something slipped past our own checks; restricted is warned about and audited.
+        **manifests.namespace_security_labels(repository.pod_security),
     }
     annotations = {
         "previews.dev/repository": repository.full_name,

@@ -14,12 +14,13 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from previews import github, locks, tokens, validators
+from previews import github, locks, policy, selectors, tokens, validators
 from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
 GITHUB_SYNC_TASK = "previews.tasks.sync_github"
+MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
 
 
 @transaction.atomic
@@ -90,6 +91,10 @@ class UpsertResult:
 
 class PreviewConflict(Exception):
     """The request cannot be carried out in the current state (HTTP 409)."""
+
+
+class StaleCommit(PreviewConflict):
+    """The request is for a commit older than the PR's current head (HTTP 409; the webhook ignores it)."""
 
 
 def _event(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
@@ -189,6 +194,14 @@ def _validate_request(repository: Repository, pr_number: int, request: PreviewRe
         errors["ttl_hours"] = [f"ttl_hours must be between 1 and {repository.max_ttl_hours} for {repository}"]
     if len(request.manifests.encode()) > settings.PREVIEWS_MAX_MANIFEST_BYTES:
         errors["manifests"] = [f"manifests are larger than {settings.PREVIEWS_MAX_MANIFEST_BYTES} bytes"]
+    elif request.manifests.strip():
+        # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
+        # field instead of a failed deploy later.
+        refused = policy.bundle_problems(repository, namespace_for(repository, pr_number), request.manifests)
+        if refused is not None:
+            errors["manifests"] = [str(p) for p in refused.problems]
+            if refused.total > len(refused.problems):
+                errors["manifests"].append(f"and {refused.total - len(refused.problems)} more problems")
     if len(request.title) > 300:
         errors["title"] = ["title is longer than 300 characters"]
     if len(request.author) > 39:
@@ -222,11 +235,29 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
     raise AssertionError("unreachable")
 
 
+def _check_preview_limit(repository: Repository, exclude: Preview | None = None) -> None:
+    """Refuse one more live preview beyond the repository's maximum. Call inside the transaction that brings a
+    preview up: the repository's row lock makes concurrent checks take turns."""
+    Repository.objects.select_for_update().filter(pk=repository.pk).first()
+    live = Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES)
+    if exclude is not None:
+        live = live.exclude(pk=exclude.pk)
+    count = live.count()
+    if count >= repository.max_live_previews:
+        raise PreviewConflict(f"{repository} already has {count} live previews, its maximum; close or delete "
+                              "one first")
+
+
 def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResult:
     now = timezone.now()
     ttl = request.ttl_hours or repository.default_ttl_hours
     preview = (Preview.objects.select_for_update().select_related("repository")
                .filter(repository=repository, pr_number=pr_number).first())
+    if preview is not None:
+        # Under the row lock, so no request for another commit can slip in between the check and the write.
+        stale = selectors.stale_request_reason(repository, pr_number, request.head_sha)
+        if stale:
+            raise StaleCommit(stale)
     if preview is None:
         namespace = namespace_for(repository, pr_number)
         if namespace in settings.PREVIEWS_PROTECTED_NAMESPACES:
@@ -236,10 +267,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         if other is not None:
             raise PreviewConflict(f"namespace {namespace!r} is already used by {other}; give {repository} its own "
                                   "namespace prefix")
-        live = Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES).count()
-        if live >= repository.max_live_previews:
-            raise PreviewConflict(f"{repository} already has {live} live previews, its maximum; close or delete "
-                                  "one first")
+        _check_preview_limit(repository)
         preview = Preview.objects.create(
             repository=repository, pr_number=pr_number, namespace=namespace,
             url=preview_url(repository, namespace), head_sha=request.head_sha, images=images,
@@ -263,7 +291,9 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         return UpsertResult(preview, created=False, deploy_enqueued=False)
 
     action = "redeploy requested" if unchanged else "updated"
-    if preview.desired == Preview.Desired.DOWN:
+    if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
+        # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
+        _check_preview_limit(repository, exclude=preview)
         action = "reopened"
     preview.head_sha, preview.images, preview.manifests = request.head_sha, images, request.manifests
     preview.desired = Preview.Desired.UP
@@ -323,8 +353,8 @@ def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
 def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -> Preview:
     """Push expiry out by `hours` (from now or the current expiry, whichever is later), capped by the repository."""
     errors: dict[str, list[str]] = {}
-    if isinstance(hours, bool) or not isinstance(hours, int) or hours < 1:
-        errors["hours"] = ["hours must be a whole number of at least 1"]
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= validators.MAX_TTL_HOURS:
+        errors["hours"] = [f"hours must be a whole number from 1 to {validators.MAX_TTL_HOURS}"]
     if not reason or not reason.strip():
         errors["reason"] = ["say why the preview is needed for longer"]
     if errors:
@@ -367,6 +397,8 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, message
                        action: str = "", **details) -> bool:
     """Record a task's progress, but only for the generation it works on: a stale task changes nothing."""
     now = timezone.now()
+    if len(message) > MAX_STATUS_MESSAGE:
+        message = message[: MAX_STATUS_MESSAGE - 30] + f" … ({len(message)} characters in all)"
     fields: dict = {"status": status, "status_message": message, "updated_at": now}
     if status == Preview.Status.READY:
         fields["ready_at"] = now

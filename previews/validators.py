@@ -27,6 +27,8 @@ IMAGE_RE = re.compile(
 )
 
 MAX_PR_NUMBER = 2_147_483_647
+# A year: the longest a preview may live, and so the most any TTL or extension may add.
+MAX_TTL_HOURS = 24 * 366
 MAX_NAMESPACE_LENGTH = 63
 
 
@@ -107,3 +109,11 @@ def image_name(reference: str) -> str:
         raise ValidationError(f"{reference!r} is not an image reference", code="invalid_image")
     registry = match.group("registry")
     return f"{registry}/{match.group('path')}" if registry else match.group("path")
+
+
+def validate_storage_classes(value: str) -> None:
+    """A comma-separated list of StorageClass names (DNS subdomains)."""
+    for name in (part.strip() for part in (value or "").split(",")):
+        if name and (len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)):
+            raise ValidationError(f"{name!r} is not a storage class name (a lower-case DNS subdomain)",
+                                  code="invalid_storage_class")

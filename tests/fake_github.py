@@ -137,8 +137,9 @@ _ROUTE_SPECS = [
     ("POST", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses", "_create_status"),
     ("GET", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses/(?P<status_id>\\d+)", "_get_status"),
     ("POST", "/app/installations/(?P<installation_id>\\d+)/access_tokens", "_create_installation_token"),
+    ("GET", "/app", "_get_app"),
 ]
-APP_TOKEN_PATH = re.compile(r"^/app/installations/\d+/access_tokens$")
+APP_TOKEN_PATH = re.compile(r"^/app(/installations/\d+/access_tokens)?$")
 APP_LOGIN = "__github_app__"
 _ROUTES = [
     (method, re.compile(pattern.replace("{repo}", "(?P<owner>[^/]+)/(?P<name>[^/]+)")), handler)
@@ -632,6 +633,16 @@ class FakeGitHub:
         return _Reply(201, {"token": token, "expires_at": expires, "permissions": {"pull_requests": "write",
                                                                                    "deployments": "write"},
                             "repository_selection": "all"})
+
+    def _get_app(self, login: str, **_: Any) -> _Reply:
+        """The authenticated App (JWT only), as GitHub describes it: its bot writes as ``<slug>[bot]``."""
+        if login != APP_LOGIN:
+            return _error(401, "A JSON web token could not be decoded")
+        app_id, _, bot_login = self._app
+        slug = bot_login.removesuffix("[bot]")
+        return _Reply(200, {"id": app_id, "slug": slug, "name": slug, "node_id": _node_id("App", app_id),
+                            "owner": self._user_json("acme"), "html_url": f"{HTML_BASE}/apps/{slug}",
+                            "permissions": {"pull_requests": "write", "deployments": "write"}, "events": []})
 
     def _rate_limit(self, **_: Any) -> _Reply:
         core = {"limit": self.rate_limit_limit, "remaining": self.rate_limit_remaining,

@@ -147,6 +147,9 @@ def test_extend_by_24_hours_writes_one_event_with_the_user(preview):
     ({"choice": "custom", "hours": "-5", "reason": "x"}, "Hours must be at least 1."),
     ({"choice": "custom", "hours": "", "reason": "x"}, "Give the number of hours."),
     ({"choice": "custom", "hours": "500", "reason": "x"}, "maximum of 100 hours"),
+    ({"choice": "custom", "hours": "1000000000000", "reason": "x"}, "Hours must be at most 8784."),
+    ({"choice": "custom", "hours": "1" + "0" * 30, "reason": "x"}, "Hours must be at most 8784."),
+    ({"choice": "custom", "hours": "1e12", "reason": "x"}, "Enter a whole number."),
     ({"choice": "24", "reason": ""}, "Say why the preview is needed for longer."),
     ({"choice": "forever", "reason": "x"}, "Select a valid choice"),
 ])
@@ -185,8 +188,9 @@ def test_kill_needs_the_namespace_typed_exactly(preview):
     assert preview.events.get(action="destroy requested").actor == "ann"
 
 
-def test_an_unknown_preview_is_404():
-    assert login().get("/previews/999999/").status_code == 404
+@pytest.mark.parametrize("preview_id", ["999999", "99999999999999999999999"])
+def test_an_unknown_preview_is_404(preview_id):
+    assert login().get(f"/previews/{preview_id}/").status_code == 404
 
 
 def test_the_reaper_page_shows_the_plan(kube_env):

@@ -243,7 +243,11 @@ def test_an_unexpected_error_ends_the_deploy_as_failed_with_a_message(preview_re
 @pytest.mark.parametrize("text,expected", [(t, e) for _, t, e in BAD_BUNDLES], ids=[n for n, _, _ in BAD_BUNDLES])
 def test_a_refused_bundle_fails_the_preview_with_the_precise_message_and_applies_nothing(
         preview_repo, kube_api, text, expected):
-    preview = upsert(preview_repo, manifests=text)
+    # Manifests sent with a request are judged at request time (tests/test_api.py); a repository's template
+    # is judged when it is deployed.
+    preview_repo.manifest_template = text
+    preview_repo.save()
+    preview = upsert(preview_repo)
     assert deploy(preview) == "failed"
     preview.refresh_from_db()
     assert preview.status == "failed"

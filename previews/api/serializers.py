@@ -66,7 +66,8 @@ class PreviewUpsertSerializer(StrictSerializer):
                                      help_text="Several images, for monorepos; the others keep their references")
     manifests = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
                                       help_text="Multi-document YAML built by CI; default: the repository's template")
-    ttl_hours = serializers.IntegerField(required=False, min_value=1, help_text="Hours until the preview expires")
+    ttl_hours = serializers.IntegerField(required=False, min_value=1, max_value=validators.MAX_TTL_HOURS,
+                                         help_text="Hours until the preview expires")
     title = StrictCharField(required=False, allow_blank=True, max_length=300)
     author = StrictCharField(required=False, allow_blank=True, max_length=39)
 
@@ -85,7 +86,8 @@ class PreviewUpsertSerializer(StrictSerializer):
 
 
 class ExtendSerializer(StrictSerializer):
-    hours = serializers.IntegerField(min_value=1, help_text="Hours to add to the expiry")
+    hours = serializers.IntegerField(min_value=1, max_value=validators.MAX_TTL_HOURS,
+                                     help_text="Hours to add to the expiry")
     reason = StrictCharField(max_length=500, help_text="Why the preview is needed for longer")
 
 

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from previews import github, kube, oidc, selectors, services, validators, webhooks
+from previews.api import waits
 from previews.api.auth import OidcUser, oidc_failed
 from previews.api.errors import InvalidValues, problem_response
 from previews.api.serializers import ExtendSerializer, PreviewSerializer, PreviewUpsertSerializer, ProblemSerializer
@@ -37,6 +38,7 @@ PATH_PARAMETERS = [
 ]
 ERRORS = {(code, "application/problem+json"): ProblemSerializer
           for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
+WAIT_ERRORS = {**ERRORS, (429, "application/problem+json"): ProblemSerializer}
 
 
 def _pr_number(raw: str) -> int:
@@ -145,9 +147,6 @@ class PreviewDetailView(RepositoryScopedView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         self.admit(request, head_sha=data["head_sha"])
-        stale = selectors.stale_request_reason(repository, number, data["head_sha"])
-        if stale:
-            raise services.PreviewConflict(stale)
         result = services.preview_upsert(
             repository=repository,
             pr_number=number,
@@ -174,8 +173,10 @@ class PreviewDetailView(RepositoryScopedView):
                 description="Hold up to N seconds (≤ 120) until the preview is ready, failed or deleted",
             ),
         ],
-        responses={200: PreviewSerializer, **ERRORS},
+        responses={200: PreviewSerializer, **WAIT_ERRORS},
         summary="Read a PR's preview",
+        description="With `wait`, 429 (with Retry-After) when the token or the server already holds its maximum "
+                    "of waiting requests.",
     )
     def get(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
@@ -194,7 +195,13 @@ class PreviewDetailView(RepositoryScopedView):
                         }
                     ]
                 )
-            preview = selectors.preview_wait(preview, int(wait))
+            if int(wait) > 0:
+                with waits.SLOTS.hold(request.user.token.pk, settings.PREVIEWS_API_WAITS_PER_TOKEN,
+                                      settings.PREVIEWS_API_WAITS_TOTAL) as refused:
+                    if refused:
+                        raise exceptions.Throttled(wait=waits.RETRY_AFTER_SECONDS,
+                                                   detail=f"{refused}; read without wait, or retry later")
+                    preview = selectors.preview_wait(preview, int(wait))
         return Response(PreviewSerializer(preview).data)
 
     @extend_schema(
@@ -290,32 +297,44 @@ class PreviewListView(generics.ListAPIView):
 @csrf_exempt
 @require_POST
 def github_webhook(request: HttpRequest) -> JsonResponse:
-    secret = settings.GITHUB_WEBHOOK_SECRET
+    body = request.body
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        payload = None
+    # The secret depends on the repository the delivery names (its own, or the global one), so the body is
+    # read first; nothing in it is acted on before the signature matches.
+    repository = None
+    if isinstance(payload, dict) and (full_name := webhooks.repository_full_name(payload)):
+        owner, _, name = full_name.partition("/")
+        repository = selectors.repository_get(owner, name)
+    secret = webhooks.secret_for(repository)
     if not secret:
         return problem_response(503, "the webhook is not configured (GITHUB_WEBHOOK_SECRET is empty)")
     signature = request.headers.get("X-Hub-Signature-256")
     if not signature:
         return problem_response(401, "the X-Hub-Signature-256 header is missing")
-    body = request.body
     if not webhooks.verify_signature(secret, body, signature):
         return problem_response(403, "the signature does not match the body")
     delivery = request.headers.get("X-GitHub-Delivery", "")
     event = request.headers.get("X-GitHub-Event", "")
     if not delivery or not event:
         return problem_response(400, "X-GitHub-Delivery and X-GitHub-Event headers are required")
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return problem_response(400, "the body is not valid JSON")
+    if payload is None:
+        return problem_response(400, "the body is not valid JSON (or nested too deeply)")
     if not isinstance(payload, dict):
         return problem_response(400, "the body is not a JSON object")
     try:
-        outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload)
+        outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload,
+                                        repository=repository)
+    except webhooks.PayloadError as exc:
+        return problem_response(400, f"the payload is not a GitHub {event[:50]} event: {exc}",
+                                [{"field": exc.field, "message": str(exc).split(": ", 1)[1]}])
     except ValidationError as exc:
         return problem_response(422, "the pull request cannot be deployed: " + "; ".join(exc.messages))
     except services.PreviewConflict as exc:
         return problem_response(409, str(exc))
-    return JsonResponse({"delivery": delivery, "outcome": outcome}, status=202)
+    return JsonResponse({"delivery": delivery[:100], "outcome": outcome}, status=202)
 
 
 @require_GET
