@@ -527,17 +527,6 @@ def _pod_specs(kind: str, obj: dict) -> Iterator[tuple[str, dict]]:
         yield f"{path}.spec", _dict(template.get("spec"))
 
 
-def _pod_templates(kind: str, obj: dict) -> Iterator[dict]:
-    spec = obj.get("spec")
-    if kind == "CronJob":
-        spec = _dict(_dict(spec).get("jobTemplate")).get("spec")
-    elif kind not in ("Deployment", "StatefulSet", "Job"):
-        return
-    template = _dict(spec).get("template")
-    if isinstance(template, dict):
-        yield template
-
-
 def _containers(pod_spec: dict) -> Iterator[tuple[str, dict]]:
     for group in ("initContainers", "containers", "ephemeralContainers"):
         for j, container in enumerate(_list(pod_spec.get(group))):
@@ -841,7 +830,7 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
         for _path, pod_spec in _pod_specs(obj["kind"], obj):
             for _cpath, container in _containers(pod_spec):
                 container["image"] = override_image(container["image"], ctx.images)
-        for template in _pod_templates(obj["kind"], obj):
+        for _path, template in _pod_templates(obj["kind"], obj):
             # Pods (and ReplicaSets, which copy these) carry our labels too, so the cluster watcher
             # can follow them with one label-selected watch instead of watching every pod.
             template_meta = template.setdefault("metadata", {})
