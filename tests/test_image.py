@@ -159,8 +159,12 @@ def stack(engine, image, database, kube_dir, kube_api) -> Stack:
     stack.remove_all()
     core = client.CoreV1Api(kube_api)
     for ns in core.list_namespace().items:
-        if ns.metadata.name.startswith(stack.prefix + "-"):
-            core.delete_namespace(ns.metadata.name)
+        if ns.metadata.name.startswith(stack.prefix + "-") and ns.metadata.deletion_timestamp is None:
+            try:
+                core.delete_namespace(ns.metadata.name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
 
 
 @pytest.fixture(scope="module")
