@@ -198,6 +198,16 @@ def worker(stack, migrated) -> str:
     return stack.start("worker", "python", "manage.py", "qcluster")
 
 
+@pytest.fixture(scope="module")
+def watcher(stack, migrated) -> str | None:
+    """The cluster watcher (`manage.py watch_cluster`), when the image has it."""
+    listed = stack.run("python", "manage.py", "help", "--commands")
+    assert listed.returncode == 0, listed.stderr
+    if "watch_cluster" not in listed.stdout.split():
+        return None
+    return stack.start("watcher", "python", "manage.py", "watch_cluster")
+
+
 def run_image(image: str, *command: str) -> subprocess.CompletedProcess:
     return subprocess.run([SCRIPT, "run", "--rm", *AS_DEPLOYED, image, *command], capture_output=True, text=True,
                           timeout=120)
@@ -256,17 +266,14 @@ def test_the_worker_command_starts(stack, worker):
     assert stack.running("worker"), "the worker container exited:\n" + stack.logs("worker")
 
 
-def test_the_watcher_command_starts(stack, migrated):
-    listed = stack.run("python", "manage.py", "help", "--commands")
-    assert listed.returncode == 0, listed.stderr
-    if "watch_cluster" not in listed.stdout.split():
+def test_the_watcher_command_starts(stack, watcher):
+    if watcher is None:
         pytest.skip("the watcher is not checked: `manage.py help` in this image does not list watch_cluster yet")
-    stack.start("watcher", "python", "manage.py", "watch_cluster")
     time.sleep(10)
     assert stack.running("watcher"), "the watcher container exited:\n" + stack.logs("watcher")
 
 
-def test_a_put_to_the_web_container_is_deployed_by_the_worker_container(stack, web, worker, kube_api):
+def test_a_put_to_the_web_container_is_deployed_by_the_worker_container(stack, web, worker, watcher, kube_api):
     sample = "previews/samples/shop.yaml"
     created = stack.run("python", "manage.py", "shell", "-c", (
         "from previews import services\n"
