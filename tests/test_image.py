@@ -163,7 +163,7 @@ def stack(engine, image, database, kube_dir, kube_api) -> Stack:
             try:
                 core.delete_namespace(ns.metadata.name)
             except client.ApiException as exc:
-                if exc.status != 404:
+                if exc.status not in (404, 409):  # gone, or already being deleted
                     raise
 
 
