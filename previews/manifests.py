@@ -392,11 +392,20 @@ class Guardrails:
     quota_memory: str
     quota_pods: int
     ingress_namespace: str
+    # (CIDR, TCP port) of the shared Postgres server holding the preview's data, which pods may reach.
+    data_egress: tuple[str, int] | None = None
 
 
 def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
     """ResourceQuota, LimitRange and a default-deny NetworkPolicy for one preview namespace."""
     meta = {"namespace": ctx.namespace, "labels": dict(ctx.labels)}
+    egress: list[dict] = [
+        {"to": [{"podSelector": {}}]},
+        {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    ]
+    if g.data_egress:
+        cidr, port = g.data_egress
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP", "port": port}]})
     return [
         {
             "apiVersion": "v1",
@@ -434,10 +443,7 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
                     {"podSelector": {}},
                     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": g.ingress_namespace}}},
                 ]}],
-                "egress": [
-                    {"to": [{"podSelector": {}}]},
-                    {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                ],
+                "egress": egress,
             },
         },
     ]

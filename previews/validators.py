@@ -107,3 +107,11 @@ def image_name(reference: str) -> str:
         raise ValidationError(f"{reference!r} is not an image reference", code="invalid_image")
     registry = match.group("registry")
     return f"{registry}/{match.group('path')}" if registry else match.group("path")
+
+
+def validate_pg_identifier(value: str) -> None:
+    """A Postgres name as it is stored: 1-63 bytes (longer names would be truncated silently), no NUL."""
+    size = len((value or "").encode())
+    if not value or size > 63 or "\x00" in value:
+        raise ValidationError(f"{value!r} is not a Postgres name: 1 to 63 bytes ({size} given)",
+                              code="invalid_pg_identifier")
