@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from datetime import UTC, datetime
 
@@ -11,7 +12,7 @@ from psycopg import sql
 
 from previews.gateways import preview_db
 from previews.gateways.preview_db import DATABASE, SCHEMA, Owner, Spec
-from tests.data_server import TEMPLATE_ROWS, data_server, data_settings  # noqa: F401
+from tests.data_server import TEMPLATE_ROWS
 
 pytestmark = pytest.mark.django_db
 PASSWORD = "not-a-real-password-0123456789abcdefghijk"
@@ -34,10 +35,8 @@ def make_spec(data_settings):
 
     yield make
     for spec in made:
-        try:
+        with contextlib.suppress(preview_db.DataError):
             preview_db.drop(spec.mode, spec.name, spec.owner)
-        except preview_db.DataError:
-            pass
 
 
 def rows(conn: psycopg.Connection, query: str, *params) -> list:
@@ -183,7 +182,7 @@ def test_database_mode_copies_the_template_and_reset_brings_its_rows_back(make_s
 def test_a_missing_template_is_a_clear_error(make_spec, data_settings):
     spec = make_spec(DATABASE)
     spec = Spec(mode=DATABASE, name=spec.name, owner=spec.owner, template=f"{data_settings.prefix}_nope")
-    with pytest.raises(preview_db.DataError, match="template database .* does not exist"):
+    with pytest.raises(preview_db.DataError, match=r"template database .* does not exist"):
         preview_db.ensure(spec, PASSWORD)
 
 
@@ -202,10 +201,10 @@ def test_previews_cannot_reach_each_other_public_or_the_service(make_spec, data_
         with pytest.raises(psycopg.OperationalError, match="permission denied"):
             server.connect(target, user=a_db.name)
 
-    with server.connect(server.shared, user=a_schema.name) as conn:
-        # Cannot see into or touch B's schema.
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(sql.SQL("CREATE TABLE {}.t (x int)").format(sql.Identifier(b_schema.name)))
+    # Cannot see into or touch B's schema.
+    with server.connect(server.shared, user=a_schema.name) as conn, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("CREATE TABLE {}.t (x int)").format(sql.Identifier(b_schema.name)))
     with server.connect(server.shared, user=b_schema.name) as conn:
         conn.execute("CREATE TABLE secrets (x int)")
     with server.connect(server.shared, user=a_schema.name) as conn:
