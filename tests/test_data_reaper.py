@@ -155,3 +155,13 @@ def test_a_cycle_drops_orphaned_schema_and_database_and_keeps_open_or_unknown(da
 def set_schema_comment(server, name: str, comment: str) -> None:
     with server.connect(server.shared) as conn:
         conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
+
+
+@pytest.mark.django_db
+def test_a_data_cycle_does_not_hide_the_namespace_cycle_from_the_metrics(client):
+    ReaperRun.objects.create(decisions=[{"reason": "PR state unknown"}])
+    ReaperRun.objects.create(summary={"scope": "preview data", "done": ["drop pv1_x_pr1: role dropped"]},
+                             decisions=[{"action": "keep", "reason": data_reaper.PREVIEW_LIVE}])
+    text = client.get("/metrics").content.decode()
+    assert "previews_reaper_kept_unknown 1.0" in text
+    assert "previews_reaper_deletions_total 0.0" in text
