@@ -81,6 +81,13 @@ class Env:
             raise ImproperlyConfigured(f"{name}={value!r} must be one of: {', '.join(choices)}")
         return value
 
+    def postgres_url(self, name: str, default: str = "") -> str:
+        """A postgres:// URL kept as text (empty when unset); malformed values stop start-up."""
+        value = self.str(name, default)
+        if value:
+            parse_database_url(name, value)
+        return value
+
     def database(self, name: str, default: str) -> dict:
         value = self.str(name, default)
         return parse_database_url(name, value)

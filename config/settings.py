@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import Env
+from config.env import Env, parse_database_url
 from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS
 
 env = Env()
@@ -195,6 +195,25 @@ PREVIEWS_REAPER_BREAKER_MIN_DELETIONS = env.int("PREVIEWS_REAPER_BREAKER_MIN_DEL
 PREVIEWS_REAPER_STUCK_MINUTES = env.int("PREVIEWS_REAPER_STUCK_MINUTES", 30, minimum=1)
 PREVIEWS_REAPER_DRY_RUN = env.bool("PREVIEWS_REAPER_DRY_RUN", False)
 PREVIEWS_EXPIRY_WARNING_HOURS = env.int("PREVIEWS_EXPIRY_WARNING_HOURS", 24, minimum=0)
+
+# Preview data (see previews/gateways/preview_db.py): the shared Postgres server that holds the schemas and
+# databases of previews, reached as a role with CREATEROLE and CREATEDB (not a superuser). Never the
+# service's own database. Empty: the `schema` and `database` data modes are unavailable.
+PREVIEWS_DATA_DATABASE_URL = env.postgres_url("PREVIEWS_DATA_DATABASE_URL")
+# host:port the preview's pods use to reach that server (default: the URL's host and port).
+if PREVIEWS_DATA_DATABASE_URL:
+    _data_db = parse_database_url("PREVIEWS_DATA_DATABASE_URL", PREVIEWS_DATA_DATABASE_URL)
+    if all(_data_db[k] == DATABASES["default"][k] for k in ("HOST", "PORT", "NAME")):
+        raise ImproperlyConfigured("PREVIEWS_DATA_DATABASE_URL names the service's own database; preview data "
+                                   "must live on another database")
+PREVIEWS_DATA_HOST = env.str("PREVIEWS_DATA_HOST", "")
+# CIDR the preview NetworkPolicy lets pods reach on the server's port (default: the host's address when it
+# is an IP literal, else any address on that port only).
+PREVIEWS_DATA_EGRESS_CIDR = env.str("PREVIEWS_DATA_EGRESS_CIDR", "")
+# Seconds any one statement (and any lock wait) on the data server may take.
+PREVIEWS_DATA_TIMEOUT = env.int("PREVIEWS_DATA_TIMEOUT", 60, minimum=1, maximum=3600)
+# The data reaper drops at most this many orphaned previews' data per cycle.
+PREVIEWS_DATA_REAPER_MAX_DROPS = env.int("PREVIEWS_DATA_REAPER_MAX_DROPS", 10, minimum=0)
 
 PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
 # Long-polls hold a web thread each: at most this many at once per token, and per web process (keep it well

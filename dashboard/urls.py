@@ -11,6 +11,7 @@ urlpatterns = [
     path("previews/<int:preview_id>/pin", views.preview_pin, name="preview_pin"),
     path("previews/<int:preview_id>/redeploy", views.preview_redeploy, name="preview_redeploy"),
     path("previews/<int:preview_id>/kill", views.preview_kill, name="preview_kill"),
+    path("previews/<int:preview_id>/reset-data", views.preview_reset_data, name="preview_reset_data"),
     path("reaper/", views.reaper_plan, name="reaper"),
     path("accounts/login/", views.ThrottledLoginView.as_view(template_name="dashboard/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

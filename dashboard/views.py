@@ -118,6 +118,20 @@ def preview_redeploy(request: HttpRequest, preview_id: int) -> HttpResponse:
 
 @require_POST
 @login_required
+@permission_required("previews.reset_data_preview", raise_exception=True)
+def preview_reset_data(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    try:
+        services.preview_reset_data(preview=preview, actor=_actor(request))
+    except services.PreviewConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Resetting the data; the preview deploys again.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_POST
+@login_required
 @permission_required("previews.kill_preview", raise_exception=True)
 def preview_kill(request: HttpRequest, preview_id: int) -> HttpResponse:
     preview = _preview_or_404(preview_id)

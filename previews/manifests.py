@@ -910,11 +910,23 @@ class Guardrails:
     quota_ephemeral_storage: str = ""
     dns_namespace: str = DEFAULT_DNS_NAMESPACE
     dns_pod_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
+    # (CIDR, TCP port) of the shared Postgres server holding the preview's data, which pods may reach.
+    data_egress: tuple[str, int] | None = None
 
 
 def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
     """ResourceQuota, LimitRange and a default-deny NetworkPolicy for one preview namespace."""
     meta = {"namespace": ctx.namespace, "labels": dict(ctx.labels)}
+    egress: list[dict] = [
+        {"to": [{"podSelector": {}}]},
+        # DNS, to the cluster's DNS pods only: port 53 elsewhere would be a tunnel out.
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": g.dns_namespace}},
+                 "podSelector": {"matchLabels": dict(g.dns_pod_labels)}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    ]
+    if g.data_egress:
+        cidr, port = g.data_egress
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP", "port": port}]})
     return [
         {
             "apiVersion": "v1",
@@ -958,13 +970,7 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
                     {"podSelector": {}},
                     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": g.ingress_namespace}}},
                 ]}],
-                "egress": [
-                    {"to": [{"podSelector": {}}]},
-                    # DNS, to the cluster's DNS pods only: port 53 elsewhere would be a tunnel out.
-                    {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": g.dns_namespace}},
-                             "podSelector": {"matchLabels": dict(g.dns_pod_labels)}}],
-                     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                ],
+                "egress": egress,
             },
         },
     ]

@@ -69,7 +69,8 @@ class DatabaseCollector:
                                                                    "delete")
         deleted.add_metric([], _reaper_deletions())
         yield deleted
-        last = runs.order_by("-started_at").first()
+        # The data reaper records its cycles as ReaperRun rows too (scope "preview data"); this is the namespaces'.
+        last = runs.exclude(summary__contains={"scope": "preview data"}).order_by("-started_at").first()
         unknown = GaugeMetricFamily("previews_reaper_kept_unknown", "Namespaces the last reaper cycle kept "
                                                                     "because their PR state was unknown")
         decisions = last.decisions if last else []

@@ -20,7 +20,16 @@ models.CharField.register_lookup(Length)
 GITHUB_SYNC_FAILED = "failed"
 
 
+class DataMode(models.TextChoices):
+    NONE = "none"
+    SCHEMA = "schema", "schema per preview on the shared server"
+    DATABASE = "database", "database per preview, copied from a template"
+    IN_NAMESPACE = "in-namespace", "Postgres in the preview's namespace"
+
+
 class Repository(models.Model):
+    DataMode = DataMode
+
     owner = models.CharField(max_length=39, validators=[validators.validate_owner])
     name = models.CharField(max_length=100, validators=[validators.validate_repo_name])
     base_domain = models.CharField(
@@ -86,6 +95,19 @@ class Repository(models.Model):
         max_length=200, blank=True,
         help_text="This repository's own GitHub webhook secret; empty: GITHUB_WEBHOOK_SECRET.",
     )
+    # Preview data (previews/data.py): what each preview gets besides its manifests.
+    data_mode = models.CharField(max_length=16, choices=DataMode.choices, default=DataMode.NONE)
+    data_template = models.CharField(
+        max_length=63, blank=True, validators=[validators.validate_pg_identifier],
+        help_text="database mode: the template database on the shared server that each preview copies.")
+    data_migrate_command = models.TextField(
+        blank=True, help_text="Run with /bin/sh -c in a Job with the PR's image (and the preview-database Secret) "
+                              "before the preview counts as ready, e.g. `python manage.py migrate`.")
+    data_connection_limit = models.PositiveIntegerField(default=10,
+                                                        help_text="CONNECTION LIMIT of each preview's role.")
+    data_image = models.CharField(max_length=300, default="postgres:15",
+                                  help_text="in-namespace mode: the Postgres image.")
+    data_storage = models.CharField(max_length=20, default="1Gi", help_text="in-namespace mode: the volume's size.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -116,6 +138,11 @@ class Repository(models.Model):
             models.CheckConstraint(
                 condition=Q(pod_security__in=["baseline", "restricted"]), name="repository_pod_security_valid"
             ),
+            models.CheckConstraint(condition=Q(data_mode__in=DataMode.values), name="repository_data_mode_valid"),
+            models.CheckConstraint(condition=~Q(data_mode="database") | ~Q(data_template=""),
+                                   name="repository_database_mode_has_template"),
+            models.CheckConstraint(condition=Q(data_connection_limit__gte=1, data_connection_limit__lte=1000),
+                                   name="repository_data_connection_limit_range"),
         ]
 
     def __str__(self) -> str:
@@ -237,6 +264,16 @@ class Preview(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Preview data. The mode and name it was created with (so it is dropped even after the repository's mode
+    # changed); a random salt from which its password is derived (HMAC with SECRET_KEY: the password itself
+    # is never stored); the generation whose deploy must reset it first; its size when last measured.
+    data_mode = models.CharField(max_length=16, blank=True)
+    data_name = models.CharField(max_length=63, blank=True)
+    data_salt = models.CharField(max_length=64, blank=True, editable=False)
+    data_reset_generation = models.PositiveIntegerField(null=True, blank=True)
+    data_reset_at = models.DateTimeField(null=True, blank=True)
+    data_size_bytes = models.BigIntegerField(null=True, blank=True)
+    data_size_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
@@ -245,6 +282,7 @@ class Preview(models.Model):
             ("pin_preview", "Can pin or unpin a preview"),
             ("redeploy_preview", "Can redeploy a preview"),
             ("kill_preview", "Can delete a preview's environment"),
+            ("reset_data_preview", "Can reset a preview's data"),
         ]
         constraints = [
             models.UniqueConstraint("repository", "pr_number", name="preview_unique_repository_pr"),

@@ -77,6 +77,11 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
             when = "never: pinned"
         lines.append(f"| Expires | {when} |")
     lines.append(f"| Dashboard | {dashboard_url(preview)} |")
+    if preview.data_name and status not in (Preview.Status.DELETING, Preview.Status.DELETED):
+        data = f"{preview.data_mode} `{preview.data_name}`"
+        if preview.data_reset_at:
+            data += f", last reset {preview.data_reset_at:%Y-%m-%d %H:%M} UTC"
+        lines.append(f"| Data | {data} |")
     if status == Preview.Status.FAILED and preview.status_message:
         lines += ["", "**Why it failed**", "", "```", preview.status_message[:3000], "```"]
     if status in (Preview.Status.DELETING, Preview.Status.DELETED) and preview.status_message:
@@ -87,13 +92,17 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
         repo = preview.repository
         lines += ["", f"Need it longer? Extend it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
                       f"/previews/{preview.pr_number}/extend` with `hours` and `reason`."]
+        if preview.data_name:
+            lines.append(f"Fresh data? Reset it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
+                         f"/previews/{preview.pr_number}/reset-data`.")
     return "\n".join(lines)
 
 
 def sync_key(preview: Preview, expiry_warning: bool = False) -> str:
     """Everything the PR shows; when it changes, the PR needs telling again."""
     raw = "|".join([str(preview.generation), preview.status, preview.status_message, preview.url,
-                    preview.expires_at.isoformat(), str(preview.pinned), str(expiry_warning)])
+                    preview.expires_at.isoformat(), str(preview.pinned), str(expiry_warning),
+                    preview.data_name, str(preview.data_reset_at)])
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 

@@ -350,6 +350,27 @@ def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
         transaction.on_commit(lambda: deploy_slots_fill(repository_id))
 
 
+def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
+    """Reset the preview's data and deploy again: the database is copied again from its template, the schema
+    recreated, the in-namespace seed run again; the migrate Job runs in every mode, and the preview is
+    ready once it completed."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().select_related("repository").get(pk=preview.pk)
+        if preview.desired == Preview.Desired.DOWN:
+            raise PreviewConflict(f"{preview} is being deleted; its data cannot be reset")
+        if preview.repository.data_mode == Repository.DataMode.NONE:
+            raise PreviewConflict(f"{preview.repository} gives its previews no data to reset (data mode none)")
+        preview.generation += 1
+        preview.data_reset_generation = preview.generation
+        preview.status, preview.status_message = Preview.Status.PENDING, ""
+        preview.save()
+        _event(preview, actor, "data reset requested",
+               f"Reset of the {preview.repository.data_mode} data requested")
+        _request_deploy(preview)
+        github_sync_enqueue(preview.pk)
+    return preview
+
+
 def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -> Preview:
     """Push expiry out by `hours` (from now or the current expiry, whichever is later), capped by the repository."""
     errors: dict[str, list[str]] = {}
@@ -496,6 +517,31 @@ def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
             _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy started")
             github_sync_enqueue(preview_id)
     return bool(updated)
+
+
+def preview_data_prepared(*, preview_id: int, generation: int, database: str, reset: bool,
+                          steps: list[str], size_bytes: int | None = None) -> bool:
+    """A deploy ensured (or reset) the preview's data; a reset is the timeline's "data reset" event."""
+    now = timezone.now()
+    fields: dict = {"updated_at": now, "data_size_bytes": size_bytes, "data_size_at": now}
+    if reset:
+        fields["data_reset_at"] = now
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
+        if updated and (reset or steps):
+            action = "data reset" if reset else "data created"
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), action,
+                   f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
+            if reset:
+                github_sync_enqueue(preview_id)
+    return bool(updated)
+
+
+def preview_data_measured(*, sizes: dict[int, int | None]) -> None:
+    """Record the sizes the data reaper measured (preview id -> bytes)."""
+    now = timezone.now()
+    for preview_id, size in sizes.items():
+        Preview.objects.filter(pk=preview_id).update(data_size_bytes=size, data_size_at=now)
 
 
 def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[str, int], objects: list[str]) -> bool:

@@ -117,3 +117,11 @@ def validate_storage_classes(value: str) -> None:
         if name and (len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)):
             raise ValidationError(f"{name!r} is not a storage class name (a lower-case DNS subdomain)",
                                   code="invalid_storage_class")
+
+
+def validate_pg_identifier(value: str) -> None:
+    """A Postgres name as it is stored: 1-63 bytes (longer names would be truncated silently), no NUL."""
+    size = len((value or "").encode())
+    if not value or size > 63 or "\x00" in value:
+        raise ValidationError(f"{value!r} is not a Postgres name: 1 to 63 bytes ({size} given)",
+                              code="invalid_pg_identifier")

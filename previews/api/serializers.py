@@ -95,25 +95,42 @@ class PreviewLinksSerializer(serializers.Serializer):
     self = serializers.CharField()
     dashboard = serializers.CharField()
     extend = serializers.CharField()
+    reset_data = serializers.CharField()
+
+
+class PreviewDataSerializer(serializers.Serializer):
+    mode = serializers.CharField(help_text="none, schema, database or in-namespace (the repository's data mode)")
+    database = serializers.CharField(allow_blank=True, help_text="The preview's schema or database name")
+    size_bytes = serializers.IntegerField(allow_null=True, help_text="Its size when last measured")
+    size_measured_at = serializers.DateTimeField(allow_null=True)
+    last_reset_at = serializers.DateTimeField(allow_null=True)
 
 
 class PreviewSerializer(serializers.ModelSerializer):
     repository = serializers.CharField(source="repository.full_name")
     url = serializers.CharField(help_text="https://<namespace>.<base domain>")
+    data = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
     class Meta:
         model = Preview
         fields = ["repository", "pr_number", "namespace", "url", "status", "status_message", "desired",
                   "head_sha", "images", "generation", "observed_generation", "expires_at", "pinned", "title",
-                  "author", "created_at", "updated_at", "ready_at", "deleted_at", "links"]
+                  "author", "created_at", "updated_at", "ready_at", "deleted_at", "data", "links"]
         read_only_fields = fields
+
+    @extend_schema_field(PreviewDataSerializer)
+    def get_data(self, preview: Preview) -> dict:
+        return PreviewDataSerializer({
+            "mode": preview.data_mode or preview.repository.data_mode, "database": preview.data_name,
+            "size_bytes": preview.data_size_bytes, "size_measured_at": preview.data_size_at,
+            "last_reset_at": preview.data_reset_at}).data
 
     @extend_schema_field(PreviewLinksSerializer)
     def get_links(self, preview: Preview) -> dict[str, str]:
         base = f"/api/v1/repos/{preview.repository.owner}/{preview.repository.name}/previews/{preview.pr_number}"
         return {"self": base, "dashboard": f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/",
-                "extend": f"{base}/extend"}
+                "extend": f"{base}/extend", "reset_data": f"{base}/reset-data"}
 
 
 class ProblemFieldErrorSerializer(serializers.Serializer):

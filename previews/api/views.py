@@ -244,6 +244,23 @@ class PreviewExtendView(RepositoryScopedView):
         return Response(PreviewSerializer(preview).data)
 
 
+class PreviewResetDataView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=None,
+        responses={202: PreviewSerializer, **ERRORS},
+        summary="Reset a preview's data",
+        description="Database mode: copied again from the template; schema mode: recreated empty; in-namespace: "
+                    "the seed runs again. The migrate Job runs again and the preview is ready once it completed. "
+                    "409 when the repository has no data mode or the preview is being deleted.",
+    )
+    def post(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        preview = self.preview(self.repository(request, owner, repo), number)
+        preview = services.preview_reset_data(preview=preview, actor=self.actor(request))
+        return Response(PreviewSerializer(preview).data, status=202)
+
+
 class PreviewPagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
