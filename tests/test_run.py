@@ -59,9 +59,11 @@ def test_ctrl_c_stops_web_worker_and_watcher_and_leaves_no_process_behind(kubeco
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: _serves(port), timeout=60, message="web to answer")
-        wait_until(lambda: "watcher" in (ROOT / ".state" / "run-test.log").read_text()
-                   and len(_processes_with(marker)) >= 5, timeout=60,
-                   message="web, the qcluster (with its children) and the watcher to run")
+        def so_far() -> str:
+            return (ROOT / ".state" / "run-test.log").read_text()
+
+        wait_until(lambda: "running." in so_far() and "watching the cluster" in so_far(), timeout=90,
+                   message="the qcluster to run its workers and the watcher to lead")
         started = len(_processes_with(marker))
 
         os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C
@@ -77,4 +79,8 @@ def test_ctrl_c_stops_web_worker_and_watcher_and_leaves_no_process_behind(kubeco
         log.close()
     output = (ROOT / ".state" / "run-test.log").read_text()
     assert "Traceback" not in output, output[-3000:]
+    # Each stopped on its own, within honcho's five seconds: none had to be killed.
+    assert "SIGKILL" not in output, output[-3000:]
+    for name in ("web", "worker", "watcher"):
+        assert f"{name}.1 stopped" in output
     assert not _serves(port)
