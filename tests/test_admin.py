@@ -38,12 +38,13 @@ def test_the_admin_lists_repositories(admin_client):
 
 
 def _repository_form(**overrides) -> dict:
-    return {"owner": "acme", "name": "shop", "base_domain": "preview.example.com", "namespace_prefix": "pr",
-            "manifest_template": "", "image_name": "", "image_template": "", "service_name": "web",
-            "service_port": 80, "tls_secret_name": "", "default_ttl_hours": 72, "max_ttl_hours": 336,
-            "max_live_previews": 20, "quota_cpu": "2", "quota_memory": "4Gi", "quota_pods": 20,
-            "github_repository_id": "", "github_owner_id": "", "oidc_workflow_refs": "", "oidc_environment": "",
-            **overrides}
+    """The admin form's data for a repository with every default, whatever fields the model has by now."""
+    from django.forms.models import model_to_dict
+
+    from previews.models import Repository
+
+    defaults = model_to_dict(Repository(owner="acme", name="shop", base_domain="preview.example.com"))
+    return {**{k: "" if v is None else v for k, v in defaults.items() if k != "id"}, **overrides}
 
 
 def test_saving_a_repository_fills_its_github_ids_for_oidc_from_github(admin_client, fake_github):

@@ -15,7 +15,7 @@ import yaml
 from django.conf import settings
 from kubernetes import client
 
-from previews import kube, provisioning, services
+from previews import kube, manifests, provisioning, services
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
 from tests.conftest import ROOT, InProcessWatcher, namespace_exists, wait_until
@@ -232,12 +232,17 @@ def test_a_superseded_generation_is_never_marked_ready(preview_repo, watcher, ku
     assert not preview.events.filter(action="ready").exists()
 
 
-def test_an_unexpected_error_ends_the_deploy_as_failed_with_a_message(preview_repo):
-    preview = upsert(preview_repo, manifests="[" * 100_000)
+def test_an_unexpected_error_ends_the_deploy_as_failed_with_a_message(preview_repo, monkeypatch):
+    preview = upsert(preview_repo)
+
+    def crash(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")  # what deeply nested YAML once did
+
+    monkeypatch.setattr(manifests, "render_bundle", crash)
     assert deploy(preview) == "failed"
     preview.refresh_from_db()
-    assert preview.status == "failed"
-    assert preview.status_message  # never "deploying" forever, whatever the error was
+    assert preview.status == "failed"  # never "deploying" forever, whatever the error was
+    assert preview.status_message.startswith("The deploy failed unexpectedly (RecursionError: maximum recursion")
 
 
 @pytest.mark.parametrize("text,expected", [(t, e) for _, t, e in BAD_BUNDLES], ids=[n for n, _, _ in BAD_BUNDLES])

@@ -259,7 +259,7 @@ def test_one_failing_delete_does_not_stop_the_others(orphans, db, kube_api):
     assert len(result.errors) == 1 and names[1] in result.errors[0] and "recreated" in result.errors[0]
     assert len(result.done) == 2
     assert exists(core, names[1])
-    wait_until(lambda: not namespace_exists(core, names[0]) and not namespace_exists(core, names[2]), timeout=120,
+    wait_until(lambda: not namespace_exists(core, names[0]) and not namespace_exists(core, names[2]), timeout=240,
                message="the other two to go")
 
 

@@ -22,6 +22,11 @@ class TokenUser:
     def name(self) -> str:
         return f"token:{self.token.name}"
 
+    @property
+    def wait_key(self) -> str:
+        """Whose long-polls are counted together (previews/api/waits.py): this token's."""
+        return f"token:{self.token.pk}"
+
     def may_act_on(self, repository_owner: str, repository_name: str) -> bool:
         scope: Repository | None = self.token.repository
         if scope is None:
@@ -40,6 +45,11 @@ class OidcUser:
     @property
     def name(self) -> str:
         return f"workflow:{self.claims.actor_name}"
+
+    @property
+    def wait_key(self) -> str:
+        """Every job of one repository mints its own token: their long-polls are counted together."""
+        return f"github-repository:{self.claims.repository_id}"
 
 
 class OidcUnavailable(exceptions.APIException):

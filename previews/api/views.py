@@ -196,7 +196,7 @@ class PreviewDetailView(RepositoryScopedView):
                     ]
                 )
             if int(wait) > 0:
-                with waits.SLOTS.hold(request.user.token.pk, settings.PREVIEWS_API_WAITS_PER_TOKEN,
+                with waits.SLOTS.hold(request.user.wait_key, settings.PREVIEWS_API_WAITS_PER_TOKEN,
                                       settings.PREVIEWS_API_WAITS_TOTAL) as refused:
                     if refused:
                         raise exceptions.Throttled(wait=waits.RETRY_AFTER_SECONDS,
