@@ -45,8 +45,11 @@ browser:
 image:
 	@scripts/image prepare
 
+# No Gateway controller runs on the local cluster, so with PREVIEWS_ROUTING=gateway the demo does not wait for
+# one to accept the routes (unless PREVIEWS_GATEWAY_WAIT_FOR_STATUS says otherwise).
 run: venv postgres kube
-	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
+	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}" \
+	  PREVIEWS_GATEWAY_WAIT_FOR_STATUS="$${PREVIEWS_GATEWAY_WAIT_FOR_STATUS:-false}"; \
 	$(PY) manage.py migrate --no-input; \
 	$(PY) manage.py ensure_schedules; \
 	$(PY) manage.py seed_demo; \

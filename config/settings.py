@@ -9,7 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import Env, parse_database_url
-from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS
+from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS, DNS_SUBDOMAIN_RE, ROUTING_MODES
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -149,6 +149,25 @@ PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
 # The Ingress annotations a bundle may set (everything else is refused); the default names no host, URL,
 # secret or snippet. See previews/manifests.py DEFAULT_INGRESS_ANNOTATIONS.
 PREVIEWS_INGRESS_ANNOTATIONS = env.list("PREVIEWS_INGRESS_ANNOTATIONS", sorted(DEFAULT_INGRESS_ANNOTATIONS))
+# How previews are reached, unless a repository chooses (Repository.routing): "ingress" (an Ingress per
+# preview) or "gateway" (a Gateway API HTTPRoute attached to the one Gateway below).
+PREVIEWS_ROUTING = env.choice("PREVIEWS_ROUTING", "ingress", ROUTING_MODES)
+PREVIEWS_GATEWAY_NAMESPACE = env.str("PREVIEWS_GATEWAY_NAMESPACE", "gateway-system")
+PREVIEWS_GATEWAY_NAME = env.str("PREVIEWS_GATEWAY_NAME", "previews")
+# A listener of that Gateway (its sectionName); empty: any listener that admits the routes.
+PREVIEWS_GATEWAY_SECTION = env.str("PREVIEWS_GATEWAY_SECTION", "")
+for _name, _value in (("PREVIEWS_GATEWAY_NAMESPACE", PREVIEWS_GATEWAY_NAMESPACE),
+                      ("PREVIEWS_GATEWAY_NAME", PREVIEWS_GATEWAY_NAME),
+                      ("PREVIEWS_GATEWAY_SECTION", PREVIEWS_GATEWAY_SECTION or "optional")):
+    if not DNS_SUBDOMAIN_RE.fullmatch(_value):
+        raise ImproperlyConfigured(f"{_name}={_value!r} is not a Kubernetes object name")
+# The namespace whose pods the preview NetworkPolicy admits in gateway routing: where the Gateway's proxies
+# run. Empty: the Gateway's namespace (Istio, NGINX Gateway Fabric); Envoy Gateway runs them in its own
+# namespace (envoy-gateway-system) unless told otherwise.
+PREVIEWS_GATEWAY_DATAPLANE_NAMESPACE = env.str("PREVIEWS_GATEWAY_DATAPLANE_NAMESPACE", "")
+# Whether a gateway-routed preview is ready only once the Gateway's controller has Accepted its route (and
+# resolved its backends). Off for clusters where no controller writes route status.
+PREVIEWS_GATEWAY_WAIT_FOR_STATUS = env.bool("PREVIEWS_GATEWAY_WAIT_FOR_STATUS", True)
 # Where preview pods may send DNS queries: these pods in this namespace, and nowhere else on port 53.
 PREVIEWS_DNS_NAMESPACE = env.str("PREVIEWS_DNS_NAMESPACE", "kube-system")
 PREVIEWS_DNS_POD_LABELS = env.labels("PREVIEWS_DNS_POD_LABELS", {"k8s-app": "kube-dns"})

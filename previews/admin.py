@@ -8,7 +8,8 @@ from previews.models import ApiToken, Preview, PreviewEvent, Repository
 
 @admin.register(Repository)
 class RepositoryAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "base_domain", "namespace_prefix", "default_ttl_hours", "max_live_previews"]
+    list_display = ["__str__", "base_domain", "namespace_prefix", "routing", "default_ttl_hours",
+                    "max_live_previews"]
     search_fields = ["owner", "name"]
 
     def save_model(self, request, obj, form, change):

@@ -23,7 +23,7 @@ from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
-from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, GATEWAY_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 logger = logging.getLogger(__name__)
 
@@ -294,21 +294,30 @@ def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
 # --- objects ---------------------------------------------------------------------------------
 
 
+class KindNotServed(KubeError):
+    """The cluster does not serve this kind (its CRD is not installed, or the version is not served)."""
+
+
 def _resource(api_version: str, kind: str):
     try:
         return _dynamic().resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError as exc:
-        raise KubeError(f"the cluster does not serve {kind} in {api_version}", status=404) from exc
+        hint = ""
+        if api_version.startswith(GATEWAY_GROUP + "/"):
+            hint = ("; install the Gateway API CRDs (standard channel) in the cluster, or set the repository's "
+                    "routing to ingress")
+        raise KindNotServed(f"the cluster does not serve {kind} in {api_version}{hint}", status=404) from exc
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 
 
-def apply_objects(objects: list[dict]) -> dict[str, int]:
+def apply_objects(objects: list[dict], track: tuple[str, ...] = WORKLOAD_KINDS) -> dict[str, int]:
     """Server-side apply each object under our field manager, taking ownership of conflicting fields.
 
-    Returns the workloads among them ("Kind/name") with the metadata.generation the server gave
-    each, which is what a rollout of this apply has to reach.
+    Returns the objects of the `track` kinds among them ("Kind/name": workloads, and routes whose
+    status readiness waits for) with the metadata.generation the server gave each, which is what a
+    rollout of this apply has to reach.
     """
     workloads: dict[str, int] = {}
     for obj in objects:
@@ -317,17 +326,23 @@ def apply_objects(objects: list[dict]) -> dict[str, int]:
         applied = _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
                         body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
                         force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
-        if obj["kind"] in WORKLOAD_KINDS:
+        if obj["kind"] in track:
             workloads[f"{obj['kind']}/{meta['name']}"] = int(applied.metadata.generation or 0)
     return workloads
 
 
 def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) -> list[str]:
-    """Delete objects of the allowed kinds that carry our labels but were not rendered this time."""
+    """Delete objects of the allowed kinds that carry our labels but were not rendered this time.
+
+    A kind the cluster does not serve (the Gateway API's, without its CRDs) has nothing to prune.
+    """
     deleted = []
     for kind, versions in ALLOWED_KINDS.items():
         api_version = versions[0]
-        resource = _resource(api_version, kind)
+        try:
+            resource = _resource(api_version, kind)
+        except KindNotServed:
+            continue
         items = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
                       label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
         for item in items:
@@ -348,7 +363,10 @@ def count_objects(namespace: str, kinds: tuple[str, ...] = tuple(ALLOWED_KINDS))
     """How many objects of the allowed kinds exist in the namespace (0 if it does not exist)."""
     total = 0
     for kind in kinds:
-        resource = _resource(ALLOWED_KINDS[kind][0], kind)
+        try:
+            resource = _resource(ALLOWED_KINDS[kind][0], kind)
+        except KindNotServed:
+            continue
         total += len(_call(f"list {kind}", resource.get, namespace=namespace,
                            _request_timeout=REQUEST_TIMEOUT).items)
     return total

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from previews.kube import MANAGED_SELECTOR, KubeError, KubeUnavailable, _translate, api_client
+from previews.manifests import GATEWAY_GROUP
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ class WatchedKind:
     method: str  # its cluster-wide list method (which also watches)
     label_selector: str = MANAGED_SELECTOR
     field_selector: str = ""
+    # A custom resource (CustomObjectsApi.list_cluster_custom_object): its group, version and plural.
+    custom: tuple[str, str, str] | None = None
+    # The cluster may not serve it (its CRD is not installed): then it is followed as an empty collection.
+    optional: bool = False
 
 
 # Everything we create carries the managed-by label (pod templates too, so Pods and ReplicaSets
@@ -49,7 +54,14 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
     WatchedKind("Pod", "CoreV1Api", "list_pod_for_all_namespaces"),
     WatchedKind("Event", "CoreV1Api", "list_event_for_all_namespaces", label_selector="",
                 field_selector="type=Warning"),
+    # Gateway routing: the Gateway's controller reports in each route's status whether it accepted it.
+    WatchedKind("HTTPRoute", "CustomObjectsApi", "list_cluster_custom_object",
+                custom=(GATEWAY_GROUP, "v1", "httproutes"), optional=True),
 )
+
+
+class KindAbsent(KubeError):
+    """The cluster does not serve this (optional) kind: there is nothing of it to list or watch."""
 
 
 class WatchExpired(KubeError):
@@ -66,15 +78,18 @@ class WatchEvent:
 def _request(kind: WatchedKind, timeout: tuple[float, float], **params):
     """The raw (unread) HTTP response of one list or watch call; raises the project's errors."""
     call = getattr(getattr(client, kind.api)(api_client()), kind.method)
+    args = kind.custom or ()
     if kind.label_selector:
         params["label_selector"] = kind.label_selector
     if kind.field_selector:
         params["field_selector"] = kind.field_selector
     try:
-        return call(_preload_content=False, _request_timeout=timeout, **params)
+        return call(*args, _preload_content=False, _request_timeout=timeout, **params)
     except ApiException as exc:
         if exc.status == 410:
             raise WatchExpired(f"watch {kind.kind}: resource version expired", status=410) from exc
+        if exc.status == 404 and kind.optional:
+            raise KindAbsent(f"the cluster does not serve {kind.kind}", status=404) from exc
         raise _translate(exc, f"list {kind.kind}") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise _translate(exc, f"list {kind.kind}") from exc

@@ -3,12 +3,14 @@
 A bundle (a repository's template, or the manifests CI sent) is parsed as plain
 YAML data, checked against the policy below as a whole, and only then rendered
 for one preview: namespace set, our labels added, images overridden the way
-kustomize's `images:` does, and the Ingress generated or its placeholder host
-filled in. Nothing is applied unless every document passes.
+kustomize's `images:` does, and the route (an Ingress, or a Gateway API
+HTTPRoute in `gateway` routing) generated or its placeholder host filled in.
+Nothing is applied unless every document passes.
 
 The policy is an allow-list at every level: kinds, top-level and metadata
 fields, pod-spec fields, volume types, security-context fields and values,
-Ingress annotations, Service fields, PVC fields. Whatever is not listed is
+Ingress annotations, HTTPRoute parents, hostnames, backends and filters, Service
+fields, PVC fields. Whatever is not listed is
 refused with the document number and the field path, so a field Kubernetes
 adds next year is refused until someone has judged it.
 """
@@ -33,6 +35,15 @@ FIELD_MANAGER = "pr-previews"
 # Write this as an Ingress host in a template; it becomes the preview's own host.
 HOST_PLACEHOLDER = "PREVIEW_HOST"
 GENERATED_INGRESS_NAME = "preview"
+GENERATED_ROUTE_NAME = "preview"
+# How a preview is reached: an Ingress, or a Gateway API HTTPRoute attached to one configured Gateway.
+ROUTING_INGRESS = "ingress"
+ROUTING_GATEWAY = "gateway"
+ROUTING_MODES = (ROUTING_INGRESS, ROUTING_GATEWAY)
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
+# The route kinds of gateway routing: each is watched for its status and pruned like any allowed kind.
+ROUTE_KINDS = ("HTTPRoute",)
 
 # Bounds on what a bundle may be, so that neither parsing nor the error report can blow up.
 MAX_DEPTH = 32  # nesting of mappings and lists; a Deployment needs about 12
@@ -55,6 +66,8 @@ ALLOWED_KINDS: dict[str, tuple[str, ...]] = {
     "HorizontalPodAutoscaler": ("autoscaling/v2",),
     "PodDisruptionBudget": ("policy/v1",),
     "ServiceAccount": ("v1",),
+    # Only with the repository's routing set to gateway (an Ingress only with ingress routing).
+    "HTTPRoute": (GATEWAY_API_VERSION,),
 }
 # Kinds a bundle may not carry because the service itself owns them, or because
 # they reach beyond the namespace; named so the error can say why.
@@ -74,6 +87,14 @@ RESERVED_KINDS = {
     "ValidatingWebhookConfiguration": "cluster-scoped kinds are not allowed",
     "MutatingWebhookConfiguration": "cluster-scoped kinds are not allowed",
     "Pod": "bare Pods are not allowed; use a Deployment, StatefulSet or Job",
+    "Gateway": "previews attach to the cluster's configured Gateway; they never bring their own",
+    "GatewayClass": "cluster-scoped kinds are not allowed",
+    "ReferenceGrant": "it would open this namespace to references from other namespaces; previews reference only "
+                      "their own objects",
+    "GRPCRoute": "previews are routed by an HTTPRoute only",
+    "TLSRoute": "previews are routed by an HTTPRoute only",
+    "TCPRoute": "previews are routed by an HTTPRoute only",
+    "UDPRoute": "previews are routed by an HTTPRoute only",
 }
 
 TOP_LEVEL_FIELDS = frozenset({
@@ -107,6 +128,38 @@ DEFAULT_INGRESS_ANNOTATIONS = frozenset({
 SAFE_ANNOTATION_VALUE_RE = re.compile(r"[A-Za-z0-9 ._,:/*+=@%-]{0,512}")
 INGRESS_PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
 INGRESS_PATH_TYPES = ("Prefix", "Exact", "ImplementationSpecific")
+
+# HTTPRoute (gateway routing): the fields of the standard channel that keep a route inside its preview.
+HTTPROUTE_SPEC_FIELDS = ("parentRefs", "hostnames", "rules")
+HTTPROUTE_SPEC_REASONS = {"useDefaultGateways": "the service attaches routes to the configured Gateway"}
+PARENT_REF_FIELDS = ("group", "kind", "namespace", "name", "sectionName")
+PARENT_REF_REASONS = {"port": "the service attaches routes to the configured Gateway (and listener)"}
+HTTPROUTE_RULE_FIELDS = ("name", "matches", "filters", "backendRefs", "timeouts")
+HTTPROUTE_MATCH_FIELDS = ("path", "headers", "queryParams", "method")
+HTTPROUTE_PATH_TYPES = ("PathPrefix", "Exact")  # RegularExpression is implementation-specific
+HTTPROUTE_VALUE_MATCH_TYPES = ("Exact",)
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+BACKEND_REF_FIELDS = ("group", "kind", "name", "port", "weight", "filters")
+BACKEND_REF_REASONS = {"namespace": "backends must be Services in the preview's own namespace"}
+# filter type -> the field holding its settings. Anything else (ExtensionRef, CORS, ExternalAuth, ...) is refused.
+ROUTE_FILTERS = {
+    "RequestHeaderModifier": "requestHeaderModifier",
+    "ResponseHeaderModifier": "responseHeaderModifier",
+    "URLRewrite": "urlRewrite",
+    "RequestRedirect": "requestRedirect",
+    "RequestMirror": "requestMirror",
+}
+HEADER_MODIFIER_FIELDS = ("set", "add", "remove")
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,256}")
+URL_REWRITE_FIELDS = ("hostname", "path")
+PATH_MODIFIER_TYPES = {"ReplaceFullPath": "replaceFullPath", "ReplacePrefixMatch": "replacePrefixMatch"}
+REDIRECT_FIELDS = ("scheme", "hostname", "path", "port", "statusCode")
+REDIRECT_SCHEMES = ("http", "https")
+REDIRECT_PORTS = (80, 443)
+REDIRECT_STATUS_CODES = (301, 302, 303, 307, 308)
+MIRROR_FIELDS = ("backendRef", "percent", "fraction")
+TIMEOUT_FIELDS = ("request", "backendRequest")
+DURATION_RE = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")
 
 SERVICE_SPEC_FIELDS = frozenset({
     "ports", "selector", "type", "clusterIP", "clusterIPs", "sessionAffinity", "sessionAffinityConfig",
@@ -247,6 +300,24 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class GatewayRef:
+    """The one Gateway (and optionally its listener) that every preview's HTTPRoute attaches to."""
+
+    namespace: str = "gateway-system"
+    name: str = "previews"
+    section: str = ""  # a listener name; empty: every listener of the Gateway that admits the route
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" + (f" (listener {self.section})" if self.section else "")
+
+    def parent_ref(self) -> dict:
+        ref = {"group": GATEWAY_GROUP, "kind": "Gateway", "namespace": self.namespace, "name": self.name}
+        if self.section:
+            ref["sectionName"] = self.section
+        return ref
+
+
+@dataclass(frozen=True)
 class RenderContext:
     namespace: str
     host: str
@@ -257,6 +328,12 @@ class RenderContext:
     tls_secret_name: str = ""
     ingress_class: str = ""
     policy: Policy = field(default_factory=Policy)
+    routing: str = ROUTING_INGRESS  # or ROUTING_GATEWAY
+    gateway: GatewayRef = field(default_factory=GatewayRef)
+
+    def __post_init__(self) -> None:
+        if self.routing not in ROUTING_MODES:
+            raise ValueError(f"{self.routing!r} is not a routing mode ({', '.join(ROUTING_MODES)})")
 
 
 def namespace_security_labels(level: str) -> dict[str, str]:
@@ -453,6 +530,15 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
         allowed = ", ".join(sorted(ALLOWED_KINDS))
         yield Problem(i, "kind", f"{_bare(kind)} is not allowed; allowed kinds: {allowed}")
         return
+    if kind == "Ingress" and ctx.routing == ROUTING_GATEWAY:
+        yield Problem(i, "kind", "this repository routes through the Gateway API (routing: gateway): leave the "
+                                 "Ingress out (an HTTPRoute is generated) or bring an HTTPRoute with hostnames "
+                                 f"[{HOST_PLACEHOLDER}]")
+        return
+    if kind in ROUTE_KINDS and ctx.routing != ROUTING_GATEWAY:
+        yield Problem(i, "kind", f"this repository routes through an Ingress (routing: ingress): an {kind} needs "
+                                 "routing: gateway; leave it out (an Ingress is generated) or bring an Ingress")
+        return
     if api_version not in ALLOWED_KINDS[kind]:
         yield Problem(i, "apiVersion", f"{kind} must use apiVersion {' or '.join(ALLOWED_KINDS[kind])}, "
                                        f"not {_show(api_version)}")
@@ -478,7 +564,7 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
     checks = {
         "Service": _validate_service, "Ingress": _validate_ingress, "PersistentVolumeClaim": _validate_pvc_object,
         "PodDisruptionBudget": _validate_pdb, "Secret": _validate_secret, "StatefulSet": _validate_statefulset,
-        "HorizontalPodAutoscaler": _validate_hpa,
+        "HorizontalPodAutoscaler": _validate_hpa, "HTTPRoute": _validate_httproute,
     }
     if kind in checks:
         yield from checks[kind](i, obj, spec, ctx)
@@ -775,6 +861,166 @@ def _validate_ingress(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iter
                                                               f"{ctx.host!r}")
 
 
+def _own_host(i: int, path: str, host, ctx: RenderContext, what: str = "hostname") -> Iterator[Problem]:
+    if host in (ctx.host, HOST_PLACEHOLDER):
+        return
+    if isinstance(host, str) and "*" in host:
+        yield Problem(i, path, f"wildcard {what}s are not allowed ({_show(host)}); a preview is reached only at "
+                               f"its own host {ctx.host!r}")
+        return
+    shown = "an empty hostname" if not host else _show(host)
+    yield Problem(i, path, f"{shown} is not this preview's host {ctx.host!r} (write {HOST_PLACEHOLDER} to have it "
+                           "filled in)")
+
+
+def _validate_httproute(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    yield from _only(i, "spec", spec, HTTPROUTE_SPEC_FIELDS, "HTTPRoute spec", HTTPROUTE_SPEC_REASONS)
+    for j, parent in enumerate(_list(spec.get("parentRefs"))):
+        yield from _validate_parent_ref(i, f"spec.parentRefs[{j}]", _dict(parent), ctx)
+    hostnames = _list(spec.get("hostnames"))
+    if not hostnames:
+        # Without hostnames a route matches every host its Gateway listens for: staging's, other previews'.
+        yield Problem(i, "spec.hostnames", f"an HTTPRoute needs hostnames [{ctx.host!r}] (or {HOST_PLACEHOLDER}); "
+                                           "without them it would catch every host of the Gateway")
+    for k, host in enumerate(hostnames):
+        yield from _own_host(i, f"spec.hostnames[{k}]", host, ctx)
+    for j, rule in enumerate(_list(spec.get("rules"))):
+        rule = _dict(rule)
+        rpath = f"spec.rules[{j}]"
+        yield from _only(i, rpath, rule, HTTPROUTE_RULE_FIELDS, "HTTPRoute rule")
+        for k, match in enumerate(_list(rule.get("matches"))):
+            yield from _validate_route_match(i, f"{rpath}.matches[{k}]", _dict(match))
+        for k, route_filter in enumerate(_list(rule.get("filters"))):
+            yield from _validate_route_filter(i, f"{rpath}.filters[{k}]", _dict(route_filter), ctx)
+        for k, backend in enumerate(_list(rule.get("backendRefs"))):
+            backend = _dict(backend)
+            bpath = f"{rpath}.backendRefs[{k}]"
+            yield from _validate_backend_ref(i, bpath, backend, BACKEND_REF_FIELDS)
+            for m, route_filter in enumerate(_list(backend.get("filters"))):
+                yield from _validate_route_filter(i, f"{bpath}.filters[{m}]", _dict(route_filter), ctx)
+        timeouts = _dict(rule.get("timeouts"))
+        yield from _only(i, f"{rpath}.timeouts", timeouts, TIMEOUT_FIELDS, "HTTPRoute timeouts")
+        for key, value in timeouts.items():
+            if key in TIMEOUT_FIELDS and (not isinstance(value, str) or not DURATION_RE.fullmatch(value)):
+                yield Problem(i, f"{rpath}.timeouts.{key}", f"{_show(value)} is not a duration such as 30s or 1m")
+
+
+def _validate_parent_ref(i: int, path: str, parent: dict, ctx: RenderContext) -> Iterator[Problem]:
+    """Only the configured Gateway (and listener) may be a parent; leaving parentRefs out has it filled in."""
+    yield from _only(i, path, parent, PARENT_REF_FIELDS, "parentRef", PARENT_REF_REASONS)
+    gateway = ctx.gateway
+    hint = f"only the configured Gateway {gateway} may be a parent (leave parentRefs out to have it filled in)"
+    if parent.get("group", GATEWAY_GROUP) != GATEWAY_GROUP or parent.get("kind", "Gateway") != "Gateway":
+        yield Problem(i, f"{path}.kind", f"{_show(parent.get('kind'))} is not a Gateway: {hint}")
+    # An omitted namespace means the route's own, where no Gateway of ours lives.
+    if parent.get("namespace") != gateway.namespace:
+        yield Problem(i, f"{path}.namespace", f"{_show(parent.get('namespace'))} is not the Gateway's namespace: "
+                                              f"{hint}")
+    if parent.get("name") != gateway.name:
+        yield Problem(i, f"{path}.name", f"{_show(parent.get('name'))} is another Gateway: {hint}")
+    if parent.get("sectionName") not in (None, gateway.section or None):
+        yield Problem(i, f"{path}.sectionName", f"{_show(parent.get('sectionName'))} is another listener: {hint}")
+
+
+def _validate_route_match(i: int, path: str, match: dict) -> Iterator[Problem]:
+    yield from _only(i, path, match, HTTPROUTE_MATCH_FIELDS, "HTTPRoute match")
+    if "path" in match:
+        route_path = _dict(match.get("path"))
+        yield from _only(i, f"{path}.path", route_path, ("type", "value"), "path match")
+        if route_path.get("type", "PathPrefix") not in HTTPROUTE_PATH_TYPES:
+            yield Problem(i, f"{path}.path.type", f"path matches of type {_show(route_path.get('type'))} are not "
+                                                  f"allowed; use {' or '.join(HTTPROUTE_PATH_TYPES)}")
+        value = route_path.get("value", "/")
+        if not isinstance(value, str) or not INGRESS_PATH_RE.fullmatch(value):
+            yield Problem(i, f"{path}.path.value", f"{_show(value)} is not a plain path (/ followed by letters, "
+                                                   "digits and . _ ~ / -)")
+    for group in ("headers", "queryParams"):
+        for k, item in enumerate(_list(match.get(group))):
+            item = _dict(item)
+            yield from _only(i, f"{path}.{group}[{k}]", item, ("type", "name", "value"), "value match")
+            if item.get("type", "Exact") not in HTTPROUTE_VALUE_MATCH_TYPES:
+                yield Problem(i, f"{path}.{group}[{k}].type", f"{_show(item.get('type'))} matches are not allowed; "
+                                                              "use Exact")
+    if "method" in match and match["method"] not in HTTP_METHODS:
+        yield Problem(i, f"{path}.method", f"{_show(match['method'])} is not an HTTP method")
+
+
+def _validate_backend_ref(i: int, path: str, backend: dict, allowed: Iterable[str]) -> Iterator[Problem]:
+    """A Service of the preview's own namespace: no namespace field, no other kind."""
+    yield from _only(i, path, backend, allowed, "backendRef", BACKEND_REF_REASONS)
+    if backend.get("group") not in (None, "") or backend.get("kind", "Service") != "Service":
+        yield Problem(i, f"{path}.kind", f"{_show(backend.get('kind'))} is not allowed: routes reach only Services "
+                                         "in the preview's own namespace")
+    name = backend.get("name")
+    if not isinstance(name, str) or not DNS_SUBDOMAIN_RE.fullmatch(name):
+        yield Problem(i, f"{path}.name", f"{_show(name)} is not a Service name")
+
+
+def _validate_route_filter(i: int, path: str, route_filter: dict, ctx: RenderContext) -> Iterator[Problem]:
+    kind = route_filter.get("type")
+    if kind not in ROUTE_FILTERS:
+        yield Problem(i, f"{path}.type", f"filters of type {_show(kind)} are not allowed; allowed: "
+                                         f"{', '.join(ROUTE_FILTERS)}")
+        return
+    key = ROUTE_FILTERS[kind]
+    yield from _only(i, path, route_filter, ("type", key), f"{kind} filter")
+    settings_path = f"{path}.{key}"
+    config = _dict(route_filter.get(key))
+    if kind in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+        yield from _only(i, settings_path, config, HEADER_MODIFIER_FIELDS, "header modifier")
+        for op in ("set", "add"):
+            for k, header in enumerate(_list(config.get(op))):
+                yield from _only(i, f"{settings_path}.{op}[{k}]", _dict(header), ("name", "value"), "header")
+        for op in ("set", "add", "remove"):
+            for k, header in enumerate(_list(config.get(op))):
+                name = header if op == "remove" else _dict(header).get("name")
+                if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+                    yield Problem(i, f"{settings_path}.{op}[{k}]", f"{_show(name)} is not a header name")
+    elif kind == "URLRewrite":
+        yield from _only(i, settings_path, config, URL_REWRITE_FIELDS, "URLRewrite")
+        if "hostname" in config:
+            yield from _own_host(i, f"{settings_path}.hostname", config["hostname"], ctx)
+        yield from _validate_path_modifier(i, f"{settings_path}.path", config.get("path"))
+    elif kind == "RequestRedirect":
+        yield from _only(i, settings_path, config, REDIRECT_FIELDS, "RequestRedirect")
+        # A redirect elsewhere would make the preview's host an open redirect.
+        if "hostname" in config:
+            yield from _own_host(i, f"{settings_path}.hostname", config["hostname"], ctx)
+        if config.get("scheme", "https") not in REDIRECT_SCHEMES:
+            yield Problem(i, f"{settings_path}.scheme", f"redirect to http or https only, not "
+                                                        f"{_show(config.get('scheme'))}")
+        if config.get("port", 443) not in REDIRECT_PORTS:
+            yield Problem(i, f"{settings_path}.port", "redirect to port 80 or 443 only (or leave the port out)")
+        if config.get("statusCode", 302) not in REDIRECT_STATUS_CODES:
+            yield Problem(i, f"{settings_path}.statusCode", f"{_show(config.get('statusCode'))} is not a redirect "
+                                                            "status code")
+        yield from _validate_path_modifier(i, f"{settings_path}.path", config.get("path"))
+    else:  # RequestMirror: a copy of the traffic may go only to a Service of this namespace
+        yield from _only(i, settings_path, config, MIRROR_FIELDS, "RequestMirror")
+        if not isinstance(config.get("backendRef"), dict):
+            yield Problem(i, f"{settings_path}.backendRef", "a mirror needs a backendRef to a Service in the "
+                                                            "preview's own namespace")
+        else:
+            yield from _validate_backend_ref(i, f"{settings_path}.backendRef", config["backendRef"],
+                                             ("group", "kind", "name", "port"))
+
+
+def _validate_path_modifier(i: int, path: str, modifier) -> Iterator[Problem]:
+    if modifier is None:
+        return
+    modifier = _dict(modifier)
+    kind = modifier.get("type")
+    if kind not in PATH_MODIFIER_TYPES:
+        yield Problem(i, f"{path}.type", f"{_show(kind)} is not allowed; use {' or '.join(PATH_MODIFIER_TYPES)}")
+        return
+    key = PATH_MODIFIER_TYPES[kind]
+    yield from _only(i, path, modifier, ("type", key), "path modifier")
+    value = modifier.get(key)
+    if not isinstance(value, str) or not INGRESS_PATH_RE.fullmatch(value):
+        yield Problem(i, f"{path}.{key}", f"{_show(value)} is not a plain path (/ followed by letters, digits and "
+                                          ". _ ~ / -)")
+
+
 def _validate_pdb(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
     yield from _only(i, "spec", spec, PDB_SPEC_FIELDS, "PodDisruptionBudget spec", {
         "minAvailable": "a minimum can equal the replica count and block every node drain; use maxUnavailable"})
@@ -837,10 +1083,49 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
             template_meta["labels"] = {**_dict(template_meta.get("labels")), **ctx.labels}
         if obj["kind"] == "Ingress":
             _fill_hosts(obj, ctx)
+        elif obj["kind"] in ROUTE_KINDS:
+            _fill_route(obj, ctx)
         rendered.append(obj)
-    if not any(o["kind"] == "Ingress" for o in rendered):
+    if ctx.routing == ROUTING_GATEWAY:
+        if not any(o["kind"] in ROUTE_KINDS for o in rendered):
+            rendered.append(generated_route(ctx))
+    elif not any(o["kind"] == "Ingress" for o in rendered):
         rendered.append(generated_ingress(ctx))
     return rendered
+
+
+def _fill_route(route: dict, ctx: RenderContext) -> None:
+    """The preview's host for PREVIEW_HOST, and the configured Gateway as the only parent (validation
+    refused any other)."""
+    spec = route.setdefault("spec", {})
+    spec["parentRefs"] = [ctx.gateway.parent_ref()]
+    spec["hostnames"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in _list(spec.get("hostnames"))]
+    for rule in _list(spec.get("rules")):
+        filters = list(_list(rule.get("filters")))
+        for backend in _list(rule.get("backendRefs")):
+            filters.extend(_list(_dict(backend).get("filters")))
+        for route_filter in filters:
+            for key in ("urlRewrite", "requestRedirect"):
+                config = _dict(_dict(route_filter).get(key))
+                if config.get("hostname") == HOST_PLACEHOLDER:
+                    config["hostname"] = ctx.host
+
+
+def generated_route(ctx: RenderContext) -> dict:
+    """An HTTPRoute for the preview's host, attached to the configured Gateway, to the repository's Service."""
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {"name": GENERATED_ROUTE_NAME, "namespace": ctx.namespace, "labels": dict(ctx.labels)},
+        "spec": {
+            "parentRefs": [ctx.gateway.parent_ref()],
+            "hostnames": [ctx.host],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": ctx.service_name, "port": ctx.service_port}],
+            }],
+        },
+    }
 
 
 def _fill_hosts(ingress: dict, ctx: RenderContext) -> None:
@@ -902,6 +1187,8 @@ class Guardrails:
     quota_cpu: str
     quota_memory: str
     quota_pods: int
+    # The namespace whose pods may reach the preview's pods: the ingress controller's, or in gateway routing
+    # the namespace of the Gateway's data plane (policy.guardrails chooses).
     ingress_namespace: str
     quota_storage: str = "10Gi"  # requests.storage, all PVCs together
     quota_pvcs: int = 5

@@ -47,9 +47,17 @@ class Repository(models.Model):
         blank=True,
         help_text="For webhook-driven deploys, e.g. ghcr.io/acme/shop:pr-{number}-{sha}.",
     )
-    service_name = models.CharField(max_length=63, default="web", help_text="The Service the Ingress routes to.")
+    service_name = models.CharField(max_length=63, default="web",
+                                    help_text="The Service the generated Ingress or HTTPRoute routes to.")
     service_port = models.PositiveIntegerField(default=80)
     tls_secret_name = models.CharField(max_length=253, blank=True)
+    routing = models.CharField(
+        max_length=8, blank=True, default="",
+        choices=[("", "the service's default (PREVIEWS_ROUTING)"), ("ingress", "an Ingress per preview"),
+                 ("gateway", "a Gateway API HTTPRoute per preview")],
+        help_text="How previews are reached. A change applies to each live preview at its next deploy, which "
+                  "replaces its Ingress by an HTTPRoute (or back).",
+    )
     default_ttl_hours = models.PositiveIntegerField(
         default=72, validators=[MaxValueValidator(validators.MAX_TTL_HOURS)])
     max_ttl_hours = models.PositiveIntegerField(
@@ -139,6 +147,8 @@ class Repository(models.Model):
                 condition=Q(pod_security__in=["baseline", "restricted"]), name="repository_pod_security_valid"
             ),
             models.CheckConstraint(condition=Q(data_mode__in=DataMode.values), name="repository_data_mode_valid"),
+            models.CheckConstraint(condition=Q(routing__in=["", "ingress", "gateway"]),
+                                   name="repository_routing_valid"),
             models.CheckConstraint(condition=~Q(data_mode="database") | ~Q(data_template=""),
                                    name="repository_database_mode_has_template"),
             models.CheckConstraint(condition=Q(data_connection_limit__gte=1, data_connection_limit__lte=1000),

@@ -21,10 +21,33 @@ def manifest_policy(repository: Repository) -> manifests.Policy:
     )
 
 
+def routing(repository: Repository) -> str:
+    """The repository's routing mode: its own choice, else the service's default."""
+    return repository.routing or settings.PREVIEWS_ROUTING
+
+
+def gateway() -> manifests.GatewayRef:
+    """The one Gateway every preview's HTTPRoute attaches to."""
+    return manifests.GatewayRef(namespace=settings.PREVIEWS_GATEWAY_NAMESPACE, name=settings.PREVIEWS_GATEWAY_NAME,
+                                section=settings.PREVIEWS_GATEWAY_SECTION)
+
+
+def admitted_namespace(repository: Repository) -> str:
+    """Whose pods may reach a preview's pods: the ingress controller's, or the Gateway's data plane."""
+    if routing(repository) == manifests.ROUTING_GATEWAY:
+        return settings.PREVIEWS_GATEWAY_DATAPLANE_NAMESPACE or settings.PREVIEWS_GATEWAY_NAMESPACE
+    return settings.PREVIEWS_INGRESS_NAMESPACE
+
+
+def waits_for_route_status(repository: Repository) -> bool:
+    """Whether readiness includes the Gateway's controller accepting the preview's routes."""
+    return routing(repository) == manifests.ROUTING_GATEWAY and settings.PREVIEWS_GATEWAY_WAIT_FOR_STATUS
+
+
 def guardrails(repository: Repository) -> manifests.Guardrails:
     return manifests.Guardrails(
         quota_cpu=repository.quota_cpu, quota_memory=repository.quota_memory, quota_pods=repository.quota_pods,
-        ingress_namespace=settings.PREVIEWS_INGRESS_NAMESPACE, quota_storage=repository.quota_storage,
+        ingress_namespace=admitted_namespace(repository), quota_storage=repository.quota_storage,
         quota_pvcs=repository.quota_pvcs, quota_ephemeral_storage=repository.quota_ephemeral_storage,
         dns_namespace=settings.PREVIEWS_DNS_NAMESPACE, dns_pod_labels=dict(settings.PREVIEWS_DNS_POD_LABELS),
     )
@@ -36,7 +59,7 @@ def request_context(repository: Repository, namespace: str) -> manifests.RenderC
         namespace=namespace, host=f"{namespace}.{repository.base_domain}", labels={},
         service_name=repository.service_name, service_port=repository.service_port,
         tls_secret_name=repository.tls_secret_name, ingress_class=settings.PREVIEWS_INGRESS_CLASS,
-        policy=manifest_policy(repository),
+        policy=manifest_policy(repository), routing=routing(repository), gateway=gateway(),
     )
 
 

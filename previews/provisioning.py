@@ -61,6 +61,8 @@ def render_context(preview: Preview) -> manifests.RenderContext:
         tls_secret_name=repository.tls_secret_name,
         ingress_class=settings.PREVIEWS_INGRESS_CLASS,
         policy=policy.manifest_policy(repository),
+        routing=policy.routing(repository),
+        gateway=policy.gateway(),
     )
 
 
@@ -182,7 +184,11 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     if not current():
         return "superseded"
     objects = plan.objects + data_objects
-    rollout = kube.apply_objects(objects)
+    # With gateway routing (and PREVIEWS_GATEWAY_WAIT_FOR_STATUS) the routes are part of the rollout: ready
+    # once the Gateway's controller has accepted them at the generation applied here.
+    tracked = kube.WORKLOAD_KINDS + (manifests.ROUTE_KINDS if policy.waits_for_route_status(preview.repository)
+                                     else ())
+    rollout = kube.apply_objects(objects, track=tracked)
     # A namespace created just now holds nothing of an earlier deploy to prune.
     pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects))
     if pruned:

@@ -114,3 +114,15 @@ def test_start_up_refuses_the_retired_per_cycle_cap_and_names_its_replacement():
     result = _import_settings(DJANGO_DEBUG="true", PREVIEWS_REAPER_MAX_DELETIONS="10")
     assert result.returncode != 0
     assert "PREVIEWS_REAPER_DELETIONS_PER_MINUTE" in result.stderr
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"PREVIEWS_ROUTING": "mesh"}, "PREVIEWS_ROUTING='mesh' must be one of: ingress, gateway"),
+    ({"PREVIEWS_GATEWAY_NAME": "Not A Name"}, "PREVIEWS_GATEWAY_NAME='Not A Name' is not a Kubernetes object name"),
+    ({"PREVIEWS_GATEWAY_NAMESPACE": "-gw"}, "PREVIEWS_GATEWAY_NAMESPACE='-gw' is not a Kubernetes object name"),
+    ({"PREVIEWS_GATEWAY_SECTION": "https_"}, "PREVIEWS_GATEWAY_SECTION='https_' is not a Kubernetes object name"),
+])
+def test_start_up_refuses_a_malformed_routing_setting(overrides, message):
+    result = _import_settings(DJANGO_DEBUG="true", **overrides)
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -4,7 +4,10 @@ The watcher keeps a small summary of every object it follows (`summarize`),
 grouped by namespace (`NamespaceObjects`). `assess` decides, for the workloads
 a deploy applied, whether the preview is ready, still progressing, or failing
 for a reason a person can act on (an image that cannot be pulled, a crash
-loop, no room on the cluster, a quota or Pod Security refusal).
+loop, no room on the cluster, a quota or Pod Security refusal). With gateway
+routing the preview's HTTPRoutes can be part of the rollout: done once the
+Gateway's controller reports them Accepted with their references resolved,
+for our Gateway, at the generation applied; failing when it refuses them.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from previews.manifests import GATEWAY_GROUP, ROUTE_KINDS, GatewayRef
+
 # Container waiting reasons that do not fix themselves by waiting a little longer.
 FAILING_WAIT_REASONS = frozenset({
     "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff",
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 })
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+# The route conditions a Gateway's controller sets for each parent; both True means traffic can flow.
+ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
 MAX_EVENTS_PER_NAMESPACE = 20
 MAX_MESSAGE = 2000
 
@@ -66,6 +73,33 @@ def _conditions(status: dict) -> dict[str, tuple[str, str, str]]:
         result[_str(cond.get("type"))] = (_str(cond.get("status")), _str(cond.get("reason")),
                                           _str(cond.get("message")))
     return result
+
+
+def _route_parents(namespace: str, status: dict) -> list[dict]:
+    """Each parent a controller reported on: its reference (defaults filled in) and its conditions
+    (type -> (status, reason, message, observedGeneration))."""
+    parents = []
+    for entry in _list(status.get("parents")):
+        entry = _dict(entry)
+        ref = _dict(entry.get("parentRef"))
+        conditions = {}
+        for cond in _list(entry.get("conditions")):
+            cond = _dict(cond)
+            conditions[_str(cond.get("type"))] = (_str(cond.get("status")), _str(cond.get("reason")),
+                                                  _str(cond.get("message")), _int(cond.get("observedGeneration")))
+        parents.append({
+            "ref": (_str(ref.get("group")) if ref.get("group") is not None else GATEWAY_GROUP,
+                    _str(ref.get("kind")) or "Gateway", _str(ref.get("namespace")) or namespace,
+                    _str(ref.get("name")), _str(ref.get("sectionName"))),
+            "controller": _str(entry.get("controllerName")),
+            "conditions": conditions,
+        })
+    return parents
+
+
+def parent_key(gateway: GatewayRef) -> tuple[str, str, str, str, str]:
+    """How our Gateway appears in a route's status.parents[].parentRef, defaults filled in."""
+    return GATEWAY_GROUP, "Gateway", gateway.namespace, gateway.name, gateway.section
 
 
 def _owner(meta: dict) -> tuple[str, str]:
@@ -124,6 +158,9 @@ def summarize(kind: str, obj: dict) -> tuple[str, str, dict]:
         return namespace, name, {"owner": _owner(meta), "deleting": bool(meta.get("deletionTimestamp")),
                                  "phase": _str(status.get("phase")), "waiting": waiting, "restarts": restarts,
                                  "unschedulable": unschedulable}
+    if kind in ROUTE_KINDS:
+        return namespace, name, {"generation": _int(meta.get("generation")),
+                                 "parents": _route_parents(namespace, status)}
     if kind == "Event":
         involved = _dict(obj.get("involvedObject"))
         return namespace, name, {
@@ -139,6 +176,7 @@ class NamespaceObjects:
     """The summaries of one namespace's objects, by kind and name."""
 
     workloads: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, name) -> summary
+    routes: dict[tuple[str, str], dict] = field(default_factory=dict)  # (kind, name) -> summary
     replicasets: dict[str, dict] = field(default_factory=dict)
     pods: dict[str, dict] = field(default_factory=dict)
     events: OrderedDict[str, dict] = field(default_factory=OrderedDict)
@@ -148,10 +186,11 @@ class NamespaceObjects:
 
     def forget_kind(self, kind: str) -> bool:
         """Forget every object of one kind (before a fresh list); True if there were any."""
-        if kind in WORKLOAD_KINDS:
-            keys = [k for k in self.workloads if k[0] == kind]
+        if kind in WORKLOAD_KINDS or kind in ROUTE_KINDS:
+            table = self.workloads if kind in WORKLOAD_KINDS else self.routes
+            keys = [k for k in table if k[0] == kind]
             for k in keys:
-                del self.workloads[k]
+                del table[k]
             return bool(keys)
         table = self._table(kind)
         had = bool(table)
@@ -163,6 +202,8 @@ class NamespaceObjects:
         """Store (or, with None, forget) one object's summary."""
         if kind in WORKLOAD_KINDS:
             table, key = self.workloads, (kind, name)
+        elif kind in ROUTE_KINDS:
+            table, key = self.routes, (kind, name)
         else:
             table, key = self._table(kind), name
             if table is None:
@@ -235,14 +276,48 @@ def _dedupe(lines: list[str]) -> list[str]:
     return [x for x in lines if not (x in seen or seen.add(x))]
 
 
-def assess(expected: dict[str, int], objects: NamespaceObjects) -> Verdict:
-    """Ready, progressing or failing, for the workloads `expected` ("Kind/name" -> metadata.generation applied)."""
+def route_accepted(summary: dict, gateway: GatewayRef, generation: int) -> tuple[bool, str]:
+    """(accepted, why not) of one route for our Gateway, judged only by conditions the controller wrote for
+    `generation` or later: Accepted and ResolvedRefs both True is accepted; either False is a refusal with the
+    controller's reason and message; anything else (no entry for our parent yet, stale or Unknown conditions)
+    is neither."""
+    entry = next((p for p in summary["parents"] if p["ref"] == parent_key(gateway)), None)
+    if entry is None:
+        return False, ""
+    current = {t: c for t, c in entry["conditions"].items() if t in ROUTE_CONDITIONS and c[3] >= generation}
+    refusals = [f"{t}: {c[1] or 'False'}" + (f": {c[2]}" if c[2] else "") for t, c in sorted(current.items())
+                if c[0] == "False"]
+    if refusals:
+        return False, "; ".join(refusals)
+    return all(current.get(t, ("",))[0] == "True" for t in ROUTE_CONDITIONS), ""
+
+
+def _assess_route(kind: str, name: str, generation: int, objects: NamespaceObjects, gateway: GatewayRef,
+                  pending: list[str], failing: list[str]) -> None:
+    summary = objects.routes.get((kind, name))
+    if summary is None or summary["generation"] < generation:
+        pending.append(f"{kind} {name}: not seen yet")
+        return
+    accepted, refusal = route_accepted(summary, gateway, generation)
+    if refusal:
+        pending.append(f"{kind} {name}: not accepted by Gateway {gateway}")
+        failing.append(f"{kind} {name} was refused by Gateway {gateway}: {refusal}")
+    elif not accepted:
+        pending.append(f"{kind} {name}: waiting for Gateway {gateway} to accept it")
+
+
+def assess(expected: dict[str, int], objects: NamespaceObjects, gateway: GatewayRef | None = None) -> Verdict:
+    """Ready, progressing or failing, for the workloads and routes `expected` ("Kind/name" -> metadata.generation
+    applied). Routes are judged for `gateway`, the one they attach to."""
     wanted: set[tuple[str, str]] = set()
     pending: list[str] = []
     failing: list[str] = []
     for key, generation in sorted(expected.items()):
         kind, _, name = key.partition("/")
         wanted.add((kind, name))
+        if kind in ROUTE_KINDS:
+            _assess_route(kind, name, generation, objects, gateway or GatewayRef(), pending, failing)
+            continue
         summary = objects.workloads.get((kind, name))
         if summary is None or summary["generation"] < generation:
             pending.append(f"{kind} {name}: not seen yet")

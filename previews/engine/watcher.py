@@ -1,7 +1,10 @@
 """The cluster watcher: one process that learns from Kubernetes watches how previews are doing.
 
-It follows Namespaces, Deployments, StatefulSets, ReplicaSets, Jobs and Pods
-carrying our managed-by label, and Warning events in our namespaces, the way
+It follows Namespaces, Deployments, StatefulSets, ReplicaSets, Jobs, Pods and
+Gateway API HTTPRoutes carrying our managed-by label (HTTPRoutes only where
+the cluster serves them: without the CRD they count as listed and empty, and
+are looked for again every ABSENT_RETRY_SECONDS), and Warning events in our
+namespaces, the way
 client-go's informers do: list, then watch from the list's resourceVersion
 with bookmarks; after a dropped connection, watch again from the last version
 seen; on 410 Gone, list again. A small summary of each object is kept in
@@ -38,7 +41,7 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube, kube_watch, services
+from previews import kube, kube_watch, policy, services
 from previews.engine import rollout
 from previews.models import Preview, WatcherStatus
 
@@ -48,6 +51,7 @@ LEADER_LOCK = (0x70726576, 0)  # ("prev", 0): the DEPLOY lock space, key 0 is ne
 HEARTBEAT_SECONDS = 5.0
 REFRESH_SECONDS = 1.0
 MAX_BATCH = 5000
+ABSENT_RETRY_SECONDS = 60.0  # how often a kind the cluster does not serve (a CRD not installed) is looked for
 
 
 class ClusterCache:
@@ -123,6 +127,7 @@ class Watcher:
         self.timeout = settings.PREVIEWS_ROLLOUT_TIMEOUT if timeout is None else timeout
         self.watch_timeout = watch_timeout
         self.cache = ClusterCache()
+        self.gateway = policy.gateway()  # the Gateway whose acceptance of our routes readiness may wait for
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.started_at = timezone.now()
         self._queue: queue.Queue = queue.Queue()
@@ -168,10 +173,25 @@ class Watcher:
                     return
         version = ""
         backoff = 0.5
+        absent = False
         while not self._stop.is_set():
             try:
                 if not version:
-                    items, version = kube_watch.list_objects(kind)
+                    try:
+                        items, version = kube_watch.list_objects(kind)
+                    except kube_watch.KindAbsent:
+                        # Nothing of it can exist: listed and empty, so the watcher is synced without it.
+                        if not absent:
+                            logger.info("the cluster does not serve %s; not watching it (looking again every "
+                                        "%.0fs)", kind.kind, ABSENT_RETRY_SECONDS)
+                            self._queue.put(("sync", kind.kind, []))
+                        absent = True
+                        self._connected[kind.kind] = True
+                        self._stop.wait(ABSENT_RETRY_SECONDS)
+                        continue
+                    if absent:
+                        logger.info("the cluster serves %s now; watching it", kind.kind)
+                        absent = False
                     self._queue.put(("sync", kind.kind, items))
                     self._connected[kind.kind] = True
                 for event in kube_watch.watch_objects(kind, version, self.watch_timeout):
@@ -185,6 +205,9 @@ class Watcher:
                 backoff = 0.5
             except kube_watch.WatchExpired:
                 logger.info("watch %s: resource version %s expired; listing again", kind.kind, version)
+                version = ""
+            except kube_watch.KindAbsent:
+                # Its CRD went away while we watched: list again, which finds it absent.
                 version = ""
             except kube.KubeError as exc:
                 if self._connected[kind.kind]:
@@ -288,7 +311,8 @@ class Watcher:
         r = self._rolling_out.get(namespace)
         if r is None:
             return
-        verdict = rollout.assess(r.rollout, self.cache.objects.get(namespace) or rollout.NamespaceObjects())
+        verdict = rollout.assess(r.rollout, self.cache.objects.get(namespace) or rollout.NamespaceObjects(),
+                                 self.gateway)
         key = (namespace, r.generation)
         if verdict.state == rollout.State.READY:
             done = services.preview_rollout_finished(preview_id=r.preview_id, generation=r.generation, ready=True)
