@@ -10,8 +10,8 @@ from django.db import DatabaseError
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import github, kube
-from previews.models import GITHUB_SYNC_FAILED, Preview, Repository, WatcherStatus
+from previews import github, kube, optin
+from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 
 
@@ -175,3 +175,35 @@ def watcher_summary() -> dict:
     age = (timezone.now() - leader.heartbeat_at).total_seconds()
     return {"status": "connected" if leader.connected else f"disconnected: {leader.detail}",
             "holder": leader.holder, "heartbeat_age_seconds": round(age, 1), "backlog": leader.backlog}
+
+
+def pull_request_info(repository: Repository, pr_number: int, ask_github: bool = False) -> optin.PullInfo | None:
+    """What we know of a PR for opt-in: from webhook payloads stored, else (if asked) from GitHub; None: unknown."""
+    row = PullRequestState.objects.filter(repository=repository, pr_number=pr_number).first()
+    if row is not None and row.github_updated_at is not None:
+        return optin.PullInfo(open=row.state == "open", draft=row.draft, labels=frozenset(row.labels),
+                              command_opt=row.command_opt)
+    if not ask_github or not github.is_configured():
+        return None
+    pull = github.pull_state(repository.full_name, pr_number)
+    if not pull.known:
+        return None
+    return optin.PullInfo(open=pull.state == "open", draft=pull.draft, labels=frozenset(pull.labels),
+                          command_opt=row.command_opt if row is not None else "")
+
+
+def opt_in_refusal(repository: Repository, pr_number: int) -> str:
+    """Why an API request to deploy this PR is refused by the repository's opt-in policy, or "".
+
+    Only a known answer refuses: when neither the webhooks nor GitHub can say, the request goes ahead.
+    """
+    policy = optin.policy_of(repository)
+    if policy.mode == optin.ALL and policy.drafts:
+        return ""  # every PR is opted in: nothing to look up
+    pull = pull_request_info(repository, pr_number, ask_github=True)
+    if pull is None:
+        return ""
+    # A closed PR is the reaper's business (as before opt-in existed); only the opt-in rules refuse here.
+    verdict = optin.decide(policy, optin.PullInfo(open=True, draft=pull.draft, labels=pull.labels,
+                                                  command_opt=pull.command_opt))
+    return "" if verdict.wanted else f"not opted in: PR #{pr_number} of {repository} gets no preview: {verdict.reason}"

@@ -107,3 +107,19 @@ def image_name(reference: str) -> str:
         raise ValidationError(f"{reference!r} is not an image reference", code="invalid_image")
     registry = match.group("registry")
     return f"{registry}/{match.group('path')}" if registry else match.group("path")
+
+
+# GitHub's author_association values (https://docs.github.com/en/graphql/reference/enums#commentauthorassociation).
+AUTHOR_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR", "FIRST_TIMER",
+                       "MANNEQUIN", "NONE")
+
+
+def parse_associations(value: str) -> frozenset[str]:
+    return frozenset(part.strip().upper() for part in value.split(",") if part.strip())
+
+
+def validate_associations(value: str) -> None:
+    unknown = sorted(parse_associations(value) - set(AUTHOR_ASSOCIATIONS))
+    if unknown:
+        raise ValidationError(f"unknown author associations {', '.join(unknown)}; use some of "
+                              f"{', '.join(AUTHOR_ASSOCIATIONS)}")

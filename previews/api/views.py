@@ -98,6 +98,10 @@ class PreviewDetailView(RepositoryScopedView):
         stale = selectors.stale_request_reason(repository, number, data["head_sha"])
         if stale:
             raise services.PreviewConflict(stale)
+        # CI asking is not enough: the repository's opt-in policy (label, drafts) decides, as for webhooks.
+        refusal = selectors.opt_in_refusal(repository, number)
+        if refusal:
+            raise services.PreviewConflict(refusal)
         result = services.preview_upsert(
             repository=repository,
             pr_number=number,
