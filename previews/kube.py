@@ -496,11 +496,37 @@ def _remembered(annotations: dict) -> int | None:
     return min(int(raw), MAX_REMEMBERED_REPLICAS)
 
 
-def _patch_workload(kind: str, namespace: str, name: str, body: dict) -> dict:
-    """A JSON merge patch under our sleep field manager, preconditioned on the resourceVersion in `body`."""
-    return _call(f"scale {kind} {namespace}/{name}", _resource("apps/v1", kind).patch, body=body, name=name,
-                 namespace=namespace, content_type="application/merge-patch+json", field_manager=SLEEP_FIELD_MANAGER,
-                 _request_timeout=REQUEST_TIMEOUT).to_dict()
+CONFLICT_ATTEMPTS = 5
+
+
+def _change_workload(kind: str, namespace: str, name: str, change: Callable[[dict], dict | None]) -> dict | None:
+    """Read one workload, let `change` compute a JSON merge patch (None: nothing to do), and apply it under our
+    sleep field manager, preconditioned on the resourceVersion read. Controllers write status all the time, so
+    a 409 is read again and retried a few times. Returns the object after the patch, or None (gone, or no change).
+    """
+    resource = _resource("apps/v1", kind)
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            obj = _call(f"read {kind} {namespace}/{name}", resource.get, name=name, namespace=namespace,
+                        _request_timeout=REQUEST_TIMEOUT).to_dict()
+            body = change(obj)
+            if body is None:
+                return None
+            body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            return _call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
+                         namespace=namespace, content_type="application/merge-patch+json",
+                         field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            if exc.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+    return None
+
+
+def _replicas(obj: dict) -> int:
+    replicas = (obj.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
 
 
 def sleep_workloads(namespace: str) -> dict[str, int]:
@@ -513,27 +539,20 @@ def sleep_workloads(namespace: str) -> dict[str, int]:
     wake restores them. Returns "Kind/name" -> remembered replicas.
     """
     remembered: dict[str, int] = {}
-    for kind, obj in _workloads(namespace):
-        meta, spec = obj["metadata"], obj.get("spec") or {}
-        replicas = spec.get("replicas")
-        replicas = 1 if replicas is None else int(replicas)
-        key = f"{kind}/{meta['name']}"
-        if replicas == 0:
-            already = _remembered(meta.get("annotations") or {})
-            if already is not None:
-                remembered[key] = already
-            continue
-        remembered[key] = min(replicas, MAX_REMEMBERED_REPLICAS)
-        try:
-            _patch_workload(kind, namespace, meta["name"], {
-                "metadata": {"resourceVersion": meta["resourceVersion"],
-                             "annotations": {SLEEP_ANNOTATION: str(remembered[key])}},
-                "spec": {"replicas": 0}})
-        except KubeError as exc:
-            if exc.status == 404:
-                remembered.pop(key)
-                continue
-            raise  # 409: it changed since the list; the next attempt reads it again
+    for kind, listed in _workloads(namespace):
+        key = f"{kind}/{listed['metadata']['name']}"
+
+        def change(obj: dict, key: str = key) -> dict | None:
+            replicas = _replicas(obj)
+            if replicas == 0:
+                already = _remembered(obj["metadata"].get("annotations") or {})
+                if already is not None:
+                    remembered[key] = already
+                return None
+            remembered[key] = min(replicas, MAX_REMEMBERED_REPLICAS)
+            return {"metadata": {"annotations": {SLEEP_ANNOTATION: str(remembered[key])}}, "spec": {"replicas": 0}}
+
+        _change_workload(kind, namespace, listed["metadata"]["name"], change)
     return remembered
 
 
@@ -545,22 +564,23 @@ def wake_workloads(namespace: str) -> dict[str, int]:
     which is what the rollout has to reach.
     """
     woken: dict[str, int] = {}
-    for kind, obj in _workloads(namespace):
-        meta, spec = obj["metadata"], obj.get("spec") or {}
-        if SLEEP_ANNOTATION not in (meta.get("annotations") or {}):
+    for kind, listed in _workloads(namespace):
+        if SLEEP_ANNOTATION not in (listed["metadata"].get("annotations") or {}):
             continue
-        body: dict = {"metadata": {"resourceVersion": meta["resourceVersion"],
-                                   "annotations": {SLEEP_ANNOTATION: None}}}
-        remembered = _remembered(meta["annotations"])
-        if spec.get("replicas") == 0 and remembered is not None:
-            body["spec"] = {"replicas": remembered}
-        try:
-            after = _patch_workload(kind, namespace, meta["name"], body)
-        except KubeError as exc:
-            if exc.status == 404:
-                continue
-            raise
-        woken[f"{kind}/{meta['name']}"] = int(after["metadata"].get("generation") or 0)
+
+        def change(obj: dict) -> dict | None:
+            annotations = obj["metadata"].get("annotations") or {}
+            if SLEEP_ANNOTATION not in annotations:
+                return None
+            body: dict = {"metadata": {"annotations": {SLEEP_ANNOTATION: None}}}
+            remembered = _remembered(annotations)
+            if _replicas(obj) == 0 and remembered is not None:
+                body["spec"] = {"replicas": remembered}
+            return body
+
+        after = _change_workload(kind, namespace, listed["metadata"]["name"], change)
+        if after is not None:
+            woken[f"{kind}/{listed['metadata']['name']}"] = int(after["metadata"].get("generation") or 0)
     return woken
 
 

@@ -81,6 +81,8 @@ def sleep(preview_id: int, generation: int) -> str:
                 or preview.status != Preview.Status.SLEEPING):
             logger.info("sleep of preview %s generation %s is stale; nothing to do", preview_id, generation)
             return "stale"
+        if preview.slept_at is not None:
+            return "already asleep"
         try:
             remembered = kube.sleep_workloads(preview.namespace)
         except kube.KubeError as exc:

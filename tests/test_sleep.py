@@ -1,0 +1,298 @@
+"""Sleep and wake on the real control plane: scale to zero remembering replicas, wake through a deploy that
+the (in-process) cluster watcher marks ready, HPAs, and races with pushes and closes."""
+
+from datetime import timedelta
+
+import pytest
+import yaml
+from django.utils import timezone
+from kubernetes import client
+
+from previews import kube, provisioning, services
+from previews import sleep as sleeping
+from previews.models import Preview
+from previews.services import Actor, PreviewRequest
+from tests.conftest import ROOT, namespace_exists, wait_until
+
+SHA1, SHA2 = "1" * 40, "2" * 40
+CI = Actor("token", "ci")
+ANN = Actor("user", "ann")
+NOW = timezone.now()
+
+
+# --- when a preview is due (pure) ----------------------------------------------------------------------------
+
+
+def _due(**overrides) -> bool:
+    fields = {"now": NOW, "sleep_after_hours": 8, "status": "ready", "desired": "up", "pinned": False,
+              "last_activity_at": NOW - timedelta(hours=9), "ready_at": NOW - timedelta(hours=9),
+              "created_at": NOW - timedelta(hours=10), **overrides}
+    return sleeping.due(**fields)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ({}, True),
+    ({"status": "failed"}, True),
+    ({"last_activity_at": None, "ready_at": None}, True),
+    ({"last_activity_at": NOW - timedelta(hours=7)}, False),
+    ({"ready_at": NOW - timedelta(hours=1)}, False),
+    ({"last_activity_at": NOW - timedelta(hours=8)}, True),
+    ({"sleep_after_hours": 0}, False),
+    ({"sleep_after_hours": 10}, False),
+    ({"pinned": True}, False),
+    ({"desired": "down"}, False),
+    ({"status": "deploying"}, False),
+    ({"status": "pending"}, False),
+    ({"status": "sleeping"}, False),
+    ({"status": "deleting"}, False),
+])
+def test_when_a_preview_is_due_to_sleep(overrides, expected):
+    assert _due(**overrides) is expected
+
+
+@pytest.mark.django_db
+def test_the_idle_pass_puts_only_idle_previews_to_sleep_and_counts_sleeping_ones_as_live(settings):
+    from tests.factories import make_preview, make_repository
+
+    repository = make_repository(sleep_after_hours=8, max_live_previews=2)
+    idle = make_preview(repository, status="ready", last_activity_at=NOW - timedelta(hours=9))
+    Preview.objects.filter(pk=idle.pk).update(created_at=NOW - timedelta(hours=10))
+    busy = make_preview(repository, status="ready", last_activity_at=NOW - timedelta(hours=1))
+    Preview.objects.filter(pk=busy.pk).update(created_at=NOW - timedelta(hours=10))
+    never = make_preview(make_repository(sleep_after_hours=0), status="ready", last_activity_at=NOW - timedelta(days=9))
+    assert sleeping.sleep_idle(NOW) == {"slept": 1, "retried": 0}
+    assert [p.status for p in Preview.objects.filter(pk__in=[idle.pk, busy.pk, never.pk]).order_by("pk")] == [
+        "sleeping", "ready", "ready"]
+    assert Preview.objects.get(pk=idle.pk).events.get(action="sleep requested").actor == "idle"
+    with pytest.raises(services.PreviewConflict, match="already has 2 live previews"):
+        services.preview_upsert(repository=repository, pr_number=99, actor=CI,
+                                request=PreviewRequest(head_sha=SHA1, images=("ghcr.io/demo/shop:x",)))
+
+
+# --- on the cluster ------------------------------------------------------------------------------------------
+
+BUNDLE = (ROOT / "previews" / "samples" / "shop.yaml").read_text() + """
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  replicas: 3
+  serviceName: db
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+        - name: db
+          image: ghcr.io/demo/db:15
+          resources:
+            requests: {cpu: 100m, memory: 128Mi}
+            limits: {cpu: 100m, memory: 128Mi}
+"""
+
+HPA_BUNDLE = BUNDLE + """
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  selector:
+    matchLabels: {app: api}
+  template:
+    metadata:
+      labels: {app: api}
+    spec:
+      containers:
+        - name: api
+          image: ghcr.io/demo/api:1
+          resources:
+            requests: {cpu: 10m, memory: 16Mi}
+            limits: {cpu: 50m, memory: 32Mi}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: api
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}
+  minReplicas: 3
+  maxReplicas: 5
+  metrics:
+    - type: Resource
+      resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}
+"""
+
+
+def upsert(repository, sha=SHA1, manifests=BUNDLE) -> Preview:
+    request = PreviewRequest(head_sha=sha, images=("ghcr.io/demo/shop:pr-7",), manifests=manifests)
+    return services.preview_upsert(repository=repository, pr_number=7, request=request, actor=CI).preview
+
+
+def deploy(preview: Preview) -> str:
+    preview.refresh_from_db()
+    return provisioning.deploy(preview.pk, preview.generation)
+
+
+def sleep_now(preview: Preview) -> str:
+    services.preview_sleep(preview=preview, actor=ANN)
+    preview.refresh_from_db()
+    return sleeping.sleep(preview.pk, preview.generation)
+
+
+def replicas(kube_api, namespace: str) -> dict[str, int]:
+    apps = client.AppsV1Api(kube_api)
+    found = {f"Deployment/{d.metadata.name}": d.spec.replicas for d in apps.list_namespaced_deployment(namespace).items}
+    found |= {f"StatefulSet/{s.metadata.name}": s.spec.replicas
+              for s in apps.list_namespaced_stateful_set(namespace).items}
+    return found
+
+
+def pods(kube_api, namespace: str) -> list[str]:
+    return [p.metadata.name for p in client.CoreV1Api(kube_api).list_namespaced_pod(namespace).items
+            if not p.metadata.deletion_timestamp]
+
+
+def ready_preview(repository, watcher, manifests=BUNDLE) -> Preview:
+    preview = upsert(repository, manifests=manifests)
+    assert deploy(preview) == "applied"
+    watcher.status_of(preview, "ready")
+    return preview
+
+
+@pytest.mark.kube
+def test_sleep_scales_to_zero_and_wake_restores_the_exact_replicas(preview_repo, kube_api, watcher):
+    preview = ready_preview(preview_repo, watcher)
+    ns = preview.namespace
+    assert replicas(kube_api, ns) == {"Deployment/web": 2, "StatefulSet/db": 3}
+    wait_until(lambda: len(pods(kube_api, ns)) == 5, message="5 pods")
+
+    assert sleep_now(preview) == "slept"
+    preview.refresh_from_db()
+    assert preview.status == "sleeping" and preview.slept_at is not None
+    assert preview.events.get(action="slept").details["replicas"] == {"Deployment/web": 2, "StatefulSet/db": 3}
+    assert replicas(kube_api, ns) == {"Deployment/web": 0, "StatefulSet/db": 0}
+    dep = client.AppsV1Api(kube_api).read_namespaced_deployment("web", ns)
+    assert dep.metadata.annotations[kube.SLEEP_ANNOTATION] == "2"
+    wait_until(lambda: pods(kube_api, ns) == [], timeout=60, message="the pods to go")
+    assert sleeping.sleep(preview.pk, preview.generation) == "already asleep"  # a repeat is a no-op
+
+    woken = services.preview_wake(preview=preview, actor=ANN)
+    assert woken.status == "pending" and woken.generation == preview.generation + 1
+    assert deploy(woken) == "applied"
+    woken.refresh_from_db()
+    assert woken.rollout["StatefulSet/db"] >= 2  # waits for the generation the restore produced
+    watcher.status_of(woken, "ready")
+    assert replicas(kube_api, ns) == {"Deployment/web": 2, "StatefulSet/db": 3}
+    sts = client.AppsV1Api(kube_api).read_namespaced_stateful_set("db", ns)
+    assert sts.status.ready_replicas == 3 and kube.SLEEP_ANNOTATION not in (sts.metadata.annotations or {})
+    assert woken.events.filter(action="woken").exists()
+
+
+@pytest.mark.kube
+def test_a_push_wakes_a_sleeping_preview(preview_repo, kube_api, watcher):
+    preview = ready_preview(preview_repo, watcher)
+    assert sleep_now(preview) == "slept"
+    pushed = upsert(preview_repo, sha=SHA2)
+    assert pushed.status == "pending" and pushed.slept_at is None
+    assert deploy(pushed) == "applied"
+    watcher.status_of(pushed, "ready")
+    assert replicas(kube_api, preview.namespace) == {"Deployment/web": 2, "StatefulSet/db": 3}
+
+
+@pytest.mark.kube
+def test_the_same_commit_from_ci_wakes_it_too(preview_repo, kube_api, watcher):
+    preview = ready_preview(preview_repo, watcher)
+    assert sleep_now(preview) == "slept"
+    again = services.preview_upsert(repository=preview_repo, pr_number=7, actor=CI, request=PreviewRequest(
+        head_sha=SHA1, images=("ghcr.io/demo/shop:pr-7",), manifests=BUNDLE))
+    assert again.deploy_enqueued and again.preview.events.filter(action="wake requested").exists()
+    outcome = deploy(again.preview)
+    again.preview.refresh_from_db()
+    assert outcome == "applied", again.preview.status_message
+    watcher.status_of(again.preview, "ready")
+    assert replicas(kube_api, preview.namespace) == {"Deployment/web": 2, "StatefulSet/db": 3}
+
+
+@pytest.mark.kube
+def test_an_hpa_managed_workload_stays_down_while_asleep_and_comes_back_right(preview_repo, kube_api, watcher):
+    preview = ready_preview(preview_repo, watcher, manifests=HPA_BUNDLE)
+    ns = preview.namespace
+    apps = client.AppsV1Api(kube_api)
+    # The HPA controller raises the unset replicas (1) to its minimum.
+    wait_until(lambda: apps.read_namespaced_deployment("api", ns).spec.replicas == 3, timeout=90,
+               message="the HPA to scale api to 3")
+    assert sleep_now(preview) == "slept"
+    assert replicas(kube_api, ns)["Deployment/api"] == 0
+
+    def hpa_disabled():
+        hpa = client.AutoscalingV2Api(kube_api).read_namespaced_horizontal_pod_autoscaler("api", ns)
+        return any(c.type == "ScalingActive" and c.status == "False" and c.reason == "ScalingDisabled"
+                   for c in hpa.status.conditions or [])
+
+    wait_until(hpa_disabled, timeout=90, message="the HPA to see zero replicas and stand back")
+    assert replicas(kube_api, ns)["Deployment/api"] == 0
+
+    preview = services.preview_wake(preview=preview, actor=ANN)
+    assert deploy(preview) == "applied"
+    watcher.status_of(preview, "ready")
+    assert replicas(kube_api, ns) == {"Deployment/web": 2, "Deployment/api": 3, "StatefulSet/db": 3}
+
+
+@pytest.mark.kube
+def test_a_push_before_the_sleep_task_runs_makes_it_stale(preview_repo, kube_api, watcher):
+    preview = ready_preview(preview_repo, watcher)
+    services.preview_sleep(preview=preview, actor=ANN)
+    preview.refresh_from_db()
+    pushed = upsert(preview_repo, sha=SHA2)
+    assert sleeping.sleep(preview.pk, preview.generation) == "stale"
+    assert replicas(kube_api, preview.namespace) == {"Deployment/web": 2, "StatefulSet/db": 3}
+    assert deploy(pushed) == "applied"
+    watcher.status_of(pushed, "ready")
+
+
+@pytest.mark.kube
+def test_a_wake_after_the_sleep_task_started_restores_what_it_scaled(preview_repo, kube_api, watcher):
+    """The sleep task and the wake's deploy hold the same per-preview lock: whichever runs second sees the
+    first one's work. Here the sleep scales down (its generation is then superseded by the wake), and the
+    wake's deploy restores everything from the annotations."""
+    preview = ready_preview(preview_repo, watcher)
+    services.preview_sleep(preview=preview, actor=ANN)
+    preview.refresh_from_db()
+    kube.sleep_workloads(preview.namespace)  # the task's work, done before the wake's generation commits
+    woken = services.preview_wake(preview=preview, actor=ANN)
+    assert not services.preview_slept(preview_id=preview.pk, generation=preview.generation, workloads={})
+    assert deploy(woken) == "applied"
+    watcher.status_of(woken, "ready")
+    assert replicas(kube_api, preview.namespace) == {"Deployment/web": 2, "StatefulSet/db": 3}
+
+
+@pytest.mark.kube
+def test_closing_a_sleeping_preview_deletes_it_and_a_late_sleep_does_nothing(preview_repo, kube_api, watcher):
+    preview = ready_preview(preview_repo, watcher)
+    services.preview_sleep(preview=preview, actor=ANN)
+    preview.refresh_from_db()
+    gone = services.preview_destroy(preview=preview, actor=CI, reason="PR #7 closed")
+    assert sleeping.sleep(preview.pk, preview.generation) == "stale"
+    assert replicas(kube_api, preview.namespace) == {"Deployment/web": 2, "StatefulSet/db": 3}
+    assert provisioning.teardown(gone.pk, gone.generation) in ("terminating", "deleted")
+    watcher.status_of(gone, "deleted", timeout=120)
+    assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
+    with pytest.raises(services.PreviewConflict, match="being deleted"):
+        services.preview_wake(preview=gone, actor=ANN)
+
+
+@pytest.mark.kube
+def test_a_deploying_preview_does_not_sleep(preview_repo):
+    preview = upsert(preview_repo)
+    with pytest.raises(services.PreviewConflict, match="only a ready or failed preview can sleep"):
+        services.preview_sleep(preview=preview, actor=ANN)
+
+
+def test_the_bundles_are_valid_yaml():
+    assert [d["kind"] for d in yaml.safe_load_all(HPA_BUNDLE)][-3:] == ["StatefulSet", "Deployment",
+                                                                         "HorizontalPodAutoscaler"]
