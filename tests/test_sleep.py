@@ -296,3 +296,71 @@ def test_a_deploying_preview_does_not_sleep(preview_repo):
 def test_the_bundles_are_valid_yaml():
     assert [d["kind"] for d in yaml.safe_load_all(HPA_BUNDLE)][-3:] == ["StatefulSet", "Deployment",
                                                                          "HorizontalPodAutoscaler"]
+
+
+# --- the reaper: previews asleep too long (pure plan) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("slept_for,slept_ago,pinned,expected", [
+    (timedelta(days=3), timedelta(days=4), False, ("delete", "asleep too long")),
+    (timedelta(days=3), timedelta(days=2), False, ("keep", "PR open")),
+    (None, timedelta(days=400), False, ("keep", "PR open")),
+    (timedelta(days=3), None, False, ("keep", "PR open")),
+    (timedelta(days=3), timedelta(days=4), True, ("keep", "pinned")),
+])
+def test_the_reaper_deletes_previews_asleep_too_long(slept_for, slept_ago, pinned, expected):
+    from previews import reaper as r
+
+    record = r.PreviewRecord(id=1, repository_id=1, repository="acme/shop", pr_number=1, namespace="pr-1",
+                             desired="up", status="sleeping", expires_at=NOW + timedelta(days=9), pinned=pinned,
+                             generation=3, slept_at=NOW - slept_ago if slept_ago else None)
+    namespace = r.ClusterNamespace(name="pr-1", uid="u", created_at=NOW - timedelta(days=9), labels={
+        "app.kubernetes.io/managed-by": "pr-previews", "previews.dev/repository-id": "1"})
+    plan = r.plan([namespace], [record], {1: frozenset({1})}, NOW, r.ReaperSettings(slept_for=slept_for))
+    [decision] = plan.decisions
+    assert (decision.action, decision.reason) == expected
+
+
+# --- what it costs, from the cluster; the API and the dashboard ------------------------------------------------
+
+
+@pytest.mark.kube
+def test_costs_come_from_the_cluster_and_show_what_sleeping_saves(preview_repo, kube_api, watcher, client,
+                                                                  admin_client):
+    from django.core.cache import cache
+
+    preview = ready_preview(preview_repo, watcher)
+    _, plaintext = services.token_create(name="ci", repository=preview_repo)
+    base = f"/api/v1/repos/{preview_repo.owner}/{preview_repo.name}"
+    url = f"{base}/costs"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {plaintext}", "content_type": "application/json"}
+    cache.clear()
+    body = client.get(url, **auth).json()
+    # web: 2 x (50m, 64Mi); db: 3 x (100m, 128Mi)
+    awake = {"cpu_millicores": 400, "memory_bytes": (2 * 64 + 3 * 128) * 2**20, "cpu": "400m", "memory": "512Mi"}
+    assert body["total"]["requested"] == awake
+    assert body["previews"][0]["saved_by_sleeping"]["cpu_millicores"] == 0
+
+    response = client.post(f"{base}/previews/7/sleep", **auth)
+    assert response.status_code == 202 and response.json()["status"] == "sleeping"
+    preview.refresh_from_db()
+    assert sleeping.sleep(preview.pk, preview.generation) == "slept"
+    cache.clear()
+    body = client.get(url, **auth).json()
+    assert body["total"]["requested"]["cpu_millicores"] == 0
+    assert body["total"]["saved_by_sleeping"] == awake
+    assert body["previews"][0]["status"] == "sleeping"
+
+    page = admin_client.get(f"/previews/{preview.pk}/").content.decode()
+    assert 'id="wake"' in page and "sleeping saves CPU 400m, memory 512Mi" in page
+    assert "512Mi" in admin_client.get("/costs/").content.decode()
+    assert admin_client.post(f"/previews/{preview.pk}/wake").status_code == 302
+    preview.refresh_from_db()
+    assert preview.status == "pending" and preview.events.get(action="wake requested").actor == "admin"
+
+    response = client.post(f"{base}/previews/7/wake", **auth)
+    assert response.status_code == 202 and response.json()["status"] == "pending"  # awake already: unchanged
+    assert deploy(preview) == "applied"
+    watcher.status_of(preview, "ready")
+    cache.clear()
+    assert client.get(url, **auth).json()["total"]["requested"] == awake
