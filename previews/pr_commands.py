@@ -68,7 +68,7 @@ def handle_comment(repository: Repository, payload: dict) -> str:
     issue, comment = payload.get("issue"), payload.get("comment")
     if not isinstance(issue, dict) or not isinstance(comment, dict):
         return "the payload has no issue or comment"
-    if not issue.get("pull_request"):
+    if not isinstance(issue.get("pull_request"), dict):  # GitHub sends this object only for pull requests
         return "not a pull request"
     parsed = commands.parse(comment.get("body"))
     if parsed is None:

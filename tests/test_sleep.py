@@ -364,3 +364,13 @@ def test_costs_come_from_the_cluster_and_show_what_sleeping_saves(preview_repo, 
     watcher.status_of(preview, "ready")
     cache.clear()
     assert client.get(url, **auth).json()["total"]["requested"] == awake
+
+
+@pytest.mark.django_db
+def test_the_sleep_schedule_is_created(settings):
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("ensure_schedules")
+    schedule = Schedule.objects.get(name="sleep")
+    assert schedule.func == "previews.tasks.sleep_idle" and schedule.minutes == settings.PREVIEWS_SLEEP_CHECK_MINUTES
