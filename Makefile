@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: run test pytest lint venv postgres kube kube-down browser clean help
+.PHONY: run test pytest lint venv postgres kube kube-down browser image clean help
 
 help:
 	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web on :$(PORT), a worker and the watcher"
@@ -40,6 +40,11 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "[browser] chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; fi
 
+# podman, runc and mmdebstrap (as root, when missing and no Docker engine runs) for the image's smoke
+# test; the image then builds in the background while the cluster starts (scripts/image).
+image:
+	@scripts/image prepare
+
 run: venv postgres kube
 	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
 	$(PY) manage.py migrate --no-input; \
@@ -49,7 +54,7 @@ run: venv postgres kube
 
 # Tests always use the project's own local cluster, never the KUBECONFIG a
 # developer may have set for real work.
-test: venv postgres browser
+test: venv postgres browser image
 	@scripts/kube up
 	@$(MAKE) --no-print-directory pytest
 

@@ -2,6 +2,7 @@
 
     cd /work/main && KUBECONFIG=$(scripts/kube kubeconfig) \\
         .venv/bin/python bench/reaper.py [--namespaces 1000] [--repositories 10] [--cycles 3] [--json]
+        .venv/bin/python bench/reaper.py --real-deletion [--namespaces 1000] [--timeout 1800]
 
 Setup: R repositories (`bench/reap-<hex>-<i>`, namespace prefix `rb<hex><i>`) with N/R ready previews each in
 the database `previews_bench` (the one bench/provision.py uses; created and migrated when absent), N namespaces
@@ -17,8 +18,17 @@ requests (as the fake received them) and how many were answered 304 from the ETa
 Baseline, "one lookup per preview": `github.pull_state(repo, n)` per preview (and, in a second variant, also
 `kube.read_namespace(name)` per preview), counted per cycle and measured for real on a sample, extrapolated.
 
+--real-deletion: every preview expired an hour ago and every PR is open; a real `manage.py qcluster` (and the
+engine's watcher, a `watch*` management command, when the checkout has one) runs against `previews_bench`, and real
+reaper cycles run every PREVIEWS_REAPER_INTERVAL_MINUTES (the first at once) until every namespace is gone. The
+cluster is shared, so each cycle's snapshot is narrowed to this run's namespaces (as the tests do): a cycle over
+the whole cluster would take other people's managed namespaces for orphans. It refuses to start a worker while
+`previews_bench` holds django-q schedules or queued tasks. Measured: time until every delete is issued (each of
+the run's namespaces terminating or gone) and until every namespace is gone; then the same for
+`kubectl delete namespace -l <label> --wait=false` of as many like namespaces (the namespace controller's floor).
+
 Cleanup, also after an error, Ctrl-C or SIGTERM: the run's namespaces are deleted by name (and waited for, up to
-300 s), its repositories, previews, ETag rows and ReaperRun rows deleted, the fake GitHub stopped.
+300 s), its repositories, previews, ETag rows, ReaperRun rows and queued tasks deleted, the fake GitHub stopped.
 """
 
 from __future__ import annotations
@@ -48,15 +58,16 @@ from urllib.parse import urlsplit
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `bench.common`
 
 from bench.common import BENCH_DB, ROOT, cpu_model, log, setup_django
-from bench.provision import kubeconfig_path, server_version
+from bench.provision import kubeconfig_path, kubectl, server_version
 
 CLEANUP_TIMEOUT = 300.0  # seconds to wait for the run's namespaces to be gone
 CLOSED_EVERY = 10  # PR numbers divisible by this are closed in the fake GitHub (10% closed)
 APISERVER_PID_FILE = ROOT / ".state" / "kube" / "pids" / "kube-apiserver.pid"
-# The reaper settings the run uses (environment variables of the same name win). With 10% of the PRs closed,
-# the breaker (50%) stays closed and the cap lets half of the PR-closed deletions through in one cycle.
+# The reaper settings the run uses (environment variables of the same name win): the service's defaults. With 10%
+# of the PRs closed in the dry run the breaker (50%) stays closed, and the rate (300/min, 1500 a cycle) lets every
+# deletion through.
 REAPER_ENV = {
-    "PREVIEWS_REAPER_MAX_DELETIONS": "50",
+    "PREVIEWS_REAPER_DELETIONS_PER_MINUTE": "300",
     "PREVIEWS_REAPER_BREAKER_PERCENT": "50",
     "PREVIEWS_REAPER_BREAKER_MIN_DELETIONS": "5",
     "PREVIEWS_REAPER_GRACE_MINUTES": "60",
@@ -254,8 +265,11 @@ def pick_run_hex() -> str:
             return candidate
 
 
-def create_rows(state: BenchState, namespaces: int, repositories: int) -> list[Any]:
-    """Repositories and ready previews (bulk-inserted); returns the previews with their repositories."""
+def create_rows(state: BenchState, namespaces: int, repositories: int, *, expired: bool = False) -> list[Any]:
+    """Repositories and ready previews (bulk-inserted); returns the previews with their repositories.
+
+    `expired`: every preview expired an hour ago (the real-deletion mode); else 2 to 6 days ahead.
+    """
     from django.db import transaction
     from django.utils import timezone
 
@@ -285,7 +299,8 @@ def create_rows(state: BenchState, namespaces: int, repositories: int) -> list[A
                     head_sha=sha, images={"ghcr.io/demo/shop": f"ghcr.io/demo/shop:pr-{n}-{sha[:7]}"},
                     desired=Preview.Desired.UP, status=Preview.Status.READY, generation=1, observed_generation=1,
                     # 2 to 6 days ahead: beyond the 24 h expiry warning, so no warn-expiry decisions
-                    expires_at=now + timedelta(hours=rng.uniform(48, 144)), ready_at=now,
+                    expires_at=now - timedelta(hours=1) if expired else now + timedelta(hours=rng.uniform(48, 144)),
+                    ready_at=now,
                     title=f"bench PR {n}", author="bench"))
         Preview.objects.bulk_create(rows, batch_size=500)
     previews = list(Preview.objects.filter(repository_id__in=state.repository_ids).select_related("repository")
@@ -335,10 +350,10 @@ def create_namespaces(bodies: list[dict], workers: int) -> list[str]:
         return [error for error in pool.map(create_namespace, bodies) if error]
 
 
-def seed_github(fake: Any, previews: list[Any]) -> Counter:
+def seed_github(fake: Any, previews: list[Any], closed_every: int = CLOSED_EVERY) -> Counter:
     states: Counter = Counter()
     for preview in previews:
-        state = "closed" if preview.pr_number % CLOSED_EVERY == 0 else "open"
+        state = "closed" if closed_every and preview.pr_number % closed_every == 0 else "open"
         fake.add_pull(preview.repository.full_name, preview.pr_number, state=state, head_sha=preview.head_sha,
                       title=preview.title, author="bench")
         states[state] += 1
@@ -579,7 +594,8 @@ def print_report(report: dict) -> None:
     print(f"namespaces: {meta['namespaces']} managed namespaces over {meta['repositories']} repositories "
           f"(ready previews in {BENCH_DB}); fake GitHub PRs: {meta['pr_states'].get('open', 0)} open, "
           f"{meta['pr_states'].get('closed', 0)} closed")
-    print(f"reaper settings: max deletions {meta['reaper']['max_deletions']}/cycle, breaker "
+    print(f"reaper settings: {meta['reaper']['deletions_per_minute']} deletions/min (at most "
+          f"{meta['reaper']['deletions_per_minute'] * meta['reaper']['interval_minutes']} a cycle), breaker "
           f"{meta['reaper']['breaker_percent']}% (min {meta['reaper']['breaker_min_deletions']}), grace "
           f"{meta['reaper']['grace_minutes']} min, interval {meta['reaper']['interval_minutes']} min")
     print("DRY RUN: every cycle is reaper_cycle.run_cycle(dry_run=True): the snapshot is taken, the plan decided "
@@ -702,6 +718,291 @@ def comparison(meta: dict, cycles: list[dict], base: dict) -> dict:
     return {"rows": rows, "notes": notes}
 
 
+# --- real deletion -----------------------------------------------------------------------------------
+
+REAL_TIMEOUT = 1800.0  # seconds to wait for every namespace to be gone, in each of the two runs
+POLL = 0.5  # seconds between polls of the namespaces' states
+QUEUE_FUNCS = ("previews.tasks.teardown_preview", "previews.tasks.sync_github")
+
+
+def namespace_states() -> dict[str, bool] | None:
+    """{name: terminating} for every namespace (one raw list call), or None when the API did not answer."""
+    from kubernetes import client
+
+    from previews import kube
+
+    try:
+        response = client.CoreV1Api(kube.api_client()).list_namespace(_preload_content=False,
+                                                                       _request_timeout=(5, 60))
+        items = json.loads(response.data)["items"]
+    except Exception as exc:
+        log(f"listing namespaces failed: {exc}")
+        return None
+    return {ns["metadata"]["name"]: bool(ns["metadata"].get("deletionTimestamp")) for ns in items}
+
+
+@dataclass
+class Progress:
+    """When every namespace of a set had its delete issued (terminating or gone), and when all were gone."""
+
+    count: int
+    issued_seconds: float | None = None
+    gone_seconds: float | None = None
+    left: list[str] = field(default_factory=list)
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # seconds, terminating, gone
+
+    def watch(self, names: list[str], started: float, timeout: float, extra: Callable[[float], None] | None = None,
+              ) -> Progress:
+        mine = set(names)
+        deadline = started + timeout
+        while True:
+            states = namespace_states()
+            now = time.perf_counter()
+            if states is not None:
+                present = mine & states.keys()
+                terminating = sum(states[n] for n in present)
+                gone = len(mine) - len(present)
+                self.samples.append((now - started, terminating, gone))
+                if self.issued_seconds is None and terminating + gone == len(mine):
+                    self.issued_seconds = now - started
+                    log(f"  every delete issued after {self.issued_seconds:.1f}s")
+                if not present:
+                    self.gone_seconds = now - started
+                    log(f"  every namespace gone after {self.gone_seconds:.1f}s")
+                    return self
+                self.left = sorted(present)
+                if len(self.samples) % 20 == 0:
+                    log(f"  {now - started:.0f}s: {terminating} terminating, {gone} gone of {len(mine)}")
+            if extra is not None:
+                extra(now - started)
+            if now >= deadline:
+                log(f"  timed out after {timeout:.0f}s: {len(self.left)} still there")
+                return self
+            time.sleep(POLL)
+
+
+def refuse_foreign_work() -> None:
+    """The worker started below serves the whole bench database: refuse if it holds work that is not this run's."""
+    from django_q.models import OrmQ, Schedule
+
+    schedules = list(Schedule.objects.values_list("name", flat=True))
+    if schedules:
+        raise SystemExit(f"{BENCH_DB} has django-q schedules ({', '.join(schedules)}); a worker would run them "
+                         "(a scheduled reaper would see the whole shared cluster). Remove them first.")
+    queued = OrmQ.objects.count()
+    if queued:
+        raise SystemExit(f"{BENCH_DB} has {queued} queued task(s) from elsewhere; a worker would run them. "
+                         "Drain or delete them first.")
+
+
+def watcher_command() -> list[str] | None:
+    """The engine's cluster watcher, when this checkout has one (a management command whose name starts with watch)."""
+    commands = ROOT / "previews" / "management" / "commands"
+    names = sorted(f.stem for f in commands.glob("watch*.py"))
+    return ["manage.py", names[0]] if names else None
+
+
+def start_process(args: list[str], log_name: str) -> tuple[subprocess.Popen, Any]:
+    (ROOT / ".state").mkdir(exist_ok=True)
+    log_file = open(ROOT / ".state" / log_name, "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(os.environ), stdout=log_file,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log_file
+
+
+def stop_process(proc: subprocess.Popen, log_file: Any) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    log_file.close()
+
+
+def wait_for_worker(timeout: float = 60.0) -> float:
+    """Seconds until the qcluster ran a trivial task."""
+    from django_q.tasks import async_task, result
+
+    started = time.perf_counter()
+    task_id = async_task("math.floor", 1.5, task_name="bench-worker-ready")
+    if result(task_id, wait=int(timeout * 1000)) != 1:
+        raise SystemExit(f"the qcluster did not run a task within {timeout:.0f}s (see .state/qcluster-bench.log)")
+    return time.perf_counter() - started
+
+
+def real_cycle(state: BenchState, now: Any) -> Any:
+    """One real (not dry) reaper cycle over this run's namespaces and previews only.
+
+    The cluster is shared: a cycle over everything would see other people's managed namespaces as orphans.
+    So the snapshot is taken as usual and then narrowed to this run's names, as the tests do.
+    """
+    from previews import reaper_cycle
+
+    mine = set(state.namespace_names)
+    snapshot = reaper_cycle.take_snapshot()
+    snapshot.namespaces = [n for n in snapshot.namespaces if n.name in mine]
+    snapshot.previews = [p for p in snapshot.previews if p.namespace in mine]
+    return reaper_cycle.execute(reaper_cycle.decide(snapshot, now), snapshot, dry_run=False, now=now)
+
+
+def run_real(state: BenchState, previews: list[Any], bodies: list[dict], workers: int,
+             timeout: float) -> dict[str, Any]:
+    """Ours: cycles (every interval, as scheduled) with a real qcluster (and watcher), until every namespace is gone.
+
+    Then kubectl: `kubectl delete namespace -l <label> --wait=false` of as many like namespaces, until gone.
+    """
+    from django.conf import settings
+    from django.utils import timezone
+
+    from previews.models import Preview
+
+    refuse_foreign_work()
+    processes = []
+    result: dict[str, Any] = {"watcher": None}
+    try:
+        processes.append(start_process(["manage.py", "qcluster"], "qcluster-bench.log"))
+        watcher = watcher_command()
+        if watcher:
+            processes.append(start_process(watcher, "watcher-bench.log"))
+            result["watcher"] = " ".join(watcher)
+        result["worker_ready_seconds"] = wait_for_worker()
+        log(f"ours: qcluster ready ({settings.Q_CLUSTER.get('workers')} workers)"
+            + (f", watcher `{result['watcher']}`" if watcher else ", no watcher in this checkout"))
+
+        names = [p.namespace for p in previews]
+        ids = [p.pk for p in previews]
+        interval = settings.PREVIEWS_REAPER_INTERVAL_MINUTES * 60
+        cycles: list[dict[str, Any]] = []
+        started = time.perf_counter()
+        next_cycle = started
+
+        def cycle_when_due(_elapsed: float) -> None:
+            nonlocal next_cycle
+            if time.perf_counter() < next_cycle:
+                return
+            cycle_started = time.perf_counter()
+            cycle = real_cycle(state, timezone.now())
+            state.reaper_run_ids.append(cycle.run.pk)
+            seconds = time.perf_counter() - cycle_started
+            deletions = len(cycle.plan.deletions)
+            cycles.append({"at_seconds": cycle_started - started, "seconds": seconds, "deletions": deletions,
+                           "errors": len(cycle.errors), "alert": cycle.plan.alert,
+                           "counts": cycle.plan.counts(), "kube_calls": cycle.snapshot.kube_calls})
+            log(f"ours: cycle {len(cycles)} at {cycle_started - started:.1f}s took {seconds:.2f}s: "
+                f"{deletions} deletion(s) issued through the services, {len(cycle.errors)} error(s)"
+                + (f"; alert: {cycle.plan.alert}" if cycle.plan.alert else ""))
+            next_cycle = cycle_started + interval
+
+        cycle_when_due(0.0)
+        progress = Progress(len(names)).watch(names, started, timeout, extra=cycle_when_due)
+        marked = Preview.objects.filter(pk__in=ids, status=Preview.Status.DELETED).count()
+        result["ours"] = {"cycles": cycles, **asdict(progress), "marked_deleted": marked,
+                          "samples": progress.samples[::10]}
+        # Give the engine a moment to record the last deletions before the workers stop.
+        deadline = time.monotonic() + 30
+        while marked < len(ids) and time.monotonic() < deadline:
+            time.sleep(1)
+            marked = Preview.objects.filter(pk__in=ids, status=Preview.Status.DELETED).count()
+        result["ours"]["marked_deleted_after_wait"] = marked
+    finally:
+        for proc, log_file in reversed(processes):
+            stop_process(proc, log_file)
+
+    # kubectl: as many namespaces with the same labels, deleted by one label-selected `kubectl delete`.
+    label = f"rb{state.run_hex}-kubectl"
+    like = []
+    for i, body in enumerate(bodies, start=1):
+        name = f"rb{state.run_hex}k-{i}"
+        like.append({**body, "metadata": {**body["metadata"], "name": name,
+                                          "labels": {**body["metadata"]["labels"], "previews.dev/bench": label}}})
+        state.namespace_names.append(name)
+    errors = create_namespaces(like, workers)
+    if errors:
+        raise SystemExit(f"{len(errors)} namespaces for the kubectl run could not be created, e.g. {errors[:3]}")
+    log(f"kubectl: {len(like)} like namespaces created; kubectl delete namespace -l previews.dev/bench={label}")
+    started = time.perf_counter()
+    command = kubectl("delete", "namespace", "-l", f"previews.dev/bench={label}", "--wait=false",
+                      timeout=timeout)
+    command_seconds = time.perf_counter() - started
+    if command.returncode != 0:
+        log(f"kubectl delete failed: {command.stderr.strip()}")
+    progress = Progress(len(like)).watch([b["metadata"]["name"] for b in like], started, timeout)
+    result["kubectl"] = {"command_seconds": command_seconds, "returncode": command.returncode,
+                         **asdict(progress), "samples": progress.samples[::10]}
+    return result
+
+
+def drop_queued_tasks(state: BenchState) -> int:
+    """Tasks this run queued (or left results of) in the bench database."""
+    from django_q.models import OrmQ, Task
+
+    from previews.models import Preview
+
+    ids = set(Preview.objects.filter(repository_id__in=state.repository_ids).values_list("pk", flat=True))
+
+    def ours(name: str) -> bool:
+        parts = str(name or "").split(":")
+        return len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) in ids
+
+    dropped = 0
+    for task in OrmQ.objects.all():
+        if ours(task.name()):
+            task.delete()
+            dropped += 1
+    stale = [t.pk for t in Task.objects.filter(func__in=QUEUE_FUNCS).only("id", "name") if ours(t.name)]
+    dropped += Task.objects.filter(pk__in=stale).delete()[0]
+    dropped += Task.objects.filter(name="bench-worker-ready").delete()[0]
+    return dropped
+
+
+def print_real_report(report: dict) -> None:
+    meta, setup, real = report["meta"], report["setup"], report["real"]
+    ours, theirs = real["ours"], real["kubectl"]
+    n = meta["namespaces"]
+
+    def fmt_s(value: float | None) -> str:
+        return "not reached" if value is None else f"{value:.1f}s"
+
+    print()
+    print(f"machine: {meta['nproc']} CPUs (nproc), {meta['cpu']}; kubernetes {meta['server_version']} "
+          "(local control plane, kwok node)")
+    print(f"REAL DELETION: {n} ready previews over {meta['repositories']} repositories, all expired an hour ago, every "
+          "PR open; their namespaces labelled as a deploy labels them")
+    print(f"reaper settings: {meta['reaper']['deletions_per_minute']} deletions/min (at most "
+          f"{meta['reaper']['deletions_per_minute'] * meta['reaper']['interval_minutes']} a cycle), breaker "
+          f"{meta['reaper']['breaker_percent']}%, interval {meta['reaper']['interval_minutes']} min; a real qcluster "
+          f"({meta['q_workers']} workers){', watcher ' + real['watcher'] if real['watcher'] else ', no watcher'}")
+    print("ours: real reaper cycles (snapshot narrowed to this run's namespaces: the cluster is shared), deletions "
+          "through services.preview_reap, teardown tasks run by the qcluster; cycles every interval until all gone")
+    print(f"setup: {setup['seconds']:.1f}s ({n} namespaces in {setup['namespaces_seconds']:.1f}s)")
+    print()
+    for i, cycle in enumerate(ours["cycles"], start=1):
+        print(f"cycle {i} at {cycle['at_seconds']:.1f}s: {cycle['seconds']:.2f}s, {cycle['deletions']} deletions "
+              f"issued, {cycle['errors']} errors, {cycle['kube_calls']} kube calls; "
+              + "; ".join(f"{a} {sum(r.values())}" for a, r in cycle["counts"].items())
+              + (f"; ALERT {cycle['alert']}" if cycle["alert"] else ""))
+    print()
+    print(f"{'':<34} {'all deletes issued':>18} {'all gone':>10}")
+    print(f"{'ours (reaper + qcluster)':<34} {fmt_s(ours['issued_seconds']):>18} {fmt_s(ours['gone_seconds']):>10}")
+    print(f"{'kubectl delete -l (the floor)':<34} {fmt_s(theirs['issued_seconds']):>18} "
+          f"{fmt_s(theirs['gone_seconds']):>10}   (the command itself: {theirs['command_seconds']:.1f}s)")
+    if ours["gone_seconds"] and theirs["gone_seconds"]:
+        print(f"all gone, ours / floor: {ours['gone_seconds'] / theirs['gone_seconds']:.2f}x (target <= 1.1x); "
+              f"deletes issued target <= 60s")
+    print(f"previews recorded deleted by the engine: {ours['marked_deleted']} when the last namespace was gone, "
+          f"{ours['marked_deleted_after_wait']} up to 30s later")
+    if ours["left"] and ours["gone_seconds"] is None:
+        print(f"left: {len(ours['left'])}, e.g. {', '.join(ours['left'][:5])}")
+    clean = report.get("cleanup", {})
+    if clean:
+        cluster = clean.get("cluster", {})
+        print(f"cleanup: {cluster.get('deleted', 0)} namespaces deleted, {len(cluster.get('left_terminating', []))} "
+              f"left terminating; rows deleted: {clean.get('database', {})}")
+    print(f"total run time: {report['meta']['wall_seconds']:.1f}s")
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 _cleaning = threading.Event()
@@ -729,6 +1030,13 @@ def main(argv: Iterable[str] | None = None) -> int:
                         help="previews to measure the one-lookup-per-preview baseline on (default 100)")
     parser.add_argument("--workers", type=int, default=8, help="threads creating/deleting namespaces (default 8)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--real-deletion", action="store_true",
+                        help="instead of dry-run cycles: every preview expired an hour ago, real reaper cycles with a "
+                             "real qcluster (and the watcher, if this checkout has one) until every namespace is gone, "
+                             "beside kubectl delete of as many like namespaces")
+    parser.add_argument("--timeout", type=float, default=REAL_TIMEOUT,
+                        help=f"real deletion: seconds to wait for all namespaces to be gone, per run (default "
+                             f"{REAL_TIMEOUT:.0f})")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if not 1 <= args.repositories <= 100:
         parser.error("--repositories must be between 1 and 100")
@@ -772,7 +1080,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         from previews import reaper, reaper_cycle, selectors
 
         phases.wrap(selectors, "reaper_preview_records", "database: live previews")
-        phases.wrap(kube, "list_managed_namespaces", "kube: list managed namespaces")
+        phases.wrap(kube, "list_managed_namespaces_with_clock", "kube: list managed namespaces")
         phases.wrap(reaper, "plan", "plan")
         phases.wrap(reaper_cycle, "execute", "execute (dry run: record the ReaperRun)")
 
@@ -783,8 +1091,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             "nproc": len(os.sched_getaffinity(0)), "cpu": cpu_model(), "server_version": server,
             "namespaces": args.namespaces, "repositories": args.repositories, "cycles": args.cycles,
             "database": BENCH_DB, "run_id": state.run_hex, "namespace_prefix": f"rb{state.run_hex}<i>-",
-            "dry_run": True,
-            "reaper": {"max_deletions": settings.PREVIEWS_REAPER_MAX_DELETIONS,
+            "dry_run": not args.real_deletion, "mode": "real deletion" if args.real_deletion else "dry run",
+            "q_workers": settings.Q_CLUSTER.get("workers"),
+            "reaper": {"deletions_per_minute": settings.PREVIEWS_REAPER_DELETIONS_PER_MINUTE,
                        "breaker_percent": settings.PREVIEWS_REAPER_BREAKER_PERCENT,
                        "breaker_min_deletions": settings.PREVIEWS_REAPER_BREAKER_MIN_DELETIONS,
                        "grace_minutes": settings.PREVIEWS_REAPER_GRACE_MINUTES,
@@ -798,13 +1107,15 @@ def main(argv: Iterable[str] | None = None) -> int:
             f"database {BENCH_DB}, kubernetes {server}, fake GitHub {fake.base_url}")
 
         setup_started = time.perf_counter()
-        previews, rows_seconds = timed(lambda: create_rows(state, args.namespaces, args.repositories))
+        previews, rows_seconds = timed(lambda: create_rows(state, args.namespaces, args.repositories,
+                                                           expired=args.real_deletion))
         bodies, bodies_seconds = timed(lambda: namespace_bodies(previews))
         log(f"setup: {len(previews)} previews in {rows_seconds:.1f}s; creating {len(bodies)} namespaces")
         errors, namespaces_seconds = timed(lambda: create_namespaces(bodies, args.workers))
         if errors:
             raise SystemExit(f"{len(errors)} namespaces could not be created, e.g. {errors[:3]}")
-        pr_states, github_seconds = timed(lambda: seed_github(fake, previews))
+        pr_states, github_seconds = timed(
+            lambda: seed_github(fake, previews, closed_every=0 if args.real_deletion else CLOSED_EVERY))
         meta["pr_states"] = dict(pr_states)
         report["setup"] = {
             "seconds": time.perf_counter() - setup_started, "rows_seconds": rows_seconds,
@@ -815,12 +1126,16 @@ def main(argv: Iterable[str] | None = None) -> int:
         log(f"setup: {len(bodies)} namespaces in {namespaces_seconds:.1f}s; total setup "
             f"{report['setup']['seconds']:.1f}s")
 
-        cycles = run_cycles(args.cycles, fake, kube_counter, recorder, phases, state)
-        report["cycles"] = [asdict(c) for c in cycles]
-        memory["apiserver_after_cycles_kib"] = sampler.current_kib()
-        log(f"baseline: {args.baseline_sample} x pull_state and read_namespace")
-        report["baseline"] = asdict(measure_baseline(previews, args.baseline_sample, fake, kube_counter))
-        report["comparison"] = comparison(meta, report["cycles"], report["baseline"])
+        if args.real_deletion:
+            report["real"] = run_real(state, previews, bodies, args.workers, args.timeout)
+            memory["apiserver_after_cycles_kib"] = sampler.current_kib()
+        else:
+            cycles = run_cycles(args.cycles, fake, kube_counter, recorder, phases, state)
+            report["cycles"] = [asdict(c) for c in cycles]
+            memory["apiserver_after_cycles_kib"] = sampler.current_kib()
+            log(f"baseline: {args.baseline_sample} x pull_state and read_namespace")
+            report["baseline"] = asdict(measure_baseline(previews, args.baseline_sample, fake, kube_counter))
+            report["comparison"] = comparison(meta, report["cycles"], report["baseline"])
     except KeyboardInterrupt:
         log("interrupted; cleaning up before exiting")
         raise
@@ -834,6 +1149,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         cleanup: dict[str, Any] = {}
         if state is not None:
             try:
+                dropped = drop_queued_tasks(state)
+                if dropped:
+                    log(f"cleanup: dropped {dropped} queued tasks and task results of this run")
+            except Exception as exc:
+                log(f"cleanup of the task queue failed: {exc}")
+            try:
                 cleanup["cluster"] = cleanup_cluster(state.namespace_names, args.workers)
             except Exception as exc:
                 log(f"cleanup of the cluster failed: {exc}")
@@ -846,7 +1167,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         if "meta" in report:
             report["meta"]["wall_seconds"] = time.perf_counter() - wall_started
 
-    print_report(report)
+    if "real" in report:
+        print_real_report(report)
+    else:
+        print_report(report)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     left = report["cleanup"].get("cluster", {}).get("left_terminating")

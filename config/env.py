@@ -62,10 +62,30 @@ class Env:
             return list(default)
         return [item.strip() for item in value.split(",") if item.strip()]
 
+    def labels(self, name: str, default: dict[str, str]) -> dict[str, str]:
+        """`key=value,key=value`, e.g. a label selector's matchLabels."""
+        value = self._raw(name)
+        if value is None:
+            return dict(default)
+        labels: dict[str, str] = {}
+        for item in value.split(","):
+            key, sep, val = item.strip().partition("=")
+            if not sep or not key.strip():
+                raise ImproperlyConfigured(f"{name}={value!r} must be key=value pairs separated by commas")
+            labels[key.strip()] = val.strip()
+        return labels
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.str(name, default)
         if value not in choices:
             raise ImproperlyConfigured(f"{name}={value!r} must be one of: {', '.join(choices)}")
+        return value
+
+    def postgres_url(self, name: str, default: str = "") -> str:
+        """A postgres:// URL kept as text (empty when unset); malformed values stop start-up."""
+        value = self.str(name, default)
+        if value:
+            parse_database_url(name, value)
         return value
 
     def database(self, name: str, default: str) -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import Env
+from config.env import Env, parse_database_url
+from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,6 +23,26 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
+# --- transport: TLS terminated in front (an ingress or load balancer) ----------------------------------------
+# With DJANGO_BEHIND_TLS_PROXY, the proxy's X-Forwarded-Proto says whether the request came over HTTPS;
+# cookies are Secure, browsers get HSTS, and plain HTTP is redirected (except the probes and /metrics, which
+# the kubelet and Prometheus reach inside the cluster). `manage.py check --deploy` passes with it on.
+DJANGO_BEHIND_TLS_PROXY = env.bool("DJANGO_BEHIND_TLS_PROXY", False)
+if DJANGO_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_HSTS_PRELOAD", False)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+# Failed logins per user name and per client address before logins from them wait (dashboard and admin).
+PREVIEWS_LOGIN_MAX_FAILURES = env.int("PREVIEWS_LOGIN_MAX_FAILURES", 10, minimum=1)
+PREVIEWS_LOGIN_LOCKOUT_SECONDS = env.int("PREVIEWS_LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -32,6 +53,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN
     "django_q",
     "previews",
     "dashboard",
@@ -83,6 +105,7 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 WHITENOISE_USE_FINDERS = True  # serve app static files even without collectstatic (development, tests)
+AUTHENTICATION_BACKENDS = ["previews.login_throttle.ThrottleBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -123,6 +146,12 @@ PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
 PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
+# The Ingress annotations a bundle may set (everything else is refused); the default names no host, URL,
+# secret or snippet. See previews/manifests.py DEFAULT_INGRESS_ANNOTATIONS.
+PREVIEWS_INGRESS_ANNOTATIONS = env.list("PREVIEWS_INGRESS_ANNOTATIONS", sorted(DEFAULT_INGRESS_ANNOTATIONS))
+# Where preview pods may send DNS queries: these pods in this namespace, and nowhere else on port 53.
+PREVIEWS_DNS_NAMESPACE = env.str("PREVIEWS_DNS_NAMESPACE", "kube-system")
+PREVIEWS_DNS_POD_LABELS = env.labels("PREVIEWS_DNS_POD_LABELS", {"k8s-app": "kube-dns"})
 # In-cluster least privilege (deploy/): each preview namespace gets a RoleBinding of this ClusterRole to the
 # service's own ServiceAccount ("namespace/name"). Empty: no RoleBinding (the credentials already suffice).
 PREVIEWS_NAMESPACE_CLUSTERROLE = env.str("PREVIEWS_NAMESPACE_CLUSTERROLE", "")
@@ -151,7 +180,16 @@ if PREVIEWS_REQUEUE_AFTER_SECONDS <= Q_RETRY:
 # The reaper (see previews/reaper.py).
 PREVIEWS_REAPER_INTERVAL_MINUTES = env.int("PREVIEWS_REAPER_INTERVAL_MINUTES", 5, minimum=1, maximum=1440)
 PREVIEWS_REAPER_GRACE_MINUTES = env.int("PREVIEWS_REAPER_GRACE_MINUTES", 60, minimum=0)
-PREVIEWS_REAPER_MAX_DELETIONS = env.int("PREVIEWS_REAPER_MAX_DELETIONS", 10, minimum=0)
+# Deletions per minute, spent across cycles (a cycle may spend up to an interval's worth): with the defaults a
+# cycle issues up to 1500, so 1000 expired previews all go in the first cycle after they expire.
+PREVIEWS_REAPER_DELETIONS_PER_MINUTE = env.int("PREVIEWS_REAPER_DELETIONS_PER_MINUTE", 300, minimum=1,
+                                               maximum=100_000)
+# Expiry deletions pause while the service's, the database's and the Kubernetes API server's clocks disagree by more.
+PREVIEWS_REAPER_CLOCK_TOLERANCE_MINUTES = env.int("PREVIEWS_REAPER_CLOCK_TOLERANCE_MINUTES", 5, minimum=1,
+                                                  maximum=1440)
+if env.str("PREVIEWS_REAPER_MAX_DELETIONS", ""):
+    raise ImproperlyConfigured("PREVIEWS_REAPER_MAX_DELETIONS (deletions per cycle) is gone: set "
+                               "PREVIEWS_REAPER_DELETIONS_PER_MINUTE instead, a rate spent across cycles")
 PREVIEWS_REAPER_BREAKER_PERCENT = env.int("PREVIEWS_REAPER_BREAKER_PERCENT", 50, minimum=1, maximum=100)
 PREVIEWS_REAPER_BREAKER_MIN_DELETIONS = env.int("PREVIEWS_REAPER_BREAKER_MIN_DELETIONS", 5, minimum=1)
 PREVIEWS_REAPER_STUCK_MINUTES = env.int("PREVIEWS_REAPER_STUCK_MINUTES", 30, minimum=1)
@@ -167,7 +205,30 @@ PREVIEWS_COMMAND_RATE_LIMIT = env.int("PREVIEWS_COMMAND_RATE_LIMIT", 5, minimum=
 PREVIEWS_COMMAND_RATE_WINDOW_MINUTES = env.int("PREVIEWS_COMMAND_RATE_WINDOW_MINUTES", 10, minimum=1,
                                                maximum=1440)
 
+# Preview data (see previews/gateways/preview_db.py): the shared Postgres server that holds the schemas and
+# databases of previews, reached as a role with CREATEROLE and CREATEDB (not a superuser). Never the
+# service's own database. Empty: the `schema` and `database` data modes are unavailable.
+PREVIEWS_DATA_DATABASE_URL = env.postgres_url("PREVIEWS_DATA_DATABASE_URL")
+# host:port the preview's pods use to reach that server (default: the URL's host and port).
+if PREVIEWS_DATA_DATABASE_URL:
+    _data_db = parse_database_url("PREVIEWS_DATA_DATABASE_URL", PREVIEWS_DATA_DATABASE_URL)
+    if all(_data_db[k] == DATABASES["default"][k] for k in ("HOST", "PORT", "NAME")):
+        raise ImproperlyConfigured("PREVIEWS_DATA_DATABASE_URL names the service's own database; preview data "
+                                   "must live on another database")
+PREVIEWS_DATA_HOST = env.str("PREVIEWS_DATA_HOST", "")
+# CIDR the preview NetworkPolicy lets pods reach on the server's port (default: the host's address when it
+# is an IP literal, else any address on that port only).
+PREVIEWS_DATA_EGRESS_CIDR = env.str("PREVIEWS_DATA_EGRESS_CIDR", "")
+# Seconds any one statement (and any lock wait) on the data server may take.
+PREVIEWS_DATA_TIMEOUT = env.int("PREVIEWS_DATA_TIMEOUT", 60, minimum=1, maximum=3600)
+# The data reaper drops at most this many orphaned previews' data per cycle.
+PREVIEWS_DATA_REAPER_MAX_DROPS = env.int("PREVIEWS_DATA_REAPER_MAX_DROPS", 10, minimum=0)
+
 PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
+# Long-polls hold a web thread each: at most this many at once per token, and per web process (keep it well
+# under GUNICORN_THREADS so the API, the webhook, the dashboard and the probes always find a thread).
+PREVIEWS_API_WAITS_PER_TOKEN = env.int("PREVIEWS_API_WAITS_PER_TOKEN", 2, minimum=0, maximum=100)
+PREVIEWS_API_WAITS_TOTAL = env.int("PREVIEWS_API_WAITS_TOTAL", 4, minimum=0, maximum=1000)
 GITHUB_WEBHOOK_SECRET = env.str("GITHUB_WEBHOOK_SECRET", "")
 GITHUB_API_URL = env.str("GITHUB_API_URL", "https://api.github.com").rstrip("/")
 GITHUB_TOKEN = env.str("GITHUB_TOKEN", "")
@@ -178,6 +239,19 @@ GITHUB_WEB_URL = env.str("GITHUB_WEB_URL", "https://github.com").rstrip("/")
 GITHUB_TIMEOUT = env.int("GITHUB_TIMEOUT", 5, minimum=1, maximum=60)
 if GITHUB_APP_ID and not (GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY):
     raise ImproperlyConfigured("GITHUB_APP_ID needs GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY too")
+# GitHub Actions OIDC (previews/oidc.py): CI authenticates with the job's short-lived token, no stored secret.
+# An empty issuer turns OIDC off (static API tokens keep working either way).
+PREVIEWS_OIDC_ISSUER = env.str("PREVIEWS_OIDC_ISSUER", "https://token.actions.githubusercontent.com").rstrip("/")
+# Empty: discovered from <issuer>/.well-known/openid-configuration.
+PREVIEWS_OIDC_JWKS_URL = env.str("PREVIEWS_OIDC_JWKS_URL", "")
+# The one audience accepted (workflows request it with &audience=). Default: this service's public URL.
+PREVIEWS_OIDC_AUDIENCE = env.str("PREVIEWS_OIDC_AUDIENCE", PREVIEWS_PUBLIC_URL)
+PREVIEWS_OIDC_ALLOWED_EVENTS = env.list("PREVIEWS_OIDC_ALLOWED_EVENTS", ["pull_request"])
+PREVIEWS_OIDC_LEEWAY = env.int("PREVIEWS_OIDC_LEEWAY", 30, minimum=0, maximum=300)
+PREVIEWS_OIDC_MAX_TOKEN_AGE = env.int("PREVIEWS_OIDC_MAX_TOKEN_AGE", 600, minimum=30, maximum=3600)
+PREVIEWS_OIDC_JWKS_CACHE_SECONDS = env.int("PREVIEWS_OIDC_JWKS_CACHE_SECONDS", 3600, minimum=60, maximum=86400)
+PREVIEWS_OIDC_JWKS_COOLDOWN = env.int("PREVIEWS_OIDC_JWKS_COOLDOWN", 60, minimum=1, maximum=3600)
+PREVIEWS_OIDC_TIMEOUT = env.int("PREVIEWS_OIDC_TIMEOUT", 5, minimum=1, maximum=60)
 # Room for the largest manifest bundle plus the rest of a request; a larger body gets 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = PREVIEWS_MAX_MANIFEST_BYTES + 262_144
 
@@ -195,6 +269,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Create, update, read and delete a pull request's preview environment.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

@@ -3,13 +3,16 @@ from __future__ import annotations
 from django import forms
 
 from previews.models import Preview
+from previews.validators import MAX_TTL_HOURS
 
 EXTEND_CHOICES = [("24", "+24 hours"), ("72", "+72 hours"), ("custom", "Custom")]
 
 
 class ExtendForm(forms.Form):
     choice = forms.ChoiceField(choices=EXTEND_CHOICES, initial="24", widget=forms.RadioSelect)
-    hours = forms.IntegerField(required=False, label="Custom hours")
+    hours = forms.IntegerField(required=False, label="Custom hours", min_value=1, max_value=MAX_TTL_HOURS,
+                               error_messages={"min_value": "Hours must be at least 1.",
+                                               "max_value": f"Hours must be at most {MAX_TTL_HOURS}."})
     reason = forms.CharField(max_length=500, help_text="Why it is needed for longer; shown on the timeline.",
                              error_messages={"required": "Say why the preview is needed for longer."})
 
@@ -19,9 +22,8 @@ class ExtendForm(forms.Form):
         if choice == "custom":
             hours = data.get("hours")
             if hours is None:
-                self.add_error("hours", "Give the number of hours.")
-            elif hours < 1:
-                self.add_error("hours", "Hours must be at least 1.")
+                if "hours" not in self.errors:
+                    self.add_error("hours", "Give the number of hours.")
             else:
                 data["extend_by"] = hours
         elif choice:

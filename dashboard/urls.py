@@ -14,7 +14,8 @@ urlpatterns = [
     path("previews/<int:preview_id>/wake", views.preview_wake, name="preview_wake"),
     path("previews/<int:preview_id>/sleep", views.preview_sleep, name="preview_sleep"),
     path("costs/", views.costs, name="costs"),
+    path("previews/<int:preview_id>/reset-data", views.preview_reset_data, name="preview_reset_data"),
     path("reaper/", views.reaper_plan, name="reaper"),
-    path("accounts/login/", auth_views.LoginView.as_view(template_name="dashboard/login.html"), name="login"),
+    path("accounts/login/", views.ThrottledLoginView.as_view(template_name="dashboard/login.html"), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

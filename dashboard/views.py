@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -12,10 +13,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.forms import ExtendForm, KillForm, ListFilterForm
-from previews import kube, reaper_cycle, selectors, services
+from previews import kube, reaper, reaper_cycle, selectors, services
 from previews.models import Preview
 
 PAGE_SIZE = 50
+REAPER_PAGE_SIZE = 100
 
 
 def _actor(request: HttpRequest) -> services.Actor:
@@ -160,6 +162,20 @@ def costs(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
+@permission_required("previews.reset_data_preview", raise_exception=True)
+def preview_reset_data(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    try:
+        services.preview_reset_data(preview=preview, actor=_actor(request))
+    except services.PreviewConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Resetting the data; the preview deploys again.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_POST
+@login_required
 @permission_required("previews.kill_preview", raise_exception=True)
 def preview_kill(request: HttpRequest, preview_id: int) -> HttpResponse:
     preview = _preview_or_404(preview_id)
@@ -177,13 +193,39 @@ def preview_kill(request: HttpRequest, preview_id: int) -> HttpResponse:
 @login_required
 @permission_required("previews.view_preview", raise_exception=True)
 def reaper_plan(request: HttpRequest) -> HttpResponse:
+    """The next cycle's plan: the summary first, then the deletions, the alerts, other actions; keeps collapsed."""
     error = ""
     plan = snapshot = None
+    context: dict = {"query": request.GET.copy()}
     try:
         plan, snapshot = reaper_cycle.preview_plan()
     except kube.KubeError as exc:
         error = f"The cluster could not be read, so there is no plan: {exc}"
-    settings = reaper_cycle.reaper_settings()
-    return render(request, "dashboard/reaper.html", {
-        "plan": plan, "snapshot": snapshot, "error": error, "settings": settings,
-        "grace_minutes": int(settings.grace_period.total_seconds() // 60)})
+    if plan is not None:
+        deletions = sorted(plan.deletions, key=reaper.urgency)
+        keeps = [d for d in plan.decisions if d.action == reaper.KEEP]
+        context.update(
+            summary=[(action, sum(reasons.values()), list(reasons.items()))
+                     for action, reasons in plan.counts().items()],
+            deletions=Paginator(deletions, REAPER_PAGE_SIZE).get_page(request.GET.get("deletions_page") or 1),
+            others=[d for d in plan.decisions if d.action not in (reaper.DELETE, reaper.KEEP)],
+            keeps=Paginator(keeps, REAPER_PAGE_SIZE).get_page(request.GET.get("keep_page") or 1),
+            keeps_open="keep_page" in request.GET)
+    config = reaper_cycle.reaper_settings()
+    context.update(plan=plan, snapshot=snapshot, error=error, settings=config,
+                   per_cycle=config.deletions_per_minute * config.burst_minutes,
+                   grace_minutes=int(config.grace_period.total_seconds() // 60),
+                   clock_tolerance_minutes=int(config.clock_tolerance.total_seconds() // 60))
+    return render(request, "dashboard/reaper.html", context)
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """The login page; while logins are throttled (previews.login_throttle) it answers 429 with Retry-After."""
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        seconds = getattr(self.request, "login_throttled", None)
+        if seconds:
+            response.status_code = 429
+            response["Retry-After"] = str(seconds)
+        return response

@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
-from previews import services
+from previews import github, services
 from previews.models import ApiToken, Preview, PreviewEvent, Repository
 
 
@@ -8,6 +10,17 @@ from previews.models import ApiToken, Preview, PreviewEvent, Repository
 class RepositoryAdmin(admin.ModelAdmin):
     list_display = ["__str__", "base_domain", "namespace_prefix", "default_ttl_hours", "max_live_previews"]
     search_fields = ["owner", "name"]
+
+    def save_model(self, request, obj, form, change):
+        # GitHub Actions OIDC maps tokens by GitHub's immutable ids: fill them in when GitHub can tell us.
+        if obj.github_repository_id is None and github.is_configured():
+            try:
+                obj.github_repository_id, obj.github_owner_id = github.repository_ids(obj.full_name)
+                messages.info(request, f"GitHub ids of {obj} filled in: repository {obj.github_repository_id}, "
+                                       f"owner {obj.github_owner_id}.")
+            except github.GitHubUnavailable as exc:
+                messages.warning(request, f"GitHub ids not filled in (GitHub Actions OIDC stays off): {exc}")
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(ApiToken)
@@ -26,10 +39,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
             name=obj.name, repository=obj.repository, created_by=request.user
         )
         obj.pk, obj.prefix, obj.token_hash = token.pk, token.prefix, token.token_hash
-        messages.warning(
-            request,
-            f"Token created. Copy it now, it is not stored and will not be shown again: {plaintext}",
-        )
+        # Kept on this request only: shown in this response, never in a message (a cookie) or a redirect.
+        request._new_token_plaintext = plaintext
+
+    def response_add(self, request, obj, post_url_continue=None):
+        plaintext = getattr(request, "_new_token_plaintext", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(request, "admin/previews/token_created.html", {
+            **self.admin_site.each_context(request), "token": obj, "plaintext": plaintext,
+            "title": "Token created"})
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):

@@ -18,7 +18,7 @@ from pathlib import Path
 import requests
 from django.conf import settings
 from django.utils import timezone
-from github import Auth, Github, GithubException
+from github import Auth, Github, GithubException, GithubIntegration
 
 from previews.models import GitHubState
 
@@ -106,6 +106,36 @@ def _auth() -> Auth.Auth:
         _app_auth_cache[cache_key] = Auth.AppAuth(int(settings.GITHUB_APP_ID), key).get_installation_auth(
             int(settings.GITHUB_APP_INSTALLATION_ID))
     return _app_auth_cache[cache_key]
+
+
+_own_login_cache: dict[tuple, str] = {}
+
+
+def own_login() -> str:
+    """The login our comments are written by: the token's user, or the App's bot (`<slug>[bot]`).
+
+    Asked of GitHub once per process and configuration. Only comments by this login are ever edited, so a
+    comment someone else wrote with our marker in it is never taken over.
+    """
+    cache_key = (settings.GITHUB_API_URL, settings.GITHUB_TOKEN, settings.GITHUB_APP_ID)
+    if cache_key not in _own_login_cache:
+        if settings.GITHUB_TOKEN:
+            login = _client().get_user().login
+        else:
+            key = settings.GITHUB_APP_PRIVATE_KEY
+            if not key.lstrip().startswith("-----BEGIN") and Path(key).is_file():
+                key = Path(key).read_text()
+            integration = GithubIntegration(auth=Auth.AppAuth(int(settings.GITHUB_APP_ID), key),
+                                            base_url=settings.GITHUB_API_URL, timeout=settings.GITHUB_TIMEOUT,
+                                            retry=None)
+            login = f"{integration.get_app().slug}[bot]"
+        _own_login_cache.clear()
+        _own_login_cache[cache_key] = login
+    return _own_login_cache[cache_key]
+
+
+def _ours(comment, login: str) -> bool:
+    return COMMENT_MARKER in (comment.body or "") and comment.user is not None and comment.user.login == login
 
 
 def _client() -> Github:
@@ -265,20 +295,46 @@ def pull_state(full_name: str, number: int) -> PullState:
         return PullState(state="unknown", reason=str(_unavailable(f"read PR #{number} of {full_name}", exc)))
 
 
+def commit_parents(full_name: str, sha: str) -> list[str]:
+    """The parent SHAs of a commit (immutable). Raises GitHubUnavailable (status 404: no such commit)."""
+    action = f"read commit {sha[:7]} of {full_name}"
+    try:
+        _guard(action)
+        return [parent.sha for parent in _client().get_repo(full_name).get_commit(sha).parents]
+    except GitHubUnavailable:
+        raise
+    except FAILURES as exc:
+        raise _unavailable(action, exc) from exc
+
+
+def repository_ids(full_name: str) -> tuple[int, int]:
+    """GitHub's immutable (repository id, owner id). Raises GitHubUnavailable."""
+    action = f"read repository {full_name}"
+    try:
+        _guard(action)
+        repo = _client().get_repo(full_name)  # lazy: the first attribute read fetches it
+        return int(repo.id), int(repo.owner.id)
+    except GitHubUnavailable:
+        raise
+    except FAILURES as exc:
+        raise _unavailable(action, exc) from exc
+
+
 # --- writes: each raises GitHubUnavailable on failure --------------------------------------------
 
 
 def upsert_comment(full_name: str, number: int, body: str, known_comment_id: int | None = None) -> int:
-    """Create or edit our one comment on the PR (found by a hidden marker). Returns its id."""
+    """Create or edit our one comment on the PR (found by a hidden marker, and written by us). Returns its id."""
     action = f"comment on PR #{number} of {full_name}"
     text = f"{COMMENT_MARKER}\n{body}"
     try:
         _guard(action)
+        login = own_login()
         repo = _client().get_repo(full_name)
         if known_comment_id:
             try:
                 comment = repo.get_issue(number).get_comment(known_comment_id)
-                if COMMENT_MARKER in (comment.body or ""):
+                if _ours(comment, login):
                     if comment.body != text:
                         comment.edit(text)
                     return comment.id
@@ -287,7 +343,7 @@ def upsert_comment(full_name: str, number: int, body: str, known_comment_id: int
                     raise
         issue = repo.get_issue(number)
         for comment in issue.get_comments():
-            if COMMENT_MARKER in (comment.body or ""):
+            if _ours(comment, login):
                 if comment.body != text:
                     comment.edit(text)
                 return comment.id

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 
 import urllib3
 from django.conf import settings
@@ -250,15 +251,7 @@ def ensure_access(namespace: str, cluster_role: str, service_account: str, label
 
 def list_managed_namespaces() -> list[NamespaceInfo]:
     """Every namespace carrying our managed-by label (one labelled list, in pages of LIST_PAGE_SIZE)."""
-    result: list[NamespaceInfo] = []
-    token = None
-    while True:
-        page = _call("list managed namespaces", _core().list_namespace, label_selector=MANAGED_SELECTOR,
-                     limit=LIST_PAGE_SIZE, _continue=token, _request_timeout=REQUEST_TIMEOUT)
-        result.extend(_namespace_info(ns) for ns in page.items)
-        token = page.metadata._continue
-        if not token:
-            return result
+    return list_managed_namespaces_with_clock().namespaces
 
 
 @dataclass(frozen=True)
@@ -609,3 +602,48 @@ def workload_requests(namespace: str | None = None) -> dict[str, list[Workload]]
             if not token:
                 break
     return result
+
+
+# --- the reaper's listing: requests counted, the API server's clock ---------------------------
+
+
+@dataclass(frozen=True)
+class ManagedListing:
+    namespaces: list[NamespaceInfo]
+    requests: int  # HTTP requests the listing took: one per page, retries included
+    server_time: datetime | None  # the API server's clock: the `Date` header of its first answer
+
+
+def list_managed_namespaces_with_clock() -> ManagedListing:
+    """`list_managed_namespaces`, also counting its requests and reading the API server's clock on the way.
+
+    The clock costs no request of its own: every answer carries a `Date` header (a second's precision).
+    """
+    result: list[NamespaceInfo] = []
+    requests = 0
+    server_time: datetime | None = None
+    token = None
+
+    def page(continue_token: str | None):
+        nonlocal requests
+        requests += 1
+        return _core().list_namespace_with_http_info(label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
+                                                     _continue=continue_token, _request_timeout=REQUEST_TIMEOUT)
+
+    while True:
+        items, _status, headers = _call("list managed namespaces", page, token)
+        if server_time is None:
+            server_time = _http_date((headers or {}).get("Date"))
+        result.extend(_namespace_info(ns) for ns in items.items)
+        token = items.metadata._continue
+        if not token:
+            return ManagedListing(result, requests, server_time)
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None

@@ -10,6 +10,7 @@ from django.db import connection
 # First keys of the two-key advisory locks ("prev" and "preg" in ASCII), apart from any other user.
 DEPLOY = 0x70726576  # deploys and teardowns of a preview
 GITHUB_SYNC = 0x70726567  # telling its PR
+REAPER = 0x70726572  # ("prer") real reaper cycles, one at a time
 
 
 @contextmanager

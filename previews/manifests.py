@@ -5,11 +5,18 @@ YAML data, checked against the policy below as a whole, and only then rendered
 for one preview: namespace set, our labels added, images overridden the way
 kustomize's `images:` does, and the Ingress generated or its placeholder host
 filled in. Nothing is applied unless every document passes.
+
+The policy is an allow-list at every level: kinds, top-level and metadata
+fields, pod-spec fields, volume types, security-context fields and values,
+Ingress annotations, Service fields, PVC fields. Whatever is not listed is
+refused with the document number and the field path, so a field Kubernetes
+adds next year is refused until someone has judged it.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +33,13 @@ FIELD_MANAGER = "pr-previews"
 # Write this as an Ingress host in a template; it becomes the preview's own host.
 HOST_PLACEHOLDER = "PREVIEW_HOST"
 GENERATED_INGRESS_NAME = "preview"
+
+# Bounds on what a bundle may be, so that neither parsing nor the error report can blow up.
+MAX_DEPTH = 32  # nesting of mappings and lists; a Deployment needs about 12
+MAX_OBJECTS = 500
+MAX_PROBLEMS = 50  # listed in an error; the rest are counted
+MAX_SHOWN = 80  # characters of a user-supplied value quoted in a message
+MAX_INT = 2**63 - 1
 
 # kind -> the apiVersions we accept for it. Everything else is refused.
 ALLOWED_KINDS: dict[str, tuple[str, ...]] = {
@@ -61,11 +75,138 @@ RESERVED_KINDS = {
     "MutatingWebhookConfiguration": "cluster-scoped kinds are not allowed",
     "Pod": "bare Pods are not allowed; use a Deployment, StatefulSet or Job",
 }
-REFUSED_SERVICE_TYPES = ("LoadBalancer", "NodePort", "ExternalName")
-REFUSED_ANNOTATION_RE = re.compile(
-    r"^nginx\.ingress\.kubernetes\.io/(.*-snippet|auth-url|auth-signin|auth-snippet)$"
-)
+
+TOP_LEVEL_FIELDS = frozenset({
+    "apiVersion", "kind", "metadata", "spec", "data", "stringData", "binaryData", "type", "immutable", "status",
+    "secrets", "imagePullSecrets", "automountServiceAccountToken",
+})
+METADATA_FIELDS = frozenset({"name", "namespace", "labels", "annotations", "creationTimestamp"})
+METADATA_REASONS = {
+    "finalizers": "no controller in a preview removes a finalizer, so the teardown would hang",
+    "ownerReferences": "the service owns every object's lifecycle; owner references are not allowed",
+    "generateName": "give every object a fixed name",
+}
+# Annotations in the Kubernetes-reserved domains change what Kubernetes or a controller does; only
+# these harmless ones are allowed outside an Ingress's own allow-list.
+HARMLESS_RESERVED_ANNOTATIONS = frozenset({
+    "kubectl.kubernetes.io/default-container", "kubectl.kubernetes.io/default-logs-container",
+    "kubectl.kubernetes.io/restartedAt",
+})
+# ingress-nginx annotations that name no host, URL, secret or snippet (configurable per installation).
+DEFAULT_INGRESS_ANNOTATIONS = frozenset({
+    f"nginx.ingress.kubernetes.io/{name}" for name in (
+        "proxy-body-size", "proxy-connect-timeout", "proxy-read-timeout", "proxy-send-timeout",
+        "proxy-buffering", "proxy-buffer-size", "proxy-request-buffering", "ssl-redirect", "force-ssl-redirect",
+        "backend-protocol", "enable-cors", "cors-allow-origin", "cors-allow-methods", "cors-allow-headers",
+        "cors-allow-credentials", "cors-max-age", "affinity", "session-cookie-name", "limit-rps",
+        "limit-connections",
+    )
+})
+# No quotes, semicolons, braces, dollars, backslashes or line breaks: nothing that could end a directive
+# in the controller's generated configuration.
+SAFE_ANNOTATION_VALUE_RE = re.compile(r"[A-Za-z0-9 ._,:/*+=@%-]{0,512}")
+INGRESS_PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
+INGRESS_PATH_TYPES = ("Prefix", "Exact", "ImplementationSpecific")
+
+SERVICE_SPEC_FIELDS = frozenset({
+    "ports", "selector", "type", "clusterIP", "clusterIPs", "sessionAffinity", "sessionAffinityConfig",
+    "publishNotReadyAddresses", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "trafficDistribution",
+})
+SERVICE_PORT_FIELDS = frozenset({"name", "protocol", "port", "targetPort", "appProtocol"})
+
+POD_SPEC_FIELDS = frozenset({
+    "containers", "initContainers", "volumes", "restartPolicy", "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds", "dnsPolicy", "dnsConfig", "serviceAccountName", "serviceAccount",
+    "automountServiceAccountToken", "securityContext", "imagePullSecrets", "hostname", "subdomain", "affinity",
+    "topologySpreadConstraints", "enableServiceLinks", "shareProcessNamespace", "hostAliases", "readinessGates",
+    "setHostnameAsFQDN", "os", "hostNetwork", "hostPID", "hostIPC", "hostUsers", "nodeSelector", "tolerations",
+})
+POD_SPEC_REASONS = {
+    "nodeName": "it pins the pod to a node, past the scheduler",
+    "priorityClassName": "it could preempt other workloads (system-node-critical and the like)",
+    "priority": "it could preempt other workloads",
+    "preemptionPolicy": "previews do not choose their preemption",
+    "runtimeClassName": "previews run with the cluster's default runtime",
+    "schedulerName": "previews are placed by the default scheduler",
+    "overhead": "pod overhead comes from a RuntimeClass",
+    "resourceClaims": "previews do not claim node devices",
+    "resources": "set resources per container",
+    "schedulingGates": "a gated pod would hold its quota forever",
+    "ephemeralContainers": "ephemeral containers are for debugging a running pod",
+}
+# Only pinning to an operating system or architecture is harmless.
+NODE_SELECTOR_KEYS = frozenset({"kubernetes.io/os", "kubernetes.io/arch"})
+DNS_POLICIES = ("ClusterFirst", "None")
+AFFINITY_FIELDS = frozenset({"podAffinity", "podAntiAffinity"})
+
+CONTAINER_FIELDS = frozenset({
+    "name", "image", "command", "args", "workingDir", "ports", "env", "envFrom", "resources", "volumeMounts",
+    "volumeDevices", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "terminationMessagePath",
+    "terminationMessagePolicy", "imagePullPolicy", "securityContext", "stdin", "stdinOnce", "tty",
+    "restartPolicy", "resizePolicy",
+})
+CONTAINER_PORT_FIELDS = frozenset({"name", "containerPort", "protocol", "hostPort"})
+VOLUME_MOUNT_FIELDS = frozenset({
+    "name", "mountPath", "readOnly", "subPath", "subPathExpr", "recursiveReadOnly", "mountPropagation",
+})
+POD_SECURITY_FIELDS = frozenset({
+    "runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "fsGroupChangePolicy", "supplementalGroups",
+    "supplementalGroupsPolicy", "seccompProfile", "appArmorProfile", "seLinuxOptions", "seLinuxChangePolicy",
+})
+CONTAINER_SECURITY_FIELDS = frozenset({
+    "runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
+    "privileged", "capabilities", "seccompProfile", "appArmorProfile", "procMount", "seLinuxOptions",
+})
+SECURITY_REASONS = {
+    "sysctls": "sysctls change the node's kernel settings for the pod",
+    "windowsOptions": "Windows host-process options are not allowed",
+}
+CONFINED_PROFILES = ("RuntimeDefault", "Localhost")
+SELINUX_TYPES = ("container_t", "container_init_t", "container_kvm_t", "container_engine_t")
+# Pod Security "baseline": the capabilities a container may add. "restricted" allows only NET_BIND_SERVICE.
+BASELINE_CAPABILITIES = frozenset({
+    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP",
+    "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+})
+RESTRICTED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+POD_SECURITY_LEVELS = ("baseline", "restricted")
+
+VOLUME_TYPES = ("configMap", "secret", "emptyDir", "projected", "downwardAPI", "persistentVolumeClaim", "ephemeral")
+PROJECTED_SOURCES = ("configMap", "secret", "downwardAPI", "serviceAccountToken")
+PVC_SPEC_FIELDS = frozenset({"accessModes", "resources", "storageClassName", "volumeMode", "dataSource",
+                             "dataSourceRef"})
+PVC_REASONS = {
+    "volumeName": "it would bind an existing PersistentVolume, possibly another namespace's data",
+    "selector": "it would bind an existing PersistentVolume by its labels",
+    "volumeAttributesClassName": "volume attribute classes are cluster-wide settings",
+}
+# (apiGroup, kind) a PVC may be cloned or restored from, always inside the preview's namespace.
+PVC_DATA_SOURCES = {("", "PersistentVolumeClaim"), ("snapshot.storage.k8s.io", "VolumeSnapshot")}
+
+SECRET_TYPES = ("Opaque", "kubernetes.io/tls", "kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg",
+                "kubernetes.io/basic-auth", "kubernetes.io/ssh-auth")
+PDB_SPEC_FIELDS = frozenset({"selector", "maxUnavailable", "unhealthyPodEvictionPolicy"})
+PERCENT_RE = re.compile(r"(100|[1-9][0-9]?)%")
 DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+SIMPLE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _show(value) -> str:
+    """A user-supplied value quoted in a message, never longer than MAX_SHOWN characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def _bare(value) -> str:
+    """Like _show, without quotes for strings."""
+    return _show(value)[1:-1] if isinstance(value, str) else _show(value)
+
+
+def _join(path: str, key: str) -> str:
+    if SIMPLE_KEY_RE.fullmatch(key):
+        return f"{path}.{key}" if path else key
+    shown = key if len(key) <= MAX_SHOWN else key[: MAX_SHOWN - 3] + "..."
+    return f"{path}[{shown}]"
 
 
 @dataclass(frozen=True)
@@ -74,17 +215,35 @@ class Problem:
     path: str  # field path inside that document, e.g. spec.template.spec.containers[0].image
     message: str
 
+    def __post_init__(self) -> None:
+        # Bounded, whatever the bundle holds: a status message must never grow with the input.
+        object.__setattr__(self, "path", self.path[:300])
+        object.__setattr__(self, "message", self.message[:500])
+
     def __str__(self) -> str:
         where = f"document {self.document + 1}" + (f", {self.path}" if self.path else "")
         return f"{where}: {self.message}"
 
 
 class ManifestError(Exception):
-    """The bundle broke the policy. Carries every problem found, not just the first."""
+    """The bundle broke the policy. Carries the first MAX_PROBLEMS problems and how many there were."""
 
     def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
+        self.total = len(problems)
+        self.problems = problems[:MAX_PROBLEMS]
+        text = "; ".join(str(p) for p in self.problems)
+        if self.total > MAX_PROBLEMS:
+            text += f"; and {self.total - MAX_PROBLEMS} more problems"
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one repository's previews may do beyond the fixed rules."""
+
+    storage_classes: tuple[str, ...] = ()  # storageClassName values a PVC may name (omitting it: the default)
+    ingress_annotations: frozenset[str] = DEFAULT_INGRESS_ANNOTATIONS
+    pod_security: str = "baseline"  # or "restricted": the bundle is checked against it before it is applied
 
 
 @dataclass(frozen=True)
@@ -97,13 +256,31 @@ class RenderContext:
     service_port: int = 80
     tls_secret_name: str = ""
     ingress_class: str = ""
+    policy: Policy = field(default_factory=Policy)
+
+
+def namespace_security_labels(level: str) -> dict[str, str]:
+    """Pod Security Admission labels for a preview namespace: `level` enforced, restricted warned and audited."""
+    if level not in POD_SECURITY_LEVELS:
+        raise ValueError(f"{level!r} is not a Pod Security level for previews ({', '.join(POD_SECURITY_LEVELS)})")
+    return {
+        "pod-security.kubernetes.io/enforce": level,
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/warn": "restricted",
+        "pod-security.kubernetes.io/audit": "restricted",
+    }
 
 
 # --- parsing ------------------------------------------------------------------------
 
 
 class _PlainDataLoader(yaml.SafeLoader):
-    """SafeLoader that also refuses aliases (billion-laughs style size blow-ups)."""
+    """SafeLoader that refuses aliases (billion-laughs style size blow-ups) and deep nesting, and keeps
+    timestamps as the strings they were written as (as kubectl does)."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -111,7 +288,21 @@ class _PlainDataLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, "YAML aliases (*name) are not allowed; write the data out", event.start_mark
             )
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_PlainDataLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def parse_bundle(text: str, max_bytes: int) -> list[dict]:
@@ -134,7 +325,7 @@ def parse_bundle(text: str, max_bytes: int) -> list[dict]:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         reason = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError([Problem(index, "", f"not plain YAML data{where}: {reason}")]) from None
+        raise ManifestError([Problem(index, "", f"not plain YAML data{where}: {str(reason)[:200]}")]) from None
     finally:
         loader.dispose()
 
@@ -162,6 +353,8 @@ def parse_bundle(text: str, max_bytes: int) -> list[dict]:
         raise ManifestError(problems)
     if not objects:
         raise ManifestError([Problem(0, "", "the bundle holds no objects")])
+    if len(objects) > MAX_OBJECTS:
+        raise ManifestError([Problem(0, "", f"the bundle holds {len(objects)} objects; the limit is {MAX_OBJECTS}")])
     return objects
 
 
@@ -173,13 +366,79 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[tuple[str, str], int] = {}
     for i, obj in enumerate(objects):
+        data_problems = list(plain_data_problems(i, obj))
+        if data_problems:
+            # Non-string keys or odd types: the rest of the checks could misread the object.
+            problems.extend(data_problems)
+            continue
         problems.extend(_validate_object(i, obj, ctx))
-        key = (str(obj.get("kind")), str((obj.get("metadata") or {}).get("name")))
+        key = (str(obj.get("kind")), str(_dict(obj.get("metadata")).get("name")))
         if key in seen:
-            problems.append(Problem(i, "metadata.name", f"{key[0]} {key[1]!r} appears twice (first in document "
-                                                        f"{seen[key] + 1})"))
+            problems.append(Problem(i, "metadata.name", f"{key[0]} {_show(key[1])} appears twice (first in "
+                                                        f"document {seen[key] + 1})"))
         seen.setdefault(key, i)
     return problems
+
+
+def plain_data_problems(i: int, value, path: str = "") -> Iterator[Problem]:
+    """JSON-shaped data only: string keys; strings, finite numbers in int64, booleans, null, lists, mappings;
+    at most MAX_DEPTH levels. Iterative, so no input can exhaust the stack."""
+    stack = [(path, value, 0)]
+    while stack:
+        here, item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth >= MAX_DEPTH:
+            yield Problem(i, here, f"nested more than {MAX_DEPTH} levels deep")
+            continue
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    yield Problem(i, here, f"the key {_show(key)} is a {type(key).__name__}; only string keys "
+                                           "are allowed")
+                    continue
+                children.append((_join(here, key), child, depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{here}[{j}]", child, depth + 1) for j, child in enumerate(item)]))
+        elif item is None or isinstance(item, bool | str):
+            continue
+        elif isinstance(item, int):
+            if abs(item) > MAX_INT:
+                yield Problem(i, here, "the number is out of range (64-bit integers only)")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                yield Problem(i, here, f"{item} is not a finite number")
+        else:
+            yield Problem(i, here, f"a {type(item).__name__} value is not plain data (strings, numbers, booleans, "
+                                   "null, lists and mappings only)")
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _empty(value) -> bool:
+    return value is None or value == {} or value == [] or value == "" or value is False
+
+
+def _only(i: int, path: str, mapping: dict, allowed: Iterable[str], what: str,
+          reasons: dict[str, str] | None = None) -> Iterator[Problem]:
+    """Every key of `mapping` outside `allowed` is a problem, with its reason when one is known."""
+    for key in mapping:
+        if key in allowed:
+            continue
+        reason = (reasons or {}).get(key)
+        message = f"{key} is not allowed: {reason}" if reason else f"{_show(key)} is not an allowed {what} field"
+        yield Problem(i, _join(path, key), message)
+
+
+def _expect_dict(i: int, path: str, value) -> Iterator[Problem]:
+    if value is not None and not isinstance(value, dict):
+        yield Problem(i, path, f"expected a mapping, got {type(value).__name__}")
 
 
 def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]:
@@ -192,60 +451,80 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
         return
     if kind not in ALLOWED_KINDS:
         allowed = ", ".join(sorted(ALLOWED_KINDS))
-        yield Problem(i, "kind", f"{kind} is not allowed; allowed kinds: {allowed}")
+        yield Problem(i, "kind", f"{_bare(kind)} is not allowed; allowed kinds: {allowed}")
         return
     if api_version not in ALLOWED_KINDS[kind]:
         yield Problem(i, "apiVersion", f"{kind} must use apiVersion {' or '.join(ALLOWED_KINDS[kind])}, "
-                                       f"not {api_version!r}")
+                                       f"not {_show(api_version)}")
+    yield from _only(i, "", obj, TOP_LEVEL_FIELDS, "top-level")
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
         yield Problem(i, "metadata", "every object needs metadata with a name")
         return
     name = metadata.get("name")
     if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(name):
-        yield Problem(i, "metadata.name", f"{name!r} is not a valid object name (lower-case DNS subdomain)")
+        yield Problem(i, "metadata.name", f"{_show(name)} is not a valid object name (lower-case DNS subdomain)")
     namespace = metadata.get("namespace")
     if namespace not in (None, "", ctx.namespace):
         yield Problem(i, "metadata.namespace", f"objects must stay in the preview's namespace; "
-                                               f"{namespace!r} is another namespace")
-    for key in _dict(metadata.get("annotations")):
-        if REFUSED_ANNOTATION_RE.match(str(key)):
-            yield Problem(i, f"metadata.annotations[{key}]", "ingress-nginx snippet and auth annotations are "
-                                                              "not allowed")
-    for path, pod_spec in _pod_specs(kind, obj):
-        yield from _validate_pod_spec(i, path, pod_spec)
-    if kind == "Service":
-        yield from _validate_service(i, _dict(obj.get("spec")))
-    if kind == "Ingress":
-        yield from _validate_ingress(i, _dict(obj.get("spec")), ctx)
+                                               f"{_show(namespace)} is another namespace")
+    yield from _validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None)
+    spec = obj.get("spec")
+    yield from _expect_dict(i, "spec", spec)
+    spec = _dict(spec)
+    for path, template in _pod_templates(kind, obj):
+        yield from _validate_metadata(i, f"{path}.metadata", _dict(template.get("metadata")))
+        yield from _validate_pod_spec(i, f"{path}.spec", _dict(template.get("spec")), ctx)
+    checks = {
+        "Service": _validate_service, "Ingress": _validate_ingress, "PersistentVolumeClaim": _validate_pvc_object,
+        "PodDisruptionBudget": _validate_pdb, "Secret": _validate_secret, "StatefulSet": _validate_statefulset,
+        "HorizontalPodAutoscaler": _validate_hpa,
+    }
+    if kind in checks:
+        yield from checks[kind](i, obj, spec, ctx)
 
 
-def _dict(value) -> dict:
-    return value if isinstance(value, dict) else {}
+def _reserved_annotation(key: str) -> bool:
+    prefix = key.split("/", 1)[0] if "/" in key else ""
+    return any(prefix == domain or prefix.endswith("." + domain) for domain in ("kubernetes.io", "k8s.io"))
 
 
-def _list(value) -> list:
-    return value if isinstance(value, list) else []
+def _validate_metadata(i: int, path: str, metadata: dict, ingress_policy: Policy | None = None) -> Iterator[Problem]:
+    yield from _only(i, path, metadata, METADATA_FIELDS, "metadata", METADATA_REASONS)
+    if metadata.get("creationTimestamp") is not None:
+        yield Problem(i, f"{path}.creationTimestamp", "creationTimestamp is set by Kubernetes; leave it out")
+    for sub in ("labels", "annotations"):
+        yield from _expect_dict(i, f"{path}.{sub}", metadata.get(sub))
+        for key, value in _dict(metadata.get(sub)).items():
+            if not isinstance(value, str):
+                yield Problem(i, _join(f"{path}.{sub}", key), f"{sub} values must be strings, not "
+                                                              f"{type(value).__name__}")
+    for key, value in _dict(metadata.get("annotations")).items():
+        where = _join(f"{path}.annotations", key)
+        if ingress_policy is not None:
+            if key not in ingress_policy.ingress_annotations:
+                yield Problem(i, where, "this Ingress annotation is not allowed: only the configured list is "
+                                        "(never ingress-nginx snippets, auth, aliases, mirrors, redirects or "
+                                        "references to other namespaces)")
+            elif isinstance(value, str) and not SAFE_ANNOTATION_VALUE_RE.fullmatch(value):
+                yield Problem(i, where, "the value may hold only letters, digits, spaces and . _ , : / * + = @ % -")
+        elif _reserved_annotation(key) and key not in HARMLESS_RESERVED_ANNOTATIONS:
+            yield Problem(i, where, "annotations in the domains reserved for Kubernetes and its controllers "
+                                    "(kubernetes.io, k8s.io) are not allowed")
+
+
+def _pod_templates(kind: str, obj: dict) -> Iterator[tuple[str, dict]]:
+    spec = _dict(obj.get("spec"))
+    if kind in ("Deployment", "StatefulSet", "Job"):
+        yield "spec.template", _dict(spec.get("template"))
+    elif kind == "CronJob":
+        job_spec = _dict(_dict(spec.get("jobTemplate")).get("spec"))
+        yield "spec.jobTemplate.spec.template", _dict(job_spec.get("template"))
 
 
 def _pod_specs(kind: str, obj: dict) -> Iterator[tuple[str, dict]]:
-    spec = _dict(obj.get("spec"))
-    if kind in ("Deployment", "StatefulSet", "Job"):
-        yield "spec.template.spec", _dict(_dict(spec.get("template")).get("spec"))
-    elif kind == "CronJob":
-        job_spec = _dict(_dict(spec.get("jobTemplate")).get("spec"))
-        yield "spec.jobTemplate.spec.template.spec", _dict(_dict(job_spec.get("template")).get("spec"))
-
-
-def _pod_templates(kind: str, obj: dict) -> Iterator[dict]:
-    spec = obj.get("spec")
-    if kind == "CronJob":
-        spec = _dict(_dict(spec).get("jobTemplate")).get("spec")
-    elif kind not in ("Deployment", "StatefulSet", "Job"):
-        return
-    template = _dict(spec).get("template")
-    if isinstance(template, dict):
-        yield template
+    for path, template in _pod_templates(kind, obj):
+        yield f"{path}.spec", _dict(template.get("spec"))
 
 
 def _containers(pod_spec: dict) -> Iterator[tuple[str, dict]]:
@@ -255,52 +534,274 @@ def _containers(pod_spec: dict) -> Iterator[tuple[str, dict]]:
                 yield f"{group}[{j}]", container
 
 
-def _validate_pod_spec(i: int, path: str, pod_spec: dict) -> Iterator[Problem]:
+def _validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    reasons = dict(POD_SPEC_REASONS)
+    yield from _only(i, path, {k: v for k, v in pod_spec.items() if not _empty(v)}, POD_SPEC_FIELDS, "pod spec",
+                     reasons)
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         if pod_spec.get(flag):
             yield Problem(i, f"{path}.{flag}", f"{flag} is not allowed")
+    if pod_spec.get("hostUsers") not in (None, True):
+        yield Problem(i, f"{path}.hostUsers", "hostUsers: false needs user-namespace support on the node; leave it "
+                                              "out")
+    for key in _dict(pod_spec.get("nodeSelector")):
+        if key not in NODE_SELECTOR_KEYS:
+            yield Problem(i, _join(f"{path}.nodeSelector", key), "only kubernetes.io/os and kubernetes.io/arch may "
+                                                                  "be selected; previews are not pinned to nodes")
+    if not _empty(pod_spec.get("tolerations")):
+        yield Problem(i, f"{path}.tolerations", "tolerations are not allowed: they let a pod onto tainted nodes "
+                                                "(control plane, dedicated pools)")
+    dns_policy = pod_spec.get("dnsPolicy")
+    if dns_policy is not None and dns_policy not in DNS_POLICIES:
+        yield Problem(i, f"{path}.dnsPolicy", f"dnsPolicy {_show(dns_policy)} is not allowed; use "
+                                              f"{' or '.join(DNS_POLICIES)}")
+    affinity = pod_spec.get("affinity")
+    yield from _expect_dict(i, f"{path}.affinity", affinity)
+    yield from _only(i, f"{path}.affinity", {k: v for k, v in _dict(affinity).items() if not _empty(v)},
+                     AFFINITY_FIELDS, "affinity", {"nodeAffinity": "it pins previews to chosen nodes"})
+    pod_security = pod_spec.get("securityContext")
+    yield from _expect_dict(i, f"{path}.securityContext", pod_security)
+    pod_security = _dict(pod_security)
+    yield from _validate_security_context(i, f"{path}.securityContext", pod_security, POD_SECURITY_FIELDS)
     for j, volume in enumerate(_list(pod_spec.get("volumes"))):
-        if isinstance(volume, dict) and "hostPath" in volume:
-            yield Problem(i, f"{path}.volumes[{j}].hostPath", "hostPath volumes are not allowed")
+        yield from _validate_volume(i, f"{path}.volumes[{j}]", volume, ctx)
     for cpath, container in _containers(pod_spec):
-        security = _dict(container.get("securityContext"))
-        if security.get("privileged"):
-            yield Problem(i, f"{path}.{cpath}.securityContext.privileged", "privileged containers are not allowed")
-        for k, port in enumerate(_list(container.get("ports"))):
-            if isinstance(port, dict) and port.get("hostPort"):
-                yield Problem(i, f"{path}.{cpath}.ports[{k}].hostPort", "hostPort is not allowed")
-        image = container.get("image")
-        if not isinstance(image, str) or not IMAGE_RE.fullmatch(image):
-            yield Problem(i, f"{path}.{cpath}.image", f"{image!r} is not an image reference")
+        yield from _validate_container(i, f"{path}.{cpath}", container, pod_security, ctx)
 
 
-def _validate_service(i: int, spec: dict) -> Iterator[Problem]:
+def _validate_security_context(i: int, path: str, security: dict, allowed: frozenset[str]) -> Iterator[Problem]:
+    yield from _only(i, path, security, allowed, "securityContext", SECURITY_REASONS)
+    for name in ("seccompProfile", "appArmorProfile"):
+        profile = security.get(name)
+        if profile is not None:
+            kind = _dict(profile).get("type")
+            if kind not in CONFINED_PROFILES:
+                yield Problem(i, f"{path}.{name}.type", f"{_show(kind)} is not allowed; use "
+                                                        f"{' or '.join(CONFINED_PROFILES)}")
+    selinux = security.get("seLinuxOptions")
+    if selinux is not None:
+        yield from _only(i, f"{path}.seLinuxOptions", _dict(selinux), ("type", "level"), "seLinuxOptions")
+        selinux_type = _dict(selinux).get("type")
+        if selinux_type not in (None, "", *SELINUX_TYPES):
+            yield Problem(i, f"{path}.seLinuxOptions.type", f"{_show(selinux_type)} is not allowed; use one of "
+                                                            f"{', '.join(SELINUX_TYPES)}")
+
+
+def _validate_container(i: int, path: str, container: dict, pod_security: dict,
+                        ctx: RenderContext) -> Iterator[Problem]:
+    yield from _only(i, path, container, CONTAINER_FIELDS, "container")
+    security = container.get("securityContext")
+    yield from _expect_dict(i, f"{path}.securityContext", security)
+    security = _dict(security)
+    spath = f"{path}.securityContext"
+    yield from _validate_security_context(i, spath, security, CONTAINER_SECURITY_FIELDS)
+    if security.get("privileged"):
+        yield Problem(i, f"{spath}.privileged", "privileged containers are not allowed")
+    if security.get("procMount") not in (None, "Default"):
+        yield Problem(i, f"{spath}.procMount", "only the Default procMount is allowed")
+    capabilities = _dict(security.get("capabilities"))
+    yield from _only(i, f"{spath}.capabilities", capabilities, ("add", "drop"), "capabilities")
+    restricted = ctx.policy.pod_security == "restricted"
+    addable = RESTRICTED_CAPABILITIES if restricted else BASELINE_CAPABILITIES
+    for k, capability in enumerate(_list(capabilities.get("add"))):
+        if capability not in addable:
+            yield Problem(i, f"{spath}.capabilities.add[{k}]",
+                          f"adding {_show(capability)} is not allowed under Pod Security {ctx.policy.pod_security}; "
+                          f"allowed: {', '.join(sorted(addable))}")
+    if restricted:
+        yield from _restricted_container(i, spath, security, pod_security, capabilities)
+    for k, port in enumerate(_list(container.get("ports"))):
+        port = _dict(port)
+        yield from _only(i, f"{path}.ports[{k}]", port, CONTAINER_PORT_FIELDS, "container port",
+                         {"hostIP": "containers do not bind to the node's addresses"})
+        if port.get("hostPort"):
+            yield Problem(i, f"{path}.ports[{k}].hostPort", "hostPort is not allowed")
+    for k, mount in enumerate(_list(container.get("volumeMounts"))):
+        mount = _dict(mount)
+        yield from _only(i, f"{path}.volumeMounts[{k}]", mount, VOLUME_MOUNT_FIELDS, "volume mount")
+        if mount.get("mountPropagation") not in (None, "None"):
+            yield Problem(i, f"{path}.volumeMounts[{k}].mountPropagation", "mount propagation to or from the "
+                                                                           "node is not allowed")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        yield from _validate_handler(i, f"{path}.{probe}", _dict(container.get(probe)))
+    for hook in ("postStart", "preStop"):
+        yield from _validate_handler(i, f"{path}.lifecycle.{hook}", _dict(_dict(container.get("lifecycle")).get(hook)))
+    image = container.get("image")
+    if not isinstance(image, str) or not IMAGE_RE.fullmatch(image):
+        yield Problem(i, f"{path}.image", f"{_show(image)} is not an image reference")
+
+
+def _restricted_container(i: int, spath: str, security: dict, pod_security: dict,
+                          capabilities: dict) -> Iterator[Problem]:
+    def effective(name: str):
+        return security.get(name, pod_security.get(name))
+
+    if security.get("allowPrivilegeEscalation") is not False:
+        yield Problem(i, f"{spath}.allowPrivilegeEscalation", "Pod Security restricted needs it set to false")
+    if "ALL" not in _list(capabilities.get("drop")):
+        yield Problem(i, f"{spath}.capabilities.drop", "Pod Security restricted needs ALL dropped")
+    if effective("runAsNonRoot") is not True:
+        yield Problem(i, f"{spath}.runAsNonRoot", "Pod Security restricted needs runAsNonRoot: true (here or on "
+                                                  "the pod)")
+    if effective("runAsUser") == 0:
+        yield Problem(i, f"{spath}.runAsUser", "Pod Security restricted does not allow running as user 0")
+    if _dict(effective("seccompProfile")).get("type") not in CONFINED_PROFILES:
+        yield Problem(i, f"{spath}.seccompProfile", "Pod Security restricted needs a seccompProfile of type "
+                                                    "RuntimeDefault or Localhost (here or on the pod)")
+
+
+def _validate_handler(i: int, path: str, handler: dict) -> Iterator[Problem]:
+    """Probes and lifecycle hooks run from the node: they may only reach the pod itself."""
+    for action in ("httpGet", "tcpSocket"):
+        if _dict(handler.get(action)).get("host"):
+            yield Problem(i, f"{path}.{action}.host", "the kubelet would connect from the node to another host; "
+                                                      "probes and hooks may only reach the pod itself")
+
+
+def _validate_volume(i: int, path: str, volume, ctx: RenderContext) -> Iterator[Problem]:
+    if not isinstance(volume, dict):
+        yield Problem(i, path, "expected a volume (a mapping)")
+        return
+    sources = [key for key in volume if key != "name"]
+    allowed = ", ".join(VOLUME_TYPES)
+    for source in sources:
+        if source not in VOLUME_TYPES:
+            yield Problem(i, _join(path, source), f"{_bare(source)} volumes are not allowed; allowed volume "
+                                                  f"types: {allowed}")
+    if len(sources) != 1:
+        yield Problem(i, path, "a volume needs exactly one source")
+    if "projected" in volume:
+        for k, projection in enumerate(_list(_dict(volume["projected"]).get("sources"))):
+            yield from _only(i, f"{path}.projected.sources[{k}]", _dict(projection), PROJECTED_SOURCES,
+                             "projected volume source")
+    if "ephemeral" in volume:
+        template = _dict(_dict(volume["ephemeral"]).get("volumeClaimTemplate"))
+        tpath = f"{path}.ephemeral.volumeClaimTemplate"
+        yield from _validate_metadata(i, f"{tpath}.metadata", _dict(template.get("metadata")))
+        yield from _validate_pvc_spec(i, f"{tpath}.spec", _dict(template.get("spec")), ctx)
+
+
+def _validate_pvc_spec(i: int, path: str, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    yield from _only(i, path, spec, PVC_SPEC_FIELDS, "PersistentVolumeClaim spec", PVC_REASONS)
+    if "storageClassName" in spec and spec["storageClassName"] is not None:
+        name = spec["storageClassName"]
+        if name == "":
+            yield Problem(i, f"{path}.storageClassName", "an empty storageClassName would bind a pre-provisioned "
+                                                         "PersistentVolume; leave it out for the default class")
+        elif name not in ctx.policy.storage_classes:
+            allowed = ", ".join(ctx.policy.storage_classes) or "none: leave storageClassName out for the default"
+            yield Problem(i, f"{path}.storageClassName", f"storage class {_show(name)} is not allowed for this "
+                                                         f"repository; allowed: {allowed}")
+    for source_field in ("dataSource", "dataSourceRef"):
+        source = spec.get(source_field)
+        if source is None:
+            continue
+        source = _dict(source)
+        key = (source.get("apiGroup") or "", source.get("kind"))
+        if key not in PVC_DATA_SOURCES:
+            yield Problem(i, f"{path}.{source_field}.kind", f"{_show(key[1])} is not allowed as a data source; "
+                                                            "clone a PersistentVolumeClaim or restore a "
+                                                            "VolumeSnapshot of this namespace")
+        if source.get("namespace") not in (None, "", ctx.namespace):
+            yield Problem(i, f"{path}.{source_field}.namespace", "data sources must be in the preview's own "
+                                                                 f"namespace, not {_show(source.get('namespace'))}")
+
+
+def _validate_pvc_object(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    yield from _validate_pvc_spec(i, "spec", spec, ctx)
+
+
+def _validate_statefulset(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    for k, template in enumerate(_list(spec.get("volumeClaimTemplates"))):
+        template = _dict(template)
+        yield from _validate_metadata(i, f"spec.volumeClaimTemplates[{k}].metadata", _dict(template.get("metadata")))
+        yield from _validate_pvc_spec(i, f"spec.volumeClaimTemplates[{k}].spec", _dict(template.get("spec")), ctx)
+
+
+def _validate_service(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
     service_type = spec.get("type", "ClusterIP")
-    if service_type in REFUSED_SERVICE_TYPES:
-        yield Problem(i, "spec.type", f"Services of type {service_type} are not allowed; use ClusterIP and the "
-                                      "preview's Ingress")
+    if service_type != "ClusterIP":
+        yield Problem(i, "spec.type", f"Services of type {_bare(service_type)} are not allowed; use "
+                                      "ClusterIP and the preview's Ingress")
     if spec.get("externalIPs"):
         yield Problem(i, "spec.externalIPs", "externalIPs are not allowed")
+    yield from _only(i, "spec", {k: v for k, v in spec.items() if k not in ("externalIPs", "type")},
+                     SERVICE_SPEC_FIELDS, "Service spec")
+    if spec.get("clusterIP") not in (None, "", "None"):
+        yield Problem(i, "spec.clusterIP", "choose no cluster IP (or None for a headless Service)")
+    if any(ip not in ("", "None") for ip in _list(spec.get("clusterIPs"))):
+        yield Problem(i, "spec.clusterIPs", "choose no cluster IPs (or None for a headless Service)")
+    for k, port in enumerate(_list(spec.get("ports"))):
+        yield from _only(i, f"spec.ports[{k}]", _dict(port), SERVICE_PORT_FIELDS, "Service port",
+                         {"nodePort": "node ports are not allowed"})
 
 
-def _validate_ingress(i: int, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+def _validate_ingress(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
     allowed = (ctx.host, HOST_PLACEHOLDER)
-    if "defaultBackend" in spec:
-        yield Problem(i, "spec.defaultBackend", "a default backend would catch every host; route by the "
-                                                "preview's host instead")
+    yield from _only(i, "spec", spec, ("rules", "tls", "ingressClassName"), "Ingress spec", {
+        "defaultBackend": "a default backend would catch every host; route by the preview's host instead"})
+    if spec.get("ingressClassName") not in (None, ctx.ingress_class):
+        chosen = repr(ctx.ingress_class) if ctx.ingress_class else "the cluster's default"
+        yield Problem(i, "spec.ingressClassName", f"the service sets the Ingress class ({chosen}); leave "
+                                                  "ingressClassName out")
     rules = _list(spec.get("rules"))
     if not rules:
         yield Problem(i, "spec.rules", f"an Ingress needs a rule for host {ctx.host!r} (or {HOST_PLACEHOLDER})")
     for j, rule in enumerate(rules):
-        host = _dict(rule).get("host")
+        rule = _dict(rule)
+        host = rule.get("host")
         if host not in allowed:
-            shown = "an empty host" if not host else repr(host)
+            shown = "an empty host" if not host else _show(host)
             yield Problem(i, f"spec.rules[{j}].host", f"{shown} is not this preview's host {ctx.host!r} "
                                                       f"(write {HOST_PLACEHOLDER} to have it filled in)")
+        yield from _only(i, f"spec.rules[{j}]", rule, ("host", "http"), "Ingress rule")
+        for k, route in enumerate(_list(_dict(rule.get("http")).get("paths"))):
+            route = _dict(route)
+            rpath = f"spec.rules[{j}].http.paths[{k}]"
+            yield from _only(i, rpath, route, ("path", "pathType", "backend"), "Ingress path")
+            if route.get("pathType") not in INGRESS_PATH_TYPES:
+                yield Problem(i, f"{rpath}.pathType", f"pathType must be one of {', '.join(INGRESS_PATH_TYPES)}")
+            path = route.get("path", "/")
+            if not isinstance(path, str) or not INGRESS_PATH_RE.fullmatch(path):
+                yield Problem(i, f"{rpath}.path", f"{_show(path)} is not a plain path (/ followed by letters, digits "
+                                                  "and . _ ~ / -)")
+            yield from _only(i, f"{rpath}.backend", _dict(route.get("backend")), ("service",), "Ingress backend", {
+                "resource": "Ingresses route only to Services"})
     for j, tls in enumerate(_list(spec.get("tls"))):
+        yield from _only(i, f"spec.tls[{j}]", _dict(tls), ("hosts", "secretName"), "Ingress TLS")
         for k, host in enumerate(_list(_dict(tls).get("hosts"))):
             if host not in allowed:
-                yield Problem(i, f"spec.tls[{j}].hosts[{k}]", f"{host!r} is not this preview's host {ctx.host!r}")
+                yield Problem(i, f"spec.tls[{j}].hosts[{k}]", f"{_show(host)} is not this preview's host "
+                                                              f"{ctx.host!r}")
+
+
+def _validate_pdb(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    yield from _only(i, "spec", spec, PDB_SPEC_FIELDS, "PodDisruptionBudget spec", {
+        "minAvailable": "a minimum can equal the replica count and block every node drain; use maxUnavailable"})
+    selector = _dict(spec.get("selector"))
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        yield Problem(i, "spec.selector", "a PodDisruptionBudget must select its pods (matchLabels or "
+                                          "matchExpressions); an empty selector covers every pod in the namespace")
+    budget = spec.get("maxUnavailable")
+    allows = (isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1) or (
+        isinstance(budget, str) and PERCENT_RE.fullmatch(budget) is not None)
+    if not allows:
+        yield Problem(i, "spec.maxUnavailable", f"{_show(budget)} would block node drains; allow at least one "
+                                                "disruption (1 or more, or a percentage from 1%)")
+
+
+def _validate_secret(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    secret_type = obj.get("type", "Opaque")
+    if secret_type not in SECRET_TYPES:
+        reason = ("ServiceAccount token Secrets mint long-lived API credentials"
+                  if secret_type == "kubernetes.io/service-account-token" else f"allowed: {', '.join(SECRET_TYPES)}")
+        yield Problem(i, "type", f"Secrets of type {_show(secret_type)} are not allowed: {reason}")
+
+
+def _validate_hpa(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    target = _dict(spec.get("scaleTargetRef"))
+    if (target.get("apiVersion"), target.get("kind")) not in (("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")):
+        yield Problem(i, "spec.scaleTargetRef", "an autoscaler may scale only a Deployment or StatefulSet (apps/v1)")
 
 
 # --- rendering -----------------------------------------------------------------------
@@ -321,13 +822,15 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
     rendered = []
     for original in objects:
         obj = copy.deepcopy(original)
+        obj.pop("status", None)
         metadata = obj.setdefault("metadata", {})
+        metadata.pop("creationTimestamp", None)
         metadata["namespace"] = ctx.namespace
         metadata["labels"] = {**_dict(metadata.get("labels")), **ctx.labels}
         for _path, pod_spec in _pod_specs(obj["kind"], obj):
             for _cpath, container in _containers(pod_spec):
                 container["image"] = override_image(container["image"], ctx.images)
-        for template in _pod_templates(obj["kind"], obj):
+        for _path, template in _pod_templates(obj["kind"], obj):
             # Pods (and ReplicaSets, which copy these) carry our labels too, so the cluster watcher
             # can follow them with one label-selected watch instead of watching every pod.
             template_meta = template.setdefault("metadata", {})
@@ -347,8 +850,11 @@ def _fill_hosts(ingress: dict, ctx: RenderContext) -> None:
             rule["host"] = ctx.host
     for tls in _list(spec.get("tls")):
         tls["hosts"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in _list(tls.get("hosts"))]
-    if ctx.ingress_class and not spec.get("ingressClassName"):
+    # The class is always the service's choice (validation refused any other).
+    if ctx.ingress_class:
         spec["ingressClassName"] = ctx.ingress_class
+    else:
+        spec.pop("ingressClassName", None)
 
 
 def generated_ingress(ctx: RenderContext) -> dict:
@@ -386,17 +892,41 @@ def render_bundle(text: str, ctx: RenderContext, max_bytes: int) -> list[dict]:
 # --- the namespace's own guardrails ---------------------------------------------------
 
 
+# Where a preview's pods may resolve names: the cluster DNS and nothing else on port 53.
+DEFAULT_DNS_NAMESPACE = "kube-system"
+DEFAULT_DNS_POD_LABELS: dict[str, str] = {"k8s-app": "kube-dns"}
+
+
 @dataclass(frozen=True)
 class Guardrails:
     quota_cpu: str
     quota_memory: str
     quota_pods: int
     ingress_namespace: str
+    quota_storage: str = "10Gi"  # requests.storage, all PVCs together
+    quota_pvcs: int = 5
+    # Container scratch space and emptyDirs on the node's disk; empty: not limited (the local kwok node
+    # advertises no ephemeral storage, so pods that request some could not be scheduled there).
+    quota_ephemeral_storage: str = ""
+    dns_namespace: str = DEFAULT_DNS_NAMESPACE
+    dns_pod_labels: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DNS_POD_LABELS))
+    # (CIDR, TCP port) of the shared Postgres server holding the preview's data, which pods may reach.
+    data_egress: tuple[str, int] | None = None
 
 
 def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
     """ResourceQuota, LimitRange and a default-deny NetworkPolicy for one preview namespace."""
     meta = {"namespace": ctx.namespace, "labels": dict(ctx.labels)}
+    egress: list[dict] = [
+        {"to": [{"podSelector": {}}]},
+        # DNS, to the cluster's DNS pods only: port 53 elsewhere would be a tunnel out.
+        {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": g.dns_namespace}},
+                 "podSelector": {"matchLabels": dict(g.dns_pod_labels)}}],
+         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    ]
+    if g.data_egress:
+        cidr, port = g.data_egress
+        egress.append({"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP", "port": port}]})
     return [
         {
             "apiVersion": "v1",
@@ -408,8 +938,12 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
                 "requests.memory": g.quota_memory,
                 "limits.memory": g.quota_memory,
                 "pods": str(g.quota_pods),
+                "requests.storage": g.quota_storage,
+                "persistentvolumeclaims": str(g.quota_pvcs),
                 "services.loadbalancers": "0",
                 "services.nodeports": "0",
+                **({"requests.ephemeral-storage": g.quota_ephemeral_storage,
+                    "limits.ephemeral-storage": g.quota_ephemeral_storage} if g.quota_ephemeral_storage else {}),
             }},
         },
         {
@@ -419,8 +953,10 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
             # Defaults, so that pods without resources still fit the quota.
             "spec": {"limits": [{
                 "type": "Container",
-                "default": {"cpu": "500m", "memory": "512Mi"},
-                "defaultRequest": {"cpu": "50m", "memory": "64Mi"},
+                "default": {"cpu": "500m", "memory": "512Mi",
+                            **({"ephemeral-storage": "256Mi"} if g.quota_ephemeral_storage else {})},
+                "defaultRequest": {"cpu": "50m", "memory": "64Mi",
+                                   **({"ephemeral-storage": "32Mi"} if g.quota_ephemeral_storage else {})},
             }]},
         },
         {
@@ -434,10 +970,7 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
                     {"podSelector": {}},
                     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": g.ingress_namespace}}},
                 ]}],
-                "egress": [
-                    {"to": [{"podSelector": {}}]},
-                    {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                ],
+                "egress": egress,
             },
         },
     ]

@@ -12,6 +12,7 @@ processes or pods run:
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from django.conf import settings
@@ -68,15 +69,21 @@ class DatabaseCollector:
                                                                    "delete")
         deleted.add_metric([], _reaper_deletions())
         yield deleted
-        last = runs.order_by("-started_at").first()
+        # The data reaper records its cycles as ReaperRun rows too (scope "preview data"); this is the namespaces'.
+        last = runs.exclude(summary__contains={"scope": "preview data"}).order_by("-started_at").first()
         unknown = GaugeMetricFamily("previews_reaper_kept_unknown", "Namespaces the last reaper cycle kept "
                                                                     "because their PR state was unknown")
         decisions = last.decisions if last else []
         unknown.add_metric([], sum(1 for d in decisions if d.get("reason") == "PR state unknown"))
         yield unknown
-        alerts = CounterMetricFamily("previews_reaper_breaker_trips", "Reaper cycles stopped by the circuit breaker")
-        alerts.add_metric([], runs.exclude(alert="").count())
-        yield alerts
+        trips = CounterMetricFamily("previews_reaper_breaker_trips", "Reaper cycles in which the circuit breaker "
+                                                                     "held deletions")
+        trips.add_metric([], runs.filter(summary__breaker_tripped=True).count())
+        yield trips
+        paused = CounterMetricFamily("previews_reaper_expiry_paused", "Reaper cycles in which expiry deletions "
+                                                                      "paused because the clocks disagreed")
+        paused.add_metric([], runs.filter(summary__expiry_paused=True).count())
+        yield paused
 
         yield from self._watcher()
 
@@ -147,7 +154,8 @@ def registry() -> CollectorRegistry:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     expected = settings.PREVIEWS_METRICS_TOKEN
-    if expected and request.headers.get("Authorization", "") != f"Bearer {expected}":
+    presented = request.headers.get("Authorization", "").encode()
+    if expected and not hmac.compare_digest(presented, f"Bearer {expected}".encode()):
         return HttpResponse("metrics need the bearer token (PREVIEWS_METRICS_TOKEN)\n", status=401,
                             content_type="text/plain")
     return HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)

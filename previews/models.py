@@ -7,6 +7,7 @@ that bypasses validation can store a preview the cluster could not hold.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Length
@@ -19,7 +20,16 @@ models.CharField.register_lookup(Length)
 GITHUB_SYNC_FAILED = "failed"
 
 
+class DataMode(models.TextChoices):
+    NONE = "none"
+    SCHEMA = "schema", "schema per preview on the shared server"
+    DATABASE = "database", "database per preview, copied from a template"
+    IN_NAMESPACE = "in-namespace", "Postgres in the preview's namespace"
+
+
 class Repository(models.Model):
+    DataMode = DataMode
+
     owner = models.CharField(max_length=39, validators=[validators.validate_owner])
     name = models.CharField(max_length=100, validators=[validators.validate_repo_name])
     base_domain = models.CharField(
@@ -40,8 +50,10 @@ class Repository(models.Model):
     service_name = models.CharField(max_length=63, default="web", help_text="The Service the Ingress routes to.")
     service_port = models.PositiveIntegerField(default=80)
     tls_secret_name = models.CharField(max_length=253, blank=True)
-    default_ttl_hours = models.PositiveIntegerField(default=72)
-    max_ttl_hours = models.PositiveIntegerField(default=24 * 14)
+    default_ttl_hours = models.PositiveIntegerField(
+        default=72, validators=[MaxValueValidator(validators.MAX_TTL_HOURS)])
+    max_ttl_hours = models.PositiveIntegerField(
+        default=24 * 14, validators=[MaxValueValidator(validators.MAX_TTL_HOURS)])
     max_live_previews = models.PositiveIntegerField(default=20)
     quota_cpu = models.CharField(max_length=20, default="2")
     quota_memory = models.CharField(max_length=20, default="4Gi")
@@ -59,6 +71,56 @@ class Repository(models.Model):
     sleep_after_hours = models.PositiveIntegerField(
         default=8, help_text="Scale an idle preview to zero after this many hours without a deploy, wake, "
                              "extension or command (0: never).")
+    # GitHub Actions OIDC: a token is mapped to this repository by these immutable ids, never by name.
+    github_repository_id = models.BigIntegerField(
+        null=True, blank=True, unique=True,
+        help_text="GitHub's id of the repository (the OIDC claim repository_id). Empty: OIDC tokens are refused.",
+    )
+    github_owner_id = models.BigIntegerField(
+        null=True, blank=True, help_text="GitHub's id of the owner (the OIDC claim repository_owner_id).",
+    )
+    oidc_workflow_refs = models.TextField(
+        blank=True,
+        help_text="Optional: job_workflow_ref prefixes allowed to act (one a line), e.g. "
+                  "acme/ci/.github/workflows/preview.yml@refs/heads/main. Empty: any workflow of the repository.",
+    )
+    oidc_environment = models.CharField(
+        max_length=255, blank=True, help_text="Optional: the GitHub environment the job must run in."
+    )
+    quota_storage = models.CharField(max_length=20, default="10Gi", help_text="All PVC storage requests together.")
+    quota_pvcs = models.PositiveIntegerField(default=5, help_text="PersistentVolumeClaims at most.")
+    quota_ephemeral_storage = models.CharField(max_length=20, default="8Gi",
+                                               help_text="Container scratch space and emptyDirs together.")
+    pod_security = models.CharField(
+        max_length=12, choices=[("baseline", "baseline"), ("restricted", "restricted")], default="baseline",
+        help_text="The Pod Security Standard enforced in the preview namespaces; restricted is checked up front.",
+    )
+    storage_classes = models.CharField(
+        max_length=500, blank=True, validators=[validators.validate_storage_classes],
+        help_text="Comma-separated storage classes a PVC may name; empty: only the cluster default.",
+    )
+    allow_fork_previews = models.BooleanField(
+        default=False,
+        help_text="Deploy pull requests from forks on webhook events, for authors GitHub marks as owner, member "
+                  "or collaborator only.",
+    )
+    webhook_secret = models.CharField(
+        max_length=200, blank=True,
+        help_text="This repository's own GitHub webhook secret; empty: GITHUB_WEBHOOK_SECRET.",
+    )
+    # Preview data (previews/data.py): what each preview gets besides its manifests.
+    data_mode = models.CharField(max_length=16, choices=DataMode.choices, default=DataMode.NONE)
+    data_template = models.CharField(
+        max_length=63, blank=True, validators=[validators.validate_pg_identifier],
+        help_text="database mode: the template database on the shared server that each preview copies.")
+    data_migrate_command = models.TextField(
+        blank=True, help_text="Run with /bin/sh -c in a Job with the PR's image (and the preview-database Secret) "
+                              "before the preview counts as ready, e.g. `python manage.py migrate`.")
+    data_connection_limit = models.PositiveIntegerField(default=10,
+                                                        help_text="CONNECTION LIMIT of each preview's role.")
+    data_image = models.CharField(max_length=300, default="postgres:15",
+                                  help_text="in-namespace mode: the Postgres image.")
+    data_storage = models.CharField(max_length=20, default="1Gi", help_text="in-namespace mode: the volume's size.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -84,6 +146,17 @@ class Repository(models.Model):
                 condition=Q(service_port__gte=1, service_port__lte=65535), name="repository_service_port_range"
             ),
             models.CheckConstraint(condition=Q(opt_in__in=["all", "label"]), name="repository_opt_in_valid"),
+            models.CheckConstraint(
+                condition=Q(max_ttl_hours__lte=validators.MAX_TTL_HOURS), name="repository_max_ttl_bounded"
+            ),
+            models.CheckConstraint(
+                condition=Q(pod_security__in=["baseline", "restricted"]), name="repository_pod_security_valid"
+            ),
+            models.CheckConstraint(condition=Q(data_mode__in=DataMode.values), name="repository_data_mode_valid"),
+            models.CheckConstraint(condition=~Q(data_mode="database") | ~Q(data_template=""),
+                                   name="repository_database_mode_has_template"),
+            models.CheckConstraint(condition=Q(data_connection_limit__gte=1, data_connection_limit__lte=1000),
+                                   name="repository_data_connection_limit_range"),
         ]
 
     def __str__(self) -> str:
@@ -92,6 +165,10 @@ class Repository(models.Model):
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
+
+    @property
+    def storage_class_list(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.storage_classes.split(",") if name.strip())
 
 
 class ApiToken(models.Model):
@@ -151,6 +228,7 @@ class ActorKind(models.TextChoices):
     GITHUB = "github"  # a GitHub user, through a /preview comment command
     REAPER = "reaper"
     SYSTEM = "system"
+    WORKFLOW = "workflow"  # a GitHub Actions run, authenticated by its OIDC token
 
 
 class Preview(models.Model):
@@ -208,6 +286,16 @@ class Preview(models.Model):
     last_activity_at = models.DateTimeField(null=True, blank=True)
     slept_at = models.DateTimeField(null=True, blank=True)
     last_command = models.JSONField(default=dict, blank=True)
+    # Preview data. The mode and name it was created with (so it is dropped even after the repository's mode
+    # changed); a random salt from which its password is derived (HMAC with SECRET_KEY: the password itself
+    # is never stored); the generation whose deploy must reset it first; its size when last measured.
+    data_mode = models.CharField(max_length=16, blank=True)
+    data_name = models.CharField(max_length=63, blank=True)
+    data_salt = models.CharField(max_length=64, blank=True, editable=False)
+    data_reset_generation = models.PositiveIntegerField(null=True, blank=True)
+    data_reset_at = models.DateTimeField(null=True, blank=True)
+    data_size_bytes = models.BigIntegerField(null=True, blank=True)
+    data_size_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
@@ -216,6 +304,7 @@ class Preview(models.Model):
             ("pin_preview", "Can pin or unpin a preview"),
             ("redeploy_preview", "Can redeploy a preview"),
             ("kill_preview", "Can delete a preview's environment"),
+            ("reset_data_preview", "Can reset a preview's data"),
         ]
         constraints = [
             models.UniqueConstraint("repository", "pr_number", name="preview_unique_repository_pr"),
@@ -337,6 +426,21 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event}/{self.action} {self.delivery_id}"
+
+
+class OidcTokenUse(models.Model):
+    """A GitHub Actions OIDC token's jti, remembered until the token expires: once per operation."""
+
+    jti = models.CharField(max_length=255)
+    operation = models.CharField(max_length=20)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint("jti", "operation", name="oidctokenuse_unique_jti_operation")]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.jti}"
 
 
 class GitHubState(models.Model):

@@ -78,6 +78,11 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
             when = "never: pinned"
         lines.append(f"| Expires | {when} |")
     lines.append(f"| Dashboard | {dashboard_url(preview)} |")
+    if preview.data_name and status not in (Preview.Status.DELETING, Preview.Status.DELETED):
+        data = f"{preview.data_mode} `{preview.data_name}`"
+        if preview.data_reset_at:
+            data += f", last reset {preview.data_reset_at:%Y-%m-%d %H:%M} UTC"
+        lines.append(f"| Data | {data} |")
     if status == Preview.Status.FAILED and preview.status_message:
         lines += ["", "**Why it failed**", "", "```", preview.status_message[:3000], "```"]
     if status in (Preview.Status.DELETING, Preview.Status.DELETED, Preview.Status.SLEEPING) \
@@ -92,6 +97,9 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
         lines += ["", f"Need it longer? Comment `/preview extend 48h`, extend it on the dashboard, or `POST "
                       f"/api/v1/repos/{repo.owner}/{repo.name}/previews/{preview.pr_number}/extend` with `hours` and "
                       "`reason`. `/preview help` lists the commands."]
+        if preview.data_name:
+            lines.append(f"Fresh data? Reset it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
+                         f"/previews/{preview.pr_number}/reset-data`.")
     last = command_line(preview.last_command)
     if last:
         lines += ["", last]
@@ -112,6 +120,7 @@ def sync_key(preview: Preview, expiry_warning: bool = False) -> str:
     """Everything the PR shows; when it changes, the PR needs telling again."""
     raw = "|".join([str(preview.generation), preview.status, preview.status_message, preview.url,
                     preview.expires_at.isoformat(), str(preview.pinned), str(expiry_warning),
+                    preview.data_name, str(preview.data_reset_at),
                     str(preview.last_command.get("at", "")) if isinstance(preview.last_command, dict) else ""])
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 

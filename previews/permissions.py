@@ -7,11 +7,11 @@ from django.contrib.auth.models import Group, Permission
 VIEWERS = "Preview viewers"
 OPERATORS = "Preview operators"
 VIEW = ["view_preview"]
-OPERATE = [*VIEW, "extend_preview", "pin_preview", "redeploy_preview", "kill_preview"]
+OPERATE = [*VIEW, "extend_preview", "pin_preview", "redeploy_preview", "kill_preview", "reset_data_preview"]
 
 
 def ensure_groups(**_signal_kwargs) -> None:
-    """Viewers see previews; operators may also extend, pin, redeploy and kill them."""
+    """Viewers see previews; operators may also extend, pin, redeploy and kill them, and reset their data."""
     for name, codenames in ((VIEWERS, VIEW), (OPERATORS, OPERATE)):
         group, _ = Group.objects.get_or_create(name=name)
         group.permissions.add(*Permission.objects.filter(content_type__app_label="previews", codename__in=codenames))

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from previews import commands, github, optin, selectors, services, validators
+from previews import commands, github, optin, selectors, services, validators, webhooks
 from previews.models import ActorKind, CommentCommand, Preview, PullRequestState, Repository
 
 logger = logging.getLogger(__name__)
@@ -57,30 +57,23 @@ def answer(full_name: str, number: int, comment_id: int, reaction: str, reply: s
     return "answered"
 
 
-def _int(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def handle_comment(repository: Repository, payload: dict) -> str:
-    """Act on one `issue_comment` delivery. Returns the outcome for the webhook's log."""
-    if payload.get("action") != "created":
+def handle_comment(repository: Repository, event: webhooks.CommentEvent) -> str:
+    """Act on one `issue_comment` delivery (its shape checked by `webhooks.parse_comment`). Returns the outcome
+    for the webhook's log."""
+    if event.action != "created":
         return "only new comments carry commands"
-    issue, comment = payload.get("issue"), payload.get("comment")
-    if not isinstance(issue, dict) or not isinstance(comment, dict):
-        return "the payload has no issue or comment"
-    if not isinstance(issue.get("pull_request"), dict):  # GitHub sends this object only for pull requests
+    if not event.is_pull_request:
         return "not a pull request"
-    parsed = commands.parse(comment.get("body"))
+    parsed = commands.parse(event.body)
     if parsed is None:
         return "not a command"
-    number, comment_id = _int(issue.get("number")), _int(comment.get("id"))
-    user = comment.get("user") if isinstance(comment.get("user"), dict) else {}
-    login, association = user.get("login"), comment.get("author_association")
-    if user.get("type") == "Bot" or str(login).endswith("[bot]"):
+    number, comment_id = event.number, event.comment_id
+    login, association = event.login, event.author_association
+    if event.user_type == "Bot" or login.endswith("[bot]"):
         return "comments by bots are not obeyed"
-    if number is None or number > validators.MAX_PR_NUMBER or comment_id is None or not commands.valid_login(login):
-        return "the payload has no usable PR number, comment id or login"
-    line = commands.command_line(comment.get("body")) or ""
+    if not commands.valid_login(login):
+        return "the comment has no usable login"
+    line = commands.command_line(event.body) or ""
     full_name = repository.full_name
 
     with transaction.atomic():
@@ -89,7 +82,7 @@ def handle_comment(repository: Repository, payload: dict) -> str:
         since = timezone.now() - timedelta(minutes=settings.PREVIEWS_COMMAND_RATE_WINDOW_MINUTES)
         recent = CommentCommand.objects.filter(repository=repository, pr_number=number, received_at__gte=since).count()
         record = CommentCommand.objects.create(repository=repository, pr_number=number, comment_id=comment_id,
-                                               login=login, association=str(association or "")[:30], text=line[:200])
+                                               login=login, association=association, text=line[:200])
     if commands.rate_limited(recent, settings.PREVIEWS_COMMAND_RATE_LIMIT):
         outcome = "rate limited"
         if recent == settings.PREVIEWS_COMMAND_RATE_LIMIT:  # tell once per window, then stay quiet
@@ -113,7 +106,7 @@ def handle_comment(repository: Repository, payload: dict) -> str:
 
     actor = services.Actor(ActorKind.GITHUB, login)
     preview = selectors.preview_get(repository, number)
-    result = _run(parsed, repository, number, preview, issue, actor)
+    result = _run(parsed, repository, number, preview, event, actor)
     shown_on_sticky = preview is not None and preview.github_comment_id and parsed.name != commands.HELP
     if preview is not None:
         services.preview_record_command(preview_id=preview.pk, actor=actor, command=parsed.display(),
@@ -133,13 +126,13 @@ def _live(preview: Preview | None) -> bool:
     return preview is not None and preview.desired == Preview.Desired.UP and preview.is_live
 
 
-def _run(command: commands.Command, repository: Repository, number: int, preview: Preview | None, issue: dict,
-         actor: services.Actor) -> Answer:
+def _run(command: commands.Command, repository: Repository, number: int, preview: Preview | None,
+         event: webhooks.CommentEvent, actor: services.Actor) -> Answer:
     name = command.name
     if name == commands.HELP:
         return Answer(OK, "help", commands.HELP_TEXT)
     if name == commands.CREATE:
-        return _create(repository, number, preview, issue, actor)
+        return _create(repository, number, preview, event, actor)
     if name == commands.DELETE:
         services.pull_request_set_opt(repository=repository, pr_number=number, opt="out")
         if not _live(preview):
@@ -175,13 +168,13 @@ def _run(command: commands.Command, repository: Repository, number: int, preview
     raise AssertionError(f"unhandled command {name}")
 
 
-def _create(repository: Repository, number: int, preview: Preview | None, issue: dict,
+def _create(repository: Repository, number: int, preview: Preview | None, event: webhooks.CommentEvent,
             actor: services.Actor) -> Answer:
-    if issue.get("state") not in (None, "open"):
+    if event.state not in ("", "open"):
         return Answer(REFUSED, f"PR #{number} is closed")
     services.pull_request_set_opt(repository=repository, pr_number=number, opt="in")
     row = PullRequestState.objects.get(repository=repository, pr_number=number)
-    draft = row.draft if row.github_updated_at else issue.get("draft") is True
+    draft = row.draft if row.github_updated_at else event.draft
     verdict = optin.decide(optin.policy_of(repository), optin.PullInfo(open=True, draft=draft,
                                                                         command_opt=row.command_opt))
     if not verdict.wanted:
@@ -198,7 +191,7 @@ def _create(repository: Repository, number: int, preview: Preview | None, issue:
         sha = github.pull_state(repository.full_name, number).head_sha
     if not validators.SHA_RE.fullmatch(sha or ""):
         return Answer(REFUSED, "the PR's head commit is not known yet (GitHub could not be asked); try again")
-    image = repository.image_template.format(number=number, sha=sha, short_sha=sha[:7])
+    image = webhooks.image_reference(repository.image_template, number, sha)
     try:
         services.preview_upsert(repository=repository, pr_number=number, actor=actor,
                                 request=services.PreviewRequest(head_sha=sha, images=(image,)))

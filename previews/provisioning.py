@@ -16,13 +16,16 @@ run killed halfway and run again converges.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from previews import kube, locks, manifests, services
+from previews import data as preview_data
+from previews import kube, locks, manifests, policy, services
+from previews.gateways import preview_db
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ def render_context(preview: Preview) -> manifests.RenderContext:
         service_port=repository.service_port,
         tls_secret_name=repository.tls_secret_name,
         ingress_class=settings.PREVIEWS_INGRESS_CLASS,
+        policy=policy.manifest_policy(repository),
     )
 
 
@@ -69,16 +73,13 @@ def plan_deploy(preview: Preview) -> Plan:
             0, "", f"nothing to deploy: {preview.repository} has no manifest template and the request sent none")])
     objects = manifests.render_bundle(source, ctx, settings.PREVIEWS_MAX_MANIFEST_BYTES)
     repository = preview.repository
-    guardrails = manifests.guardrail_objects(ctx, manifests.Guardrails(
-        quota_cpu=repository.quota_cpu, quota_memory=repository.quota_memory, quota_pods=repository.quota_pods,
-        ingress_namespace=settings.PREVIEWS_INGRESS_NAMESPACE,
-    ))
+    guardrails = manifests.guardrail_objects(ctx, dataclasses.replace(
+        policy.guardrails(repository), data_egress=preview_data.egress(repository.data_mode)))
     labels = {
         **ctx.labels,
-        # Pod Security Admission: baseline refuses privileged pods, host namespaces and hostPath
-        # even if something slipped past our own checks; warn about what restricted would refuse.
-        "pod-security.kubernetes.io/enforce": "baseline",
-        "pod-security.kubernetes.io/warn": "restricted",
+        # Pod Security Admission: the repository's level (baseline by default, or restricted) is enforced even
+        # if something slipped past our own checks; restricted is warned about and audited.
+        **manifests.namespace_security_labels(repository.pod_security),
     }
     annotations = {
         "previews.dev/repository": repository.full_name,
@@ -123,6 +124,15 @@ def deploy(preview_id: int, generation: int) -> str:
         except kube.KubeError as exc:
             _failed(preview_id, generation, _bounded(str(exc)), started)
             return "failed"
+        except preview_db.DataUnavailable as exc:
+            services.preview_deploy_wait(
+                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
+                message=_bounded(f"The preview data server is unreachable; the deploy is tried again in "
+                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
+            return "retry"
+        except preview_db.DataError as exc:
+            _failed(preview_id, generation, _bounded(f"The preview's data could not be prepared: {exc}"), started)
+            return "failed"
         except Exception as exc:
             # Whatever went wrong, the generation ends failed with a message, never "deploying" forever.
             logger.exception("deploy of preview %s generation %s crashed", preview_id, generation)
@@ -159,6 +169,9 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
         return "waiting"
     if not current():
         return "superseded"
+    data_objects = _prepare_data(preview, generation, plan)
+    if not current():
+        return "superseded"
     kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)
     if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
         kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
@@ -168,9 +181,10 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     kube.apply_objects(plan.guardrails)
     if not current():
         return "superseded"
-    rollout = kube.apply_objects(plan.objects)
+    objects = plan.objects + data_objects
+    rollout = kube.apply_objects(objects)
     # A namespace created just now holds nothing of an earlier deploy to prune.
-    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(plan.objects))
+    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects))
     if pruned:
         services.preview_note(preview_id=preview_id, action="pruned",
                               message="Removed objects no longer in the manifests: " + ", ".join(pruned),
@@ -183,8 +197,44 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
                               + ", ".join(sorted(woken)), workloads=sorted(woken))
     applied = services.preview_deploy_applied(
         preview_id=preview_id, generation=generation, rollout=rollout,
-        objects=[f"{o['kind']}/{o['metadata']['name']}" for o in plan.objects])
+        objects=[f"{o['kind']}/{o['metadata']['name']}" for o in objects])
     return "applied" if applied else "superseded"
+
+
+def _prepare_data(preview: Preview, generation: int, plan: Plan) -> list[dict]:
+    """Ensure (or reset) the preview's data before anything is applied; the objects that go with it."""
+    ctx = render_context(preview)
+    prepared = preview_data.prepare(preview, ctx, generation)
+    if prepared is None:
+        return []
+    theirs = {(o["kind"], o["metadata"]["name"]) for o in plan.objects}
+    clash = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in prepared.objects
+                   if (o["kind"], o["metadata"]["name"]) in theirs)
+    if clash:
+        raise preview_data.DataConfigError(f"the manifests define {', '.join(clash)}, which the service renders "
+                                           "for the preview's data itself")
+    services.preview_data_prepared(preview_id=preview.pk, generation=generation, database=prepared.database,
+                                   reset=prepared.reset, steps=prepared.steps, size_bytes=prepared.size_bytes)
+    return prepared.objects
+
+
+def _drop_data(preview: Preview) -> None:
+    """The preview's data on the shared server goes with it (bounded by PREVIEWS_DATA_TIMEOUT per statement).
+
+    A failure never holds up the namespace's deletion: it is an event, and the data reaper drops
+    what is left once the preview is deleted.
+    """
+    if not preview.data_name:
+        return
+    name = preview.data_name
+    try:
+        steps = preview_data.drop(preview)
+    except preview_db.DataError as exc:
+        services.preview_note(preview_id=preview.pk, action="data drop failed",
+                              message=_bounded(f"Dropping {name} failed; the data reaper tries again: {exc}"))
+        return
+    services.preview_note(preview_id=preview.pk, action="data dropped",
+                          message=f"{name}: {', '.join(steps) or 'nothing left to drop'}", steps=steps)
 
 
 def teardown(preview_id: int, generation: int) -> str:
@@ -198,6 +248,7 @@ def teardown(preview_id: int, generation: int) -> str:
         if preview is None or preview.generation != generation or preview.desired != Preview.Desired.DOWN:
             logger.info("teardown of preview %s generation %s is stale; nothing to do", preview_id, generation)
             return "stale"
+        _drop_data(preview)
         try:
             outcome = kube.delete_namespace(preview.namespace)
         except kube.NamespaceNotOurs as exc:

@@ -1,18 +1,34 @@
-"""The reaper: deciding what should no longer exist (pure), and carrying it out (the executor).
+"""The reaper's decisions: what should no longer exist, and why (pure; `reaper_cycle` carries them out).
 
 `plan` is a pure function from a snapshot of the world to decisions, each with
 a reason. It deletes only namespaces that carry our managed-by label, never a
 protected one, and never because a PR is closed unless GitHub said so: an
-unknown PR state keeps the namespace. A cap bounds deletions per cycle, and a
-circuit breaker deletes nothing when an implausibly large share would go.
+unknown PR state keeps the namespace.
+
+Three guards, each for the deletions whose evidence it can vouch for:
+
+- the circuit breaker keeps every deletion that rests on outside evidence (a PR
+  GitHub reports closed, a labelled namespace no preview owns) when an
+  implausibly large share of the managed namespaces would go at once: that is
+  the signature of bad evidence (GitHub reporting every PR closed, a selector
+  gone wrong), not of a busy day;
+- the clock check keeps expiry deletions (and those of previews asleep too
+  long) while the service's clock, the database's and the Kubernetes API
+  server's disagree: expiry is our own recorded decision, so a mass of it is expected, and what could make it wrong
+  is a clock that is off;
+- a rate (deletions per minute, spent across cycles) bounds how fast anything
+  goes, most urgent first; "desired down" is otherwise unguarded, as it is a
+  person's or CI's explicit request.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, REPOSITORY_LABEL
 
@@ -25,13 +41,17 @@ MARK_DELETED = "mark-deleted"
 REPORT_STUCK = "report-stuck"
 WARN_EXPIRY = "warn-expiry"
 
-# Reasons, most urgent deletions first (the cap keeps the rest for the next cycle).
+# Reasons, most urgent deletions first (the rate limit keeps the rest for later cycles).
 DESIRED_DOWN = "desired state is down"
 PR_CLOSED = "PR closed"
 EXPIRED = "expired"
 ORPHAN = "orphan: no preview owns it"
 SLEPT_TOO_LONG = "asleep too long"  # issue 15: sleep and wake
 DELETE_PRIORITY = (DESIRED_DOWN, PR_CLOSED, EXPIRED, SLEPT_TOO_LONG, ORPHAN)
+# Deletions whose evidence comes from outside (GitHub's answer, the cluster's labels): the breaker guards them.
+OUTSIDE_EVIDENCE = frozenset({PR_CLOSED, ORPHAN})
+# Deletions that are right only if our clock is: the clock check guards them.
+CLOCK_DEPENDENT = frozenset({EXPIRED, SLEPT_TOO_LONG})
 
 PR_OPEN = "PR open"
 PINNED = "pinned"
@@ -40,8 +60,9 @@ WITHIN_GRACE = "orphan within grace period"
 PROTECTED = "protected namespace"
 TERMINATING = "already terminating"
 LABEL_MISMATCH = "labels do not match its preview"
-CAPPED = "cap on deletions per cycle reached"
+RATE_LIMITED = "deletion rate limit reached"
 BREAKER = "circuit breaker open"
+CLOCKS_DISAGREE = "clocks disagree"
 NAMESPACE_GONE = "namespace gone"
 EXPIRES_SOON = "expires soon"
 
@@ -79,7 +100,9 @@ class PreviewRecord:
 class ReaperSettings:
     grace_period: timedelta = timedelta(hours=1)
     stuck_after: timedelta = timedelta(minutes=30)
-    max_deletions: int = 10
+    deletions_per_minute: int = 300
+    burst_minutes: int = 5  # at most this many minutes' worth of deletions accrue (the reaper's interval)
+    clock_tolerance: timedelta = timedelta(minutes=5)
     breaker_share: float = 0.5
     breaker_min_deletions: int = 5
     expiry_warning: timedelta = timedelta(hours=24)
@@ -104,14 +127,87 @@ class Decision:
         return data
 
 
+@dataclass(frozen=True)
+class Clocks:
+    """What the other clocks read when the service's read the plan's `now` (None: could not be read)."""
+
+    database: datetime | None
+    api_server: datetime | None
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """How many deletions may still be issued, as of a time (the rate limit's state between cycles)."""
+
+    left: float
+    at: datetime
+
+
 @dataclass
 class Plan:
     decisions: list[Decision] = field(default_factory=list)
-    alert: str = ""
+    alerts: list[str] = field(default_factory=list)
+    allowance: float = math.inf  # deletions this cycle could issue under the rate limit
+    breaker_tripped: bool = False
+    expiry_paused: bool = False
+
+    @property
+    def alert(self) -> str:
+        return "\n".join(self.alerts)
 
     @property
     def deletions(self) -> list[Decision]:
         return [d for d in self.decisions if d.action == DELETE]
+
+    def allowance_after(self, now: datetime) -> Allowance:
+        """The rate limit's state once this plan's deletions are issued."""
+        return Allowance(left=max(0.0, self.allowance - len(self.deletions)), at=now)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Decisions counted by action, then by reason: {"delete": {"expired": 3}, "keep": {"PR open": 260}}."""
+        return summarize(self.decisions)
+
+
+ACTION_ORDER = (DELETE, MARK_DELETED, REPORT_STUCK, WARN_EXPIRY, KEEP)
+
+
+def summarize(decisions: Iterable[Decision]) -> dict[str, dict[str, int]]:
+    """Decisions counted by action (deletions first, keeps last), then by reason (most frequent first)."""
+    counter = Counter((d.action, d.reason) for d in decisions)
+    actions = sorted({a for a, _ in counter}, key=lambda a: (ACTION_ORDER.index(a) if a in ACTION_ORDER else 99, a))
+    return {action: dict(sorted(((r, n) for (a, r), n in counter.items() if a == action),
+                                key=lambda item: (-item[1], item[0])))
+            for action in actions}
+
+
+def available_allowance(previous: Allowance | None, now: datetime, settings: ReaperSettings) -> float:
+    """Deletions that may be issued now: what was left, plus the rate times the minutes since, up to a burst.
+
+    The first cycle (no previous state) may issue a full burst. A clock that went backwards accrues nothing.
+    """
+    burst = float(settings.deletions_per_minute * max(1, settings.burst_minutes))
+    if previous is None:
+        return burst
+    minutes = max(0.0, (now - previous.at).total_seconds() / 60)
+    return min(burst, max(0.0, previous.left) + minutes * settings.deletions_per_minute)
+
+
+def clock_disagreement(now: datetime, clocks: Clocks, tolerance: timedelta) -> str:
+    """Why expiry must pause (the clocks disagree, or one could not be read), or "" when they agree."""
+    readings = {"the service": now, "the database": clocks.database, "the Kubernetes API server": clocks.api_server}
+    missing = [name for name, value in readings.items() if value is None]
+    if missing:
+        return (f"clock check: the clock of {' and '.join(missing)} could not be read; expiry deletions are "
+                "paused")
+    times = {name: value for name, value in readings.items() if value is not None}
+    spread = max(times.values()) - min(times.values())
+    if spread <= tolerance:
+        return ""
+    fastest = max(times, key=lambda name: times[name])
+    slowest = min(times, key=lambda name: times[name])
+    return (f"clock check: {fastest}'s clock is {_duration(spread)} ahead of {slowest}'s (tolerance "
+            f"{_duration(tolerance)}: service {now:%H:%M:%S}, database {clocks.database:%H:%M:%S}, API server "
+            f"{clocks.api_server:%H:%M:%S} UTC); expiry deletions are paused until they agree")
 
 
 # The open PRs of each repository (by id): a set when GitHub answered, None when unknown.
@@ -119,8 +215,12 @@ OpenPrs = Mapping[int, frozenset[int] | None]
 
 
 def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecord], open_prs: OpenPrs,
-         now: datetime, settings: ReaperSettings) -> Plan:
-    """Decide, for every managed namespace and every live preview record, what to do and why."""
+         now: datetime, settings: ReaperSettings, *, clocks: Clocks, allowance: float) -> Plan:
+    """Decide, for every managed namespace and every live preview record, what to do and why.
+
+    `now` is the service's clock, `clocks` what the database's and the API server's read at the same
+    moment, `allowance` how many deletions the rate limit lets this cycle issue (`available_allowance`).
+    """
     records = {p.namespace: p for p in previews}
     managed = [ns for ns in namespaces if ns.managed]  # never even consider anything else
     present = {ns.name for ns in managed}
@@ -129,7 +229,11 @@ def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecor
                   for d in [_decide_missing(p, now)] if d is not None]
     decisions += [_warning(records[ns.name], now) for ns in managed
                   if _needs_warning(records.get(ns.name), now, settings)]
-    return _limit(Plan(decisions), len(managed), settings)
+    result = Plan(decisions, allowance=allowance)
+    _check_clocks(result, now, clocks, settings)
+    _breaker(result, len(managed), settings)
+    _rate_limit(result)
+    return result
 
 
 def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_prs: OpenPrs, now: datetime,
@@ -194,22 +298,49 @@ def _warning(record: PreviewRecord, now: datetime) -> Decision:
                     expires_at=record.expires_at)
 
 
-def _limit(result: Plan, managed_count: int, settings: ReaperSettings) -> Plan:
-    deletions = result.deletions
-    if not deletions:
-        return result
-    if len(deletions) >= settings.breaker_min_deletions and len(deletions) > settings.breaker_share * managed_count:
-        result.alert = (f"circuit breaker: {len(deletions)} of {managed_count} managed namespaces would be deleted "
-                        f"at once (more than {settings.breaker_share:.0%}); nothing was deleted")
-        result.decisions = [replace(d, action=KEEP, reason=BREAKER, detail=f"would delete: {d.reason}")
-                            if d.action == DELETE else d for d in result.decisions]
-        return result
-    ordered = sorted(deletions, key=lambda d: DELETE_PRIORITY.index(d.reason))
-    allowed = {id(d) for d in ordered[:settings.max_deletions]}
-    result.decisions = [d if d.action != DELETE or id(d) in allowed
-                        else replace(d, action=KEEP, reason=CAPPED, detail=f"would delete: {d.reason}")
+def _hold(decision: Decision, reason: str) -> Decision:
+    return replace(decision, action=KEEP, reason=reason, detail=f"would delete: {decision.reason}")
+
+
+def _check_clocks(result: Plan, now: datetime, clocks: Clocks, settings: ReaperSettings) -> None:
+    if not any(d.action == DELETE and d.reason in CLOCK_DEPENDENT for d in result.decisions):
+        return
+    alert = clock_disagreement(now, clocks, settings.clock_tolerance)
+    if not alert:
+        return
+    result.alerts.append(alert)
+    result.expiry_paused = True
+    result.decisions = [_hold(d, CLOCKS_DISAGREE) if d.action == DELETE and d.reason in CLOCK_DEPENDENT else d
                         for d in result.decisions]
-    return result
+
+
+def _breaker(result: Plan, managed_count: int, settings: ReaperSettings) -> None:
+    outside = [d for d in result.deletions if d.reason in OUTSIDE_EVIDENCE]
+    if len(outside) < settings.breaker_min_deletions or len(outside) <= settings.breaker_share * managed_count:
+        return
+    reasons = " and ".join(sorted({d.reason for d in outside}, key=DELETE_PRIORITY.index))
+    result.alerts.append(
+        f"circuit breaker: {len(outside)} of {managed_count} managed namespaces would be deleted at once for "
+        f"{reasons} (more than {settings.breaker_share:.0%}); none of those was deleted")
+    result.breaker_tripped = True
+    result.decisions = [_hold(d, BREAKER) if d.action == DELETE and d.reason in OUTSIDE_EVIDENCE else d
+                        for d in result.decisions]
+
+
+def urgency(decision: Decision) -> tuple:
+    """Sort key of deletions, most urgent first: by reason, then the longest expired, then by name."""
+    return (DELETE_PRIORITY.index(decision.reason), decision.expires_at or datetime.max.replace(tzinfo=UTC),
+            decision.namespace)
+
+
+def _rate_limit(result: Plan) -> None:
+    deletions = result.deletions
+    allowed_count = max(0, math.floor(result.allowance)) if math.isfinite(result.allowance) else len(deletions)
+    if len(deletions) <= allowed_count:
+        return
+    allowed = {id(d) for d in sorted(deletions, key=urgency)[:allowed_count]}
+    result.decisions = [_hold(d, RATE_LIMITED) if d.action == DELETE and id(d) not in allowed else d
+                        for d in result.decisions]
 
 
 def _factory(action: str, ns: ClusterNamespace, record: PreviewRecord | None):
@@ -217,6 +348,13 @@ def _factory(action: str, ns: ClusterNamespace, record: PreviewRecord | None):
         return Decision(action, reason, ns.name, record.id if record else None, ns.uid, detail,
                         record.generation if record else None, record.expires_at if record else None)
     return make
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(abs(delta.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} s"
+    return _age(abs(delta))
 
 
 def _age(delta: timedelta) -> str:

@@ -1,10 +1,17 @@
 """The reaper's executor: take a snapshot, plan (previews.reaper.plan), carry the plan out.
 
-Costs per cycle: one labelled list of namespaces and, per repository with live
-previews, one paginated listing of open PRs (ETag-cached). Deletions of
-previews go through the services, so events, teardown tasks, PR comments and
-deployment statuses follow; orphans are deleted through the gateway with a UID
-precondition. One failing item never stops the others.
+Costs per cycle: one labelled list of namespaces (which also reads the API
+server's clock from its `Date` header), one `SELECT clock_timestamp()` and,
+per repository with live previews, one paginated listing of open PRs
+(ETag-cached). Deletions of previews go through the services, so events,
+teardown tasks, PR comments and deployment statuses follow; orphans are deleted
+through the gateway with a UID precondition. A cycle issues deletions and
+returns: it never waits for a namespace to be gone (the teardown, the watcher
+and the next cycle see to that). One failing item never stops the others.
+
+The rate limit's state (deletions still allowed, as of when) is kept in the
+summary of the last real cycle's `ReaperRun`; real cycles are serialised by an
+advisory lock so two of them never spend the same allowance.
 """
 
 from __future__ import annotations
@@ -14,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from previews import github, kube, reaper, selectors, services
+from previews import github, kube, locks, reaper, selectors, services
 from previews.models import ReaperRun
 
 logger = logging.getLogger(__name__)
@@ -26,7 +35,9 @@ def reaper_settings() -> reaper.ReaperSettings:
     return reaper.ReaperSettings(
         grace_period=timedelta(minutes=settings.PREVIEWS_REAPER_GRACE_MINUTES),
         stuck_after=timedelta(minutes=settings.PREVIEWS_REAPER_STUCK_MINUTES),
-        max_deletions=settings.PREVIEWS_REAPER_MAX_DELETIONS,
+        deletions_per_minute=settings.PREVIEWS_REAPER_DELETIONS_PER_MINUTE,
+        burst_minutes=settings.PREVIEWS_REAPER_INTERVAL_MINUTES,
+        clock_tolerance=timedelta(minutes=settings.PREVIEWS_REAPER_CLOCK_TOLERANCE_MINUTES),
         breaker_share=settings.PREVIEWS_REAPER_BREAKER_PERCENT / 100,
         breaker_min_deletions=settings.PREVIEWS_REAPER_BREAKER_MIN_DELETIONS,
         expiry_warning=timedelta(hours=settings.PREVIEWS_EXPIRY_WARNING_HOURS),
@@ -43,15 +54,18 @@ class Snapshot:
     github_reasons: dict[str, str] = field(default_factory=dict)
     kube_calls: int = 0
     github_calls: int = 0
+    clocks: reaper.Clocks = field(default_factory=lambda: reaper.Clocks(None, None))
 
 
 def take_snapshot() -> Snapshot:
     # Records first, then the cluster: a preview that is ready in this snapshot created its
     # namespace before the listing below, so "namespace gone" cannot be a race with a deploy.
     previews = selectors.reaper_preview_records()
+    database_time = _database_clock()
+    listing = kube.list_managed_namespaces_with_clock()
     namespaces = [reaper.ClusterNamespace(name=ns.name, uid=ns.uid, labels=ns.labels, created_at=ns.created_at,
                                           terminating_since=ns.deletion_started_at)
-                  for ns in kube.list_managed_namespaces()]
+                  for ns in listing.namespaces]
     open_prs: dict[int, frozenset[int] | None] = {}
     reasons: dict[str, str] = {}
     calls = 0
@@ -61,8 +75,34 @@ def take_snapshot() -> Snapshot:
         open_prs[repository_id] = result.numbers if result.known else None
         if not result.known:
             reasons[full_name] = result.reason
-    list_pages = len(namespaces) // kube.LIST_PAGE_SIZE + 1
-    return Snapshot(namespaces, previews, open_prs, reasons, kube_calls=list_pages, github_calls=calls)
+    return Snapshot(namespaces, previews, open_prs, reasons, kube_calls=listing.requests, github_calls=calls,
+                    clocks=reaper.Clocks(database=database_time, api_server=listing.server_time))
+
+
+def _database_clock():
+    """The database server's clock now (clock_timestamp(): now() is frozen at the transaction's start)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def last_allowance() -> reaper.Allowance | None:
+    """The rate limit's state after the last real cycle, or None before the first."""
+    run = (ReaperRun.objects.filter(dry_run=False, summary__has_key="allowance").order_by("-started_at", "-id")
+           .only("summary").first())
+    if run is None:
+        return None
+    state = run.summary["allowance"]
+    at = parse_datetime(state.get("at") or "")
+    return reaper.Allowance(left=float(state.get("left", 0)), at=at) if at else None
+
+
+def decide(snapshot: Snapshot, now: datetime) -> reaper.Plan:
+    """The plan for this snapshot, with the rate limit's allowance left by the last real cycle."""
+    config = reaper_settings()
+    allowance = reaper.available_allowance(last_allowance(), now, config)
+    return reaper.plan(snapshot.namespaces, snapshot.previews, snapshot.open_prs, now, config,
+                       clocks=snapshot.clocks, allowance=allowance)
 
 
 @dataclass
@@ -75,14 +115,24 @@ class CycleResult:
 
 
 def run_cycle(*, dry_run: bool = False, now: datetime | None = None) -> CycleResult:
+    if dry_run:
+        return _cycle(dry_run=True, now=now)
+    # One real cycle at a time (a scheduled one and `manage.py reap`): each spends the allowance the last left.
+    with locks.advisory_lock(locks.REAPER, 0):
+        return _cycle(dry_run=False, now=now)
+
+
+def _cycle(*, dry_run: bool, now: datetime | None) -> CycleResult:
     now = now or timezone.now()
     snapshot = take_snapshot()
-    the_plan = reaper.plan(snapshot.namespaces, snapshot.previews, snapshot.open_prs, now, reaper_settings())
-    return execute(the_plan, snapshot, dry_run=dry_run)
+    return execute(decide(snapshot, now), snapshot, dry_run=dry_run, now=now)
 
 
-def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool) -> CycleResult:
-    run = ReaperRun.objects.create(dry_run=dry_run, alert=the_plan.alert)
+def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool, now: datetime) -> CycleResult:
+    allowance = the_plan.allowance_after(now)
+    # The allowance is spent before anything is issued, so a cycle that dies half-way cannot be re-spent.
+    spent = {} if dry_run else {"allowance": {"left": allowance.left, "at": allowance.at.isoformat()}}
+    run = ReaperRun.objects.create(dry_run=dry_run, alert=the_plan.alert, summary=spent)
     result = CycleResult(run, the_plan, snapshot)
     if the_plan.alert:
         logger.error("reaper: %s", the_plan.alert)
@@ -97,13 +147,17 @@ def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool) -> Cycl
             if outcome:
                 result.done.append(f"{decision.action} {decision.namespace}: {outcome}")
         _resync_github()
-    counts: dict[str, int] = {}
-    for decision in the_plan.decisions:
-        counts[decision.action] = counts.get(decision.action, 0) + 1
+    by_reason = the_plan.counts()
     run.decisions = [d.as_dict() for d in the_plan.decisions]
-    run.summary = {"counts": counts, "done": result.done, "managed_namespaces": len(snapshot.namespaces),
+    run.summary = {"counts": {action: sum(reasons.values()) for action, reasons in by_reason.items()},
+                   "by_reason": by_reason, "done": result.done, "managed_namespaces": len(snapshot.namespaces),
                    "kube_calls": snapshot.kube_calls, "github_calls": snapshot.github_calls,
-                   "github_unknown": snapshot.github_reasons}
+                   "github_unknown": snapshot.github_reasons, "breaker_tripped": the_plan.breaker_tripped,
+                   "expiry_paused": the_plan.expiry_paused,
+                   "clocks": {"service": now.isoformat(), **{
+                       name: value.isoformat() if value else None
+                       for name, value in (("database", snapshot.clocks.database),
+                                           ("api_server", snapshot.clocks.api_server))}}, **spent}
     run.errors = result.errors
     run.finished_at = timezone.now()
     run.save()
@@ -143,5 +197,4 @@ def _resync_github() -> None:
 def preview_plan(now: datetime | None = None) -> tuple[reaper.Plan, Snapshot]:
     """The next cycle's plan, decided but neither carried out nor recorded (for the dashboard)."""
     snapshot = take_snapshot()
-    return reaper.plan(snapshot.namespaces, snapshot.previews, snapshot.open_prs, now or timezone.now(),
-                       reaper_settings()), snapshot
+    return decide(snapshot, now or timezone.now()), snapshot

@@ -14,13 +14,14 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from previews import github, locks, tokens, validators
+from previews import github, locks, policy, selectors, tokens, validators
 from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, PullRequestState, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
 GITHUB_SYNC_TASK = "previews.tasks.sync_github"
 SLEEP_TASK = "previews.tasks.sleep_preview"
+MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
 
 
 @transaction.atomic
@@ -63,6 +64,7 @@ def token_revoke(token: ApiToken) -> None:
 class Actor:
     kind: str  # one of ActorKind
     name: str
+    url: str = ""  # e.g. the GitHub Actions run of a workflow actor; kept in the event's details
 
     @classmethod
     def system(cls) -> Actor:
@@ -92,7 +94,13 @@ class PreviewConflict(Exception):
     """The request cannot be carried out in the current state (HTTP 409)."""
 
 
+class StaleCommit(PreviewConflict):
+    """The request is for a commit older than the PR's current head (HTTP 409; the webhook ignores it)."""
+
+
 def _event(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    if actor.url:
+        details["actor_url"] = actor.url
     return PreviewEvent.objects.create(
         preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action, message=message,
         details=details, generation=preview.generation,
@@ -187,6 +195,14 @@ def _validate_request(repository: Repository, pr_number: int, request: PreviewRe
         errors["ttl_hours"] = [f"ttl_hours must be between 1 and {repository.max_ttl_hours} for {repository}"]
     if len(request.manifests.encode()) > settings.PREVIEWS_MAX_MANIFEST_BYTES:
         errors["manifests"] = [f"manifests are larger than {settings.PREVIEWS_MAX_MANIFEST_BYTES} bytes"]
+    elif request.manifests.strip():
+        # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
+        # field instead of a failed deploy later.
+        refused = policy.bundle_problems(repository, namespace_for(repository, pr_number), request.manifests)
+        if refused is not None:
+            errors["manifests"] = [str(p) for p in refused.problems]
+            if refused.total > len(refused.problems):
+                errors["manifests"].append(f"and {refused.total - len(refused.problems)} more problems")
     if len(request.title) > 300:
         errors["title"] = ["title is longer than 300 characters"]
     if len(request.author) > 39:
@@ -220,11 +236,29 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
     raise AssertionError("unreachable")
 
 
+def _check_preview_limit(repository: Repository, exclude: Preview | None = None) -> None:
+    """Refuse one more live preview beyond the repository's maximum. Call inside the transaction that brings a
+    preview up: the repository's row lock makes concurrent checks take turns."""
+    Repository.objects.select_for_update().filter(pk=repository.pk).first()
+    live = Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES)
+    if exclude is not None:
+        live = live.exclude(pk=exclude.pk)
+    count = live.count()
+    if count >= repository.max_live_previews:
+        raise PreviewConflict(f"{repository} already has {count} live previews, its maximum; close or delete "
+                              "one first")
+
+
 def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResult:
     now = timezone.now()
     ttl = request.ttl_hours or repository.default_ttl_hours
     preview = (Preview.objects.select_for_update().select_related("repository")
                .filter(repository=repository, pr_number=pr_number).first())
+    if preview is not None:
+        # Under the row lock, so no request for another commit can slip in between the check and the write.
+        stale = selectors.stale_request_reason(repository, pr_number, request.head_sha)
+        if stale:
+            raise StaleCommit(stale)
     if preview is None:
         namespace = namespace_for(repository, pr_number)
         if namespace in settings.PREVIEWS_PROTECTED_NAMESPACES:
@@ -234,10 +268,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         if other is not None:
             raise PreviewConflict(f"namespace {namespace!r} is already used by {other}; give {repository} its own "
                                   "namespace prefix")
-        live = Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES).count()
-        if live >= repository.max_live_previews:
-            raise PreviewConflict(f"{repository} already has {live} live previews, its maximum; close or delete "
-                                  "one first")
+        _check_preview_limit(repository)
         preview = Preview.objects.create(
             repository=repository, pr_number=pr_number, namespace=namespace,
             url=preview_url(repository, namespace), head_sha=request.head_sha, images=images,
@@ -264,7 +295,9 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
     action = "redeploy requested" if unchanged else "updated"
     if unchanged and preview.status == Preview.Status.SLEEPING:
         action = "wake requested"
-    if preview.desired == Preview.Desired.DOWN:
+    if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
+        # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
+        _check_preview_limit(repository, exclude=preview)
         action = "reopened"
     preview.head_sha, preview.images, preview.manifests = request.head_sha, images, request.manifests
     preview.desired = Preview.Desired.UP
@@ -301,28 +334,56 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
     """Ask for the preview's namespace to go. Idempotent: a second call changes nothing."""
     with transaction.atomic():
         preview = Preview.objects.select_for_update().get(pk=preview.pk)
+        if preview.desired != Preview.Desired.DOWN:
+            _destroy_locked(preview, actor, reason)
+    return preview
+
+
+def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
+    """Record desired state down and enqueue the teardown; the caller holds the row lock in its transaction."""
+    held_slot = preview.deploy_queued_at is not None
+    preview.desired = Preview.Desired.DOWN
+    preview.status, preview.status_message = Preview.Status.DELETING, reason
+    preview.generation += 1
+    preview.deploy_queued_at = preview.next_attempt_at = None
+    preview.save()
+    _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
+    _enqueue(TEARDOWN_TASK, preview)
+    github_sync_enqueue(preview.pk)
+    if held_slot:
+        # Its queued deploy is now stale: give the slot to the next preview waiting for one.
+        repository_id = preview.repository_id
+        transaction.on_commit(lambda: deploy_slots_fill(repository_id))
+
+
+def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
+    """Reset the preview's data and deploy again: the database is copied again from its template, the schema
+    recreated, the in-namespace seed run again; the migrate Job runs in every mode, and the preview is
+    ready once it completed."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().select_related("repository").get(pk=preview.pk)
         if preview.desired == Preview.Desired.DOWN:
-            return preview
-        held_slot = preview.deploy_queued_at is not None
-        preview.desired = Preview.Desired.DOWN
-        preview.status, preview.status_message = Preview.Status.DELETING, reason
+            raise PreviewConflict(f"{preview} is being deleted; its data cannot be reset")
+        if preview.repository.data_mode == Repository.DataMode.NONE:
+            raise PreviewConflict(f"{preview.repository} gives its previews no data to reset (data mode none)")
         preview.generation += 1
-        preview.deploy_queued_at = preview.next_attempt_at = None
+        preview.data_reset_generation = preview.generation
+        preview.status, preview.status_message = Preview.Status.PENDING, ""
+        # A reset is a deploy: it wakes a sleeping preview and restarts the idle clock.
+        preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
-        _enqueue(TEARDOWN_TASK, preview)
+        _event(preview, actor, "data reset requested",
+               f"Reset of the {preview.repository.data_mode} data requested")
+        _request_deploy(preview)
         github_sync_enqueue(preview.pk)
-        if held_slot:
-            repository_id = preview.repository_id
-            transaction.on_commit(lambda: deploy_slots_fill(repository_id))
     return preview
 
 
 def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -> Preview:
     """Push expiry out by `hours` (from now or the current expiry, whichever is later), capped by the repository."""
     errors: dict[str, list[str]] = {}
-    if isinstance(hours, bool) or not isinstance(hours, int) or hours < 1:
-        errors["hours"] = ["hours must be a whole number of at least 1"]
+    if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= validators.MAX_TTL_HOURS:
+        errors["hours"] = [f"hours must be a whole number from 1 to {validators.MAX_TTL_HOURS}"]
     if not reason or not reason.strip():
         errors["reason"] = ["say why the preview is needed for longer"]
     if errors:
@@ -491,6 +552,8 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, message
                        action: str = "", **details) -> bool:
     """Record a task's progress, but only for the generation it works on: a stale task changes nothing."""
     now = timezone.now()
+    if len(message) > MAX_STATUS_MESSAGE:
+        message = message[: MAX_STATUS_MESSAGE - 30] + f" … ({len(message)} characters in all)"
     fields: dict = {"status": status, "status_message": message, "updated_at": now}
     if status == Preview.Status.READY:
         fields["ready_at"] = now
@@ -523,7 +586,9 @@ REAPER = Actor(ActorKind.REAPER, "reaper")
 def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason: str, detail: str = "") -> bool:
     """Destroy a preview the reaper planned to delete, unless it changed since the plan (extended, redeployed).
 
-    Returns True when the destroy was requested.
+    The check and the destroy are one transaction under the row lock, so an extend (or a redeploy, a pin)
+    either lands before it, and the reaper skips the preview, or after it, and is refused as "being deleted":
+    never lost in between. Returns True when the destroy was requested.
     """
     with transaction.atomic():
         preview = Preview.objects.select_for_update().filter(pk=preview_id).first()
@@ -534,7 +599,9 @@ def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason:
             _event(preview, REAPER, "reaped", f"{reason}: deleting again", reason=reason)
             _enqueue(TEARDOWN_TASK, preview)
             return True
-    preview_destroy(preview=preview, actor=REAPER, reason=f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
+        if preview.pinned:
+            return False  # pinned since the plan (a pin changes neither generation nor expiry)
+        _destroy_locked(preview, REAPER, f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
     return True
 
 
@@ -584,6 +651,31 @@ def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
             _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy started")
             github_sync_enqueue(preview_id)
     return bool(updated)
+
+
+def preview_data_prepared(*, preview_id: int, generation: int, database: str, reset: bool,
+                          steps: list[str], size_bytes: int | None = None) -> bool:
+    """A deploy ensured (or reset) the preview's data; a reset is the timeline's "data reset" event."""
+    now = timezone.now()
+    fields: dict = {"updated_at": now, "data_size_bytes": size_bytes, "data_size_at": now}
+    if reset:
+        fields["data_reset_at"] = now
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
+        if updated and (reset or steps):
+            action = "data reset" if reset else "data created"
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), action,
+                   f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
+            if reset:
+                github_sync_enqueue(preview_id)
+    return bool(updated)
+
+
+def preview_data_measured(*, sizes: dict[int, int | None]) -> None:
+    """Record the sizes the data reaper measured (preview id -> bytes)."""
+    now = timezone.now()
+    for preview_id, size in sizes.items():
+        Preview.objects.filter(pk=preview_id).update(data_size_bytes=size, data_size_at=now)
 
 
 def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[str, int], objects: list[str]) -> bool:

@@ -27,6 +27,8 @@ IMAGE_RE = re.compile(
 )
 
 MAX_PR_NUMBER = 2_147_483_647
+# A year: the longest a preview may live, and so the most any TTL or extension may add.
+MAX_TTL_HOURS = 24 * 366
 MAX_NAMESPACE_LENGTH = 63
 
 
@@ -123,3 +125,19 @@ def validate_associations(value: str) -> None:
     if unknown:
         raise ValidationError(f"unknown author associations {', '.join(unknown)}; use some of "
                               f"{', '.join(AUTHOR_ASSOCIATIONS)}")
+
+
+def validate_storage_classes(value: str) -> None:
+    """A comma-separated list of StorageClass names (DNS subdomains)."""
+    for name in (part.strip() for part in (value or "").split(",")):
+        if name and (len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)):
+            raise ValidationError(f"{name!r} is not a storage class name (a lower-case DNS subdomain)",
+                                  code="invalid_storage_class")
+
+
+def validate_pg_identifier(value: str) -> None:
+    """A Postgres name as it is stored: 1-63 bytes (longer names would be truncated silently), no NUL."""
+    size = len((value or "").encode())
+    if not value or size > 63 or "\x00" in value:
+        raise ValidationError(f"{value!r} is not a Postgres name: 1 to 63 bytes ({size} given)",
+                              code="invalid_pg_identifier")

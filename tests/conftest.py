@@ -16,6 +16,8 @@ from django.conf import settings
 from kubernetes import client, config
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shared Postgres server for preview data (a data role, a shared database, a seeded template).
+pytest_plugins = ["tests.data_server"]
 TEST_NAMESPACE_LABEL = "previews-test"
 
 

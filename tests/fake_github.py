@@ -122,6 +122,7 @@ _ROUTE_SPECS = [
     ("GET", "/user", "_get_user"),
     ("GET", "/repos/{repo}", "_get_repo"),
     ("GET", "/repos/{repo}/pulls", "_list_pulls"),
+    ("GET", "/repos/{repo}/commits/(?P<ref>[0-9a-f]{40})", "_get_commit"),
     ("GET", "/repos/{repo}/pulls/(?P<number>\\d+)", "_get_pull"),
     ("GET", "/repos/{repo}/issues/(?P<number>\\d+)", "_get_issue"),
     ("GET", "/repos/{repo}/issues/(?P<number>\\d+)/comments", "_list_comments"),
@@ -138,9 +139,10 @@ _ROUTE_SPECS = [
     ("POST", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses", "_create_status"),
     ("GET", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)/statuses/(?P<status_id>\\d+)", "_get_status"),
     ("POST", "/app/installations/(?P<installation_id>\\d+)/access_tokens", "_create_installation_token"),
+    ("GET", "/app", "_get_app"),
 ]
 REACTION_CONTENTS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
-APP_TOKEN_PATH = re.compile(r"^/app/installations/\d+/access_tokens$")
+APP_TOKEN_PATH = re.compile(r"^/app(/installations/\d+/access_tokens)?$")
 APP_LOGIN = "__github_app__"
 _ROUTES = [
     (method, re.compile(pattern.replace("{repo}", "(?P<owner>[^/]+)/(?P<name>[^/]+)")), handler)
@@ -252,6 +254,17 @@ class FakeGitHub:
             }
             self._repo(full_name)["pulls"][number] = pull
             return dict(pull)
+
+    def add_commit(self, full_name: str, sha: str, parents: list[str]) -> None:
+        """A commit with its parents, e.g. the merge commit GitHub makes for a PR (parents: base, head)."""
+        self.add_repo(full_name)
+        with self._lock:
+            self._repo(full_name).setdefault("commits", {})[sha] = list(parents)
+
+    def repo_ids(self, full_name: str) -> tuple[int, int]:
+        """(repository id, owner id) as the API reports them."""
+        data = self._repo_json(self._key(full_name))
+        return data["id"], data["owner"]["id"]
 
     def update_pull(self, full_name: str, number: int, **changes: Any) -> Json:
         """Change fields of a pull request record, e.g. ``head_sha`` after a push, or ``state="open"``."""
@@ -632,6 +645,16 @@ class FakeGitHub:
                                                                                    "deployments": "write"},
                             "repository_selection": "all"})
 
+    def _get_app(self, login: str, **_: Any) -> _Reply:
+        """The authenticated App (JWT only), as GitHub describes it: its bot writes as ``<slug>[bot]``."""
+        if login != APP_LOGIN:
+            return _error(401, "A JSON web token could not be decoded")
+        app_id, _, bot_login = self._app
+        slug = bot_login.removesuffix("[bot]")
+        return _Reply(200, {"id": app_id, "slug": slug, "name": slug, "node_id": _node_id("App", app_id),
+                            "owner": self._user_json("acme"), "html_url": f"{HTML_BASE}/apps/{slug}",
+                            "permissions": {"pull_requests": "write", "deployments": "write"}, "events": []})
+
     def _rate_limit(self, **_: Any) -> _Reply:
         core = {"limit": self.rate_limit_limit, "remaining": self.rate_limit_remaining,
                 "reset": self.rate_limit_reset, "used": self.rate_limit_limit - self.rate_limit_remaining,
@@ -646,6 +669,18 @@ class FakeGitHub:
 
     def _get_repo(self, key: str, **_: Any) -> _Reply:
         return _Reply(200, self._repo_json(key))
+
+    def _get_commit(self, key: str, ref: str, **_: Any) -> _Reply:
+        parents = self._repos[key].get("commits", {}).get(ref)
+        if parents is None:
+            return _error(422, f"No commit found for SHA: {ref}")
+        api = self._api(key)
+        return _Reply(200, {
+            "sha": ref, "node_id": _node_id("Commit", 1), "url": f"{api}/commits/{ref}",
+            "html_url": f"{HTML_BASE}/{self._full_name(key)}/commit/{ref}",
+            "commit": {"message": "Merge", "tree": {"sha": _fake_sha(ref), "url": ""}},
+            "parents": [{"sha": p, "url": f"{api}/commits/{p}"} for p in parents],
+        })
 
     def _list_pulls(self, key: str, request: Request, **_: Any) -> _Reply:
         state = request.query.get("state", "open")

@@ -3,6 +3,7 @@
 import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -242,7 +243,9 @@ def test_bad_paths(repo, path, status, field):
         ({"head_sha": SHA, "images": [{"name": "ghcr.io/acme/api"}]}, "images[0].reference", "required"),
         ({"head_sha": SHA, "image": IMAGE, "images": []}, "image", "not both"),
         ({"head_sha": SHA, "ttl_hours": 0}, "ttl_hours", "greater than or equal to 1"),
-        ({"head_sha": SHA, "ttl_hours": 100000}, "ttl_hours", "between 1 and 240"),
+        ({"head_sha": SHA, "ttl_hours": 1000}, "ttl_hours", "between 1 and 240"),
+        ({"head_sha": SHA, "ttl_hours": 10**30}, "ttl_hours", "less than or equal to 8784"),
+        ({"head_sha": SHA, "ttl_hours": 1e12}, "ttl_hours", "less than or equal to 8784"),
         ({"head_sha": SHA, "ttl_hours": "soon"}, "ttl_hours", "valid integer"),
         ({"head_sha": SHA, "title": "x" * 301}, "title", "no more than 300"),
         ({"head_sha": SHA, "colour": "blue"}, "colour", "unknown field"),
@@ -402,3 +405,133 @@ def test_when_github_cannot_be_asked_the_new_commit_goes_ahead(api, fake_github)
     fake_github.fail_next(5, status=502)
     response = put(api, body={"head_sha": "d" * 40, "image": IMAGE})
     assert response.status_code == 200 and response.json()["head_sha"] == "d" * 40
+
+
+# --- hostile input: always a 4xx naming the field, never a 5xx --------------------------------------------
+
+
+@pytest.mark.parametrize("hours", [10**12, 10**30, 1e12, 8785])
+def test_extend_hours_are_bounded(api, hours):
+    put(api)
+    response = api.post("/api/v1/repos/acme/shop/previews/42/extend", data={"hours": hours, "reason": "x"},
+                        content_type="application/json")
+    assert response.status_code == 422 and "hours" in fields_of(response)
+
+
+def test_100000_nested_brackets_are_400_not_500(api):
+    response = put(api, body="[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 400
+    assert "nests objects or arrays more than 32 levels" in response.json()["detail"]
+
+
+def test_a_body_nested_past_the_limit_is_400_even_when_python_could_parse_it(api):
+    body = '{"head_sha": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}"
+    assert put(api, body=body).status_code == 400
+
+
+def test_deeply_nested_yaml_manifests_are_422_before_anything_is_queued(api):
+    OrmQ.objects.all().delete()
+    response = put(api, body={"head_sha": SHA, "image": IMAGE, "manifests": "a: " + "[" * 100_000})
+    assert response.status_code == 422
+    [message] = [e["message"] for e in response.json()["errors"] if e["field"] == "manifests"]
+    assert "nested more than 32 levels deep" in message
+    assert not Preview.objects.exists() and not OrmQ.objects.exists()
+
+
+def test_manifests_the_policy_refuses_are_422_naming_the_document_and_field(api):
+    bundle = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\napiVersion: apps/v1\nkind: Deployment\n"
+              "metadata: {name: w}\nspec:\n  template:\n    spec:\n      nodeName: n1\n      containers: "
+              "[{name: c, image: busybox}]\n")
+    response = put(api, body={"head_sha": SHA, "image": IMAGE, "manifests": bundle})
+    assert response.status_code == 422
+    assert fields_of(response)["manifests"].startswith("document 2, spec.template.spec.nodeName: ")
+    assert not Preview.objects.exists()
+
+
+def test_valid_manifests_are_accepted(api):
+    sample = (Path(__file__).resolve().parent.parent / "previews" / "samples" / "shop.yaml").read_text()
+    assert put(api, body={"head_sha": SHA, "image": IMAGE, "manifests": sample}).status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v2/repos/acme/shop/previews/1", "/api/", "/api/schema/x"])
+def test_an_unmatched_api_path_is_a_problem_404(api, path):
+    response = api.get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+
+
+# --- the preview limit holds on every way up ----------------------------------------------------------------
+
+
+def test_reopening_through_put_counts_against_the_limit(api, repo):
+    repo.max_live_previews = 1
+    repo.save()
+    put(api)
+    api.delete("/api/v1/repos/acme/shop/previews/42")
+    Preview.objects.filter(pr_number=42).update(status="deleted")
+    assert put(api, path="/api/v1/repos/acme/shop/previews/43").status_code == 201
+    response = put(api, body={"head_sha": "e" * 40, "image": IMAGE})
+    assert response.status_code == 409 and "maximum" in response.json()["detail"]
+    assert Preview.objects.get(pr_number=42).desired == "down"
+
+
+def test_reopening_a_preview_still_being_deleted_does_not_count_itself(api, repo):
+    repo.max_live_previews = 1
+    repo.save()
+    put(api)
+    api.delete("/api/v1/repos/acme/shop/previews/42")
+    assert put(api, body={"head_sha": "e" * 40, "image": IMAGE}).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_new_previews_never_pass_the_limit(repo, token):
+    repo.max_live_previews = 2
+    repo.save()
+    barrier = threading.Barrier(6)
+    statuses = []
+
+    def call(number: int):
+        try:
+            client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+            barrier.wait()
+            statuses.append(put(client, path=f"/api/v1/repos/acme/shop/previews/{number}").status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(100, 106)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [201, 201, 409, 409, 409, 409]
+    assert Preview.objects.count() == 2
+    OrmQ.objects.all().delete()
+
+
+# --- the stale-commit check runs under the row lock ---------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_older_commit_racing_the_newer_one_never_wins(repo, token, fake_github):
+    older, newer = "a" * 40, "b" * 40
+    for number in range(200, 208):
+        fake_github.add_pull("acme/shop", number, head_sha=newer)
+        barrier = threading.Barrier(2)
+
+        def call(sha: str, number=number, barrier=barrier):
+            try:
+                client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+                barrier.wait()
+                put(client, path=f"/api/v1/repos/acme/shop/previews/{number}",
+                    body={"head_sha": sha, "image": IMAGE})
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=call, args=(sha,)) for sha in (older, newer)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert Preview.objects.get(pr_number=number).head_sha == newer, number
+    OrmQ.objects.all().delete()

@@ -105,6 +105,14 @@ def test_the_detail_page_shows_status_url_and_timeline(preview):
     assert "Preview requested" in html
 
 
+
+def test_the_timeline_links_a_workflow_actor_to_its_run(preview):
+    run = "https://github.com/acme/shop/actions/runs/9001/attempts/1"
+    preview.events.create(actor_kind="workflow", actor="acme/shop PR preview run 9001/1", action="created",
+                          details={"actor_url": run})
+    html = login().get(f"/previews/{preview.pk}/").content.decode()
+    assert f'<a href="{run}" rel="noopener">acme/shop PR preview run 9001/1</a>' in html
+
 @pytest.mark.parametrize("action,permission,data", ACTIONS, ids=[a[0] for a in ACTIONS])
 def test_each_action_without_its_permission_is_403(preview, action, permission, data):
     client = login("Preview viewers")
@@ -139,6 +147,9 @@ def test_extend_by_24_hours_writes_one_event_with_the_user(preview):
     ({"choice": "custom", "hours": "-5", "reason": "x"}, "Hours must be at least 1."),
     ({"choice": "custom", "hours": "", "reason": "x"}, "Give the number of hours."),
     ({"choice": "custom", "hours": "500", "reason": "x"}, "maximum of 100 hours"),
+    ({"choice": "custom", "hours": "1000000000000", "reason": "x"}, "Hours must be at most 8784."),
+    ({"choice": "custom", "hours": "1" + "0" * 30, "reason": "x"}, "Hours must be at most 8784."),
+    ({"choice": "custom", "hours": "1e12", "reason": "x"}, "Enter a whole number."),
     ({"choice": "24", "reason": ""}, "Say why the preview is needed for longer."),
     ({"choice": "forever", "reason": "x"}, "Select a valid choice"),
 ])
@@ -177,11 +188,23 @@ def test_kill_needs_the_namespace_typed_exactly(preview):
     assert preview.events.get(action="destroy requested").actor == "ann"
 
 
-def test_an_unknown_preview_is_404():
-    assert login().get("/previews/999999/").status_code == 404
+@pytest.mark.parametrize("preview_id", ["999999", "99999999999999999999999"])
+def test_an_unknown_preview_is_404(preview_id):
+    assert login().get(f"/previews/{preview_id}/").status_code == 404
 
 
 def test_the_reaper_page_shows_the_plan(kube_env):
     html = login().get("/reaper/").content.decode()
     assert "the next cycle&#x27;s plan" in html or "the next cycle's plan" in html
     assert "nothing is changed by this page" in html
+
+
+def test_the_reaper_page_shows_the_summary_first_and_the_kept_namespaces_collapsed(kube_env, make_namespace):
+    young = make_namespace("rk", labels={"app.kubernetes.io/managed-by": "pr-previews"})  # an orphan within grace
+    html = login().get("/reaper/").content.decode()
+    positions = [html.index(f'id="{section}"') for section in ("summary", "deletions", "alerts", "keep")]
+    assert positions == sorted(positions)
+    assert "orphan within grace period" in html[positions[0]:positions[1]]  # counted in the summary
+    assert '<details id="keep">' in html  # collapsed unless a page of it was asked for
+    if "keep_page=2" not in html:  # others' managed namespaces on a shared cluster may push it to a later page
+        assert young in html[positions[3]:]

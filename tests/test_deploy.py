@@ -196,6 +196,44 @@ def test_as_the_service_account_roles_can_be_bound_only_in_its_own_namespaces(sa
     assert rbac.create_namespaced_role_binding(ours, binding("previews-preview-namespace"), dry_run="All")
 
 
+OUR_SUBJECT = {"kind": "ServiceAccount", "name": "previews", "namespace": "previews-system"}
+FOREIGN_SUBJECTS = [
+    ("a ServiceAccount in the preview namespace", [{"kind": "ServiceAccount", "name": "default",
+                                                    "namespace": "PREVIEW"}]),
+    ("another namespace's ServiceAccount", [{"kind": "ServiceAccount", "name": "previews", "namespace": "default"}]),
+    ("a user", [{"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]),
+    ("every authenticated caller", [{"kind": "Group", "name": "system:authenticated",
+                                     "apiGroup": "rbac.authorization.k8s.io"}]),
+    ("ours plus another", [OUR_SUBJECT, {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}]),
+]
+
+
+def test_as_the_service_account_its_role_can_be_bound_only_to_itself(sa_api, make_namespace):
+    _, api = sa_api
+    rbac = client.RbacAuthorizationV1Api(api)
+    ours = make_namespace(labels=MANAGED)
+
+    def binding(subjects: list[dict]) -> dict:
+        subjects = [{**s, "namespace": ours} if s.get("namespace") == "PREVIEW" else s for s in subjects]
+        return {"metadata": {"name": "x"}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                                       "kind": "ClusterRole", "name": "previews-preview-namespace"},
+                "subjects": subjects}
+
+    def refused(subjects: list[dict]) -> str:
+        try:
+            rbac.create_namespaced_role_binding(ours, binding(subjects), dry_run="All")
+        except client.ApiException as exc:
+            return exc.body if exc.status in (403, 422) else ""
+        return ""
+
+    # A policy changed by this apply takes effect at the API server's next refresh.
+    wait_until(lambda: refused(FOREIGN_SUBJECTS[0][1]), timeout=60, interval=0.5,
+               message="the subject rule to take effect")
+    for name, subjects in FOREIGN_SUBJECTS:
+        assert "only to its own ServiceAccount" in refused(subjects), name
+    assert rbac.create_namespaced_role_binding(ours, binding([OUR_SUBJECT]), dry_run="All")
+
+
 def test_the_service_deploys_and_tears_down_a_preview_as_its_service_accounts(
         sa_api, preview_repo, settings, monkeypatch, kube_api, kubeconfig_path, tmp_path):
     path, _ = sa_api

@@ -90,6 +90,24 @@ def test_an_existing_comment_of_ours_is_adopted_not_duplicated(fake_github, prev
     assert "Preview queued" in bodies[1]
 
 
+def test_an_outsiders_comment_with_our_marker_is_never_edited(fake_github, preview):
+    # Someone posts the marker first, hoping we adopt their comment and they can rewrite what the PR shows.
+    planted = fake_github.add_comment(REPO, 42, f"{github.COMMENT_MARKER}\nclick http://evil.example", author="mallory")
+    sync(preview)
+    comments = fake_github.comments(REPO, 42)
+    assert [c["user"] for c in comments] == ["mallory", "fake-bot"]
+    assert comments[0]["body"].endswith("click http://evil.example")
+    assert Preview.objects.get(pk=preview.pk).github_comment_id == comments[1]["id"] != planted["id"]
+
+
+def test_a_known_comment_id_that_someone_else_wrote_is_not_edited(fake_github, preview):
+    planted = fake_github.add_comment(REPO, 42, f"{github.COMMENT_MARKER}\nmine now", author="mallory")
+    Preview.objects.filter(pk=preview.pk).update(github_comment_id=planted["id"])
+    sync(preview)
+    assert fake_github.comments(REPO, 42)[0]["body"].endswith("mine now")
+    assert len(fake_github.comments(REPO, 42)) == 2
+
+
 def test_a_deleted_comment_is_recreated(fake_github, preview):
     sync(preview)
     first = fake_github.comments(REPO, 42)[0]["id"]
@@ -309,6 +327,18 @@ def test_a_github_app_comments_with_an_installation_token(github_app):
     [comment] = github_app.comments(REPO, 42)
     assert comment["user"] == "previews-app[bot]"
     assert github_app.count("POST", "/app/installations/77/access_tokens") == 1
+
+
+def test_a_github_app_edits_only_its_own_bots_comment(github_app):
+    github_app.add_pull(REPO, 42)
+    github_app.add_comment(REPO, 42, f"{github.COMMENT_MARKER}\nplanted", author="previews-app")  # not the bot
+    preview = make_preview(make_repository(owner="acme", name="shop"), pr_number=42, namespace="pr-42")
+    notifications.sync_github(preview.pk)
+    set_status(preview, "deploying")
+    notifications.sync_github(preview.pk)
+    comments = github_app.comments(REPO, 42)
+    assert [c["user"] for c in comments] == ["previews-app", "previews-app[bot]"]
+    assert "Preview deploying" in comments[1]["body"] and comments[0]["body"].endswith("planted")
 
 
 def test_a_github_app_with_the_wrong_key_is_unknown_not_closed(github_app, settings):

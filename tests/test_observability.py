@@ -62,13 +62,15 @@ def test_metrics_count_task_failures_reaper_work_and_github_rate_limit(client):
                              decisions=[{"reason": "PR state unknown"}, {"reason": "PR state unknown"},
                                         {"reason": "PR open"}])
     ReaperRun.objects.create(dry_run=True, summary={"done": ["delete pr-9: gone"]})
-    ReaperRun.objects.create(alert="circuit breaker: 9 of 10")
+    ReaperRun.objects.create(alert="circuit breaker: 9 of 10", summary={"breaker_tripped": True})
+    ReaperRun.objects.create(alert="clock check: ...", summary={"breaker_tripped": False, "expiry_paused": True})
     GitHubState.objects.create(key="rate_limit", data={"remaining": 4321})
     text = scrape(client)
     assert 'previews_task_failures_total{task="deploy_preview"} 1.0' in text
     assert line(text, "previews_reaper_deletions_total") == "previews_reaper_deletions_total 1.0"
     assert line(text, "previews_reaper_kept_unknown ") == "previews_reaper_kept_unknown 0.0"
     assert line(text, "previews_reaper_breaker_trips_total") == "previews_reaper_breaker_trips_total 1.0"
+    assert line(text, "previews_reaper_expiry_paused_total") == "previews_reaper_expiry_paused_total 1.0"
     assert line(text, "previews_github_rate_limit_remaining") == "previews_github_rate_limit_remaining 4321.0"
 
 

@@ -26,15 +26,15 @@ def hook(settings, django_capture_on_commit_callbacks):
     settings.GITHUB_WEBHOOK_SECRET = SECRET
     client = Client()
 
-    def send(payload: dict, event: str = "issue_comment", delivery: str | None = None):
+    def send(payload: dict, event: str = "issue_comment", delivery: str | None = None, status: int = 202):
         body = json.dumps(payload).encode()
         with django_capture_on_commit_callbacks(execute=True):
             response = client.post("/api/v1/github/webhook", data=body, content_type="application/json",
                                    HTTP_X_GITHUB_EVENT=event,
                                    HTTP_X_GITHUB_DELIVERY=delivery or f"d-{next(_deliveries)}",
                                    HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for(SECRET, body))
-        assert response.status_code == 202, response.content
-        return response.json()["outcome"]
+        assert response.status_code == status, response.content
+        return response.json()["outcome"] if status == 202 else response.json()
 
     return send
 
@@ -198,9 +198,7 @@ def test_a_flood_is_rate_limited_and_told_once(hook, fake_github, live, settings
     ({"comment": {"id": 1, "body": "/preview pin", "user": {"login": "bot[bot]", "type": "Bot"},
                   "author_association": "OWNER"}}, "bots"),
     ({"comment": {"id": 1, "body": "/preview pin", "user": {"login": "x\n@everyone"},
-                  "author_association": "OWNER"}}, "no usable"),
-    ({"comment": {"id": "1", "body": "/preview pin", "user": {"login": "mona"}}}, "no usable"),
-    ({"issue": "nope"}, "no issue or comment"),
+                  "author_association": "OWNER"}}, "no usable login"),
     ({"comment": {"id": 1, "body": "thanks!", "user": {"login": "mona"}}}, "not a command"),
 ])
 def test_odd_payloads_do_nothing(hook, fake_github, live, payload_change, outcome):
@@ -208,6 +206,28 @@ def test_odd_payloads_do_nothing(hook, fake_github, live, payload_change, outcom
     assert outcome in hook(payload)
     live.refresh_from_db()
     assert not live.pinned
+
+
+@pytest.mark.parametrize("payload_change,field", [
+    ({"comment": {"id": "1", "body": "/preview pin", "user": {"login": "mona"}}}, "comment.id"),
+    ({"comment": {"id": 0, "body": "/preview pin", "user": {"login": "mona"}}}, "comment.id"),
+    ({"comment": {"id": 1, "body": "/preview pin", "user": {"login": 5}}}, "comment.user.login"),
+    ({"comment": {"id": 1, "body": "/preview pin", "user": "mona"}}, "comment.user.login"),
+    ({"comment": {"id": 1, "body": ["/preview pin"], "user": {"login": "mona"}}}, "comment.body"),
+    ({"comment": None}, "comment.id"),
+    ({"issue": "nope"}, "issue.number"),
+    ({"issue": {"number": 0, "pull_request": {}}}, "issue.number"),
+    ({"issue": {"number": True, "pull_request": {}}}, "issue.number"),
+    ({"issue": {"number": 7, "pull_request": "yes"}}, "issue.pull_request"),
+    ({"action": ["created"]}, "action"),
+])
+def test_malformed_comment_payloads_are_a_400_naming_the_field(hook, fake_github, live, payload_change, field):
+    payload = {**comment(fake_github, "/preview pin", association="OWNER"), **payload_change}
+    problem = hook(payload, status=400)
+    assert [e["field"] for e in problem["errors"]] == [field]
+    live.refresh_from_db()
+    assert not live.pinned
+    assert not CommentCommand.objects.exists()
 
 
 def test_help_replies_with_the_table(hook, fake_github, live):
@@ -225,7 +245,8 @@ def pr_event(action: str, number: int = 7, labels=(), draft: bool = False, sha: 
              updated_at: str = "2026-01-01T00:00:00Z") -> dict:
     payload = {"action": action, "number": number, "repository": {"full_name": REPO},
                "pull_request": {"number": number, "draft": draft, "title": "Add cart", "user": {"login": "mona"},
-                                "head": {"sha": sha}, "labels": [{"name": n} for n in labels],
+                                "head": {"sha": sha, "repo": {"full_name": REPO}},
+                                "labels": [{"name": n} for n in labels],
                                 "updated_at": updated_at}}
     if label:
         payload["label"] = {"name": label}
@@ -258,6 +279,24 @@ def test_label_opt_in_creates_on_labeled_and_destroys_on_unlabeled(hook, by_labe
     assert preview.desired == "down" and "opted out" in preview.status_message
 
 
+@pytest.mark.parametrize("change,field", [
+    (lambda p: p["pull_request"].update(labels=[{"name": 5}]), "pull_request.labels[0].name"),
+    (lambda p: p["pull_request"].update(labels=["preview"]), "pull_request.labels[0].name"),
+    (lambda p: p["pull_request"].update(labels="preview"), "pull_request.labels"),
+    (lambda p: p.update(label="preview"), "label"),
+    (lambda p: p.update(label={"name": None}), "label.name"),
+    (lambda p: p["pull_request"].update(draft="yes"), "pull_request.draft"),
+    (lambda p: p["pull_request"].update(updated_at="yesterday"), "pull_request.updated_at"),
+    (lambda p: p["pull_request"].update(updated_at=1767225600), "pull_request.updated_at"),
+])
+def test_malformed_opt_in_fields_are_a_400_naming_the_field(hook, by_label, change, field):
+    payload = pr_event("labeled", labels=["preview"], label="preview")
+    change(payload)
+    problem = hook(payload, event="pull_request", status=400)
+    assert [e["field"] for e in problem["errors"]] == [field]
+    assert not Preview.objects.exists()
+
+
 def test_a_draft_gets_no_preview_until_ready_for_review(hook, db):
     make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:{sha}")
     assert "draft" in hook(pr_event("opened", draft=True), event="pull_request")
@@ -282,9 +321,11 @@ def test_slash_preview_opts_a_pr_in_without_the_label_and_delete_opts_it_out(hoo
     assert preview.events.get(action="created").actor == "mona"
     run_queued("answer_comment")
     assert reactions(fake_github, payload) == ["+1"]
+    fake_github.update_pull(REPO, 7, head_sha=SHA2)  # a push (the service checks the head with GitHub)
     assert hook(pr_event("synchronize", sha=SHA2, updated_at="2026-01-01T00:01:00Z"),
                 event="pull_request") == "deploy enqueued"
     hook(comment(fake_github, "/preview delete"))
+    fake_github.update_pull(REPO, 7, head_sha=SHA)
     assert "/preview delete" in hook(pr_event("synchronize", sha=SHA, updated_at="2026-01-01T00:02:00Z"),
                                      event="pull_request")
     preview.refresh_from_db()

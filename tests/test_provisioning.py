@@ -232,18 +232,28 @@ def test_a_superseded_generation_is_never_marked_ready(preview_repo, watcher, ku
     assert not preview.events.filter(action="ready").exists()
 
 
-def test_an_unexpected_error_ends_the_deploy_as_failed_with_a_message(preview_repo):
-    preview = upsert(preview_repo, manifests="[" * 100_000)
+def test_an_unexpected_error_ends_the_deploy_as_failed_with_a_message(preview_repo, monkeypatch):
+    # Bad manifests are refused at request time now (services validates them), so crash the plan instead.
+    preview = upsert(preview_repo)
+
+    def crash(preview):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(provisioning, "plan_deploy", crash)
     assert deploy(preview) == "failed"
     preview.refresh_from_db()
     assert preview.status == "failed"
-    assert preview.status_message  # never "deploying" forever, whatever the error was
+    assert preview.status_message.startswith("The deploy failed unexpectedly (RecursionError")
 
 
 @pytest.mark.parametrize("text,expected", [(t, e) for _, t, e in BAD_BUNDLES], ids=[n for n, _, _ in BAD_BUNDLES])
 def test_a_refused_bundle_fails_the_preview_with_the_precise_message_and_applies_nothing(
         preview_repo, kube_api, text, expected):
-    preview = upsert(preview_repo, manifests=text)
+    # Manifests sent with a request are judged at request time (tests/test_api.py); a repository's template
+    # is judged when it is deployed.
+    preview_repo.manifest_template = text
+    preview_repo.save()
+    preview = upsert(preview_repo)
     assert deploy(preview) == "failed"
     preview.refresh_from_db()
     assert preview.status == "failed"

@@ -1,6 +1,9 @@
 """The reaper on the real control plane, with the fake GitHub for open PRs."""
 
+import os
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -8,14 +11,18 @@ from django.core.management import call_command
 from django.utils import timezone
 from kubernetes import client
 
-from previews import provisioning, reaper, reaper_cycle, services
-from previews.models import Preview, ReaperRun
+from previews import kube, provisioning, reaper, reaper_cycle, services
+from previews.manifests import REPOSITORY_LABEL
+from previews.models import Preview, PreviewEvent, ReaperRun
 from previews.services import Actor, PreviewRequest
-from tests.conftest import namespace_exists, wait_until
+from tests.conftest import TEST_NAMESPACE_LABEL, namespace_exists, wait_until
 
 pytestmark = pytest.mark.kube
 CI = Actor("token", "ci")
 MANAGED = {"app.kubernetes.io/managed-by": "pr-previews"}
+# The mass-expiry test's size (the issue's 1000 by default; smaller while others share the cluster's namespace
+# controller, which deletes a few namespaces at a time).
+MASS_EXPIRY = int(os.environ.get("PREVIEWS_TEST_MASS_EXPIRY", "1000"))
 
 
 def exists(core: client.CoreV1Api, name: str) -> bool:
@@ -27,23 +34,47 @@ def exists(core: client.CoreV1Api, name: str) -> bool:
         raise
 
 
-def deployed(repository, pr: int) -> Preview:
+def deployed(repository, pr: int, watcher) -> Preview:
     preview = services.preview_upsert(repository=repository, pr_number=pr, actor=CI, request=PreviewRequest(
         head_sha="a" * 40, images=(f"ghcr.io/demo/shop:pr-{pr}",))).preview
-    assert provisioning.deploy(preview.pk, preview.generation) == "ready"
+    assert provisioning.deploy(preview.pk, preview.generation) == "applied"
+    watcher.status_of(preview, "ready")
     return Preview.objects.get(pk=preview.pk)
 
 
 def scoped_cycle(prefix: str, *, dry_run=False, now=None, before_execute=None):
-    """One cycle over this test's own namespaces only (other tests may leave managed ones behind)."""
+    """One cycle over this test's own namespaces only (other tests may leave managed ones behind).
+
+    `now` is the service's clock: set ahead, it disagrees with the database's and the API server's.
+    """
+    now = now or timezone.now()
     snapshot = reaper_cycle.take_snapshot()
     snapshot.namespaces = [n for n in snapshot.namespaces if n.name.startswith(prefix)]
     snapshot.previews = [p for p in snapshot.previews if p.namespace.startswith(prefix)]
-    the_plan = reaper.plan(snapshot.namespaces, snapshot.previews, snapshot.open_prs, now or timezone.now(),
-                           reaper_cycle.reaper_settings())
+    the_plan = reaper_cycle.decide(snapshot, now)
     if before_execute:
         before_execute(the_plan)
-    return reaper_cycle.execute(the_plan, snapshot, dry_run=dry_run)
+    return reaper_cycle.execute(the_plan, snapshot, dry_run=dry_run, now=now)
+
+
+def ready_previews(repository, kube_api, count: int, *, expires_in: timedelta) -> list[Preview]:
+    """`count` ready previews of `repository` with their namespaces (labelled as a deploy labels them), fast."""
+    now = timezone.now()
+    prefix = repository.namespace_prefix
+    Preview.objects.bulk_create([
+        Preview(repository=repository, pr_number=n, namespace=f"{prefix}-{n}", url=f"https://{prefix}-{n}.example.com",
+                head_sha="a" * 40, status=Preview.Status.READY, generation=1, observed_generation=1,
+                expires_at=now + expires_in, ready_at=now)
+        for n in range(1, count + 1)], batch_size=500)
+    core = client.CoreV1Api(kube_api)
+    labels = {**MANAGED, REPOSITORY_LABEL: str(repository.pk), TEST_NAMESPACE_LABEL: "1"}
+
+    def create(n: int) -> None:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=f"{prefix}-{n}", labels=labels)))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(create, range(1, count + 1)))
+    return list(Preview.objects.filter(repository=repository).order_by("pr_number"))
 
 
 @pytest.fixture
@@ -60,10 +91,11 @@ def orphans(kube_env, make_namespace):
     return make
 
 
-def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview_repo, fake_github, kube_api):
+def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview_repo, fake_github, kube_api,
+                                                                         watcher):
     fake_github.add_pull(preview_repo.full_name, 1)
     fake_github.add_pull(preview_repo.full_name, 2)
-    closed, kept = deployed(preview_repo, 1), deployed(preview_repo, 2)
+    closed, kept = deployed(preview_repo, 1, watcher), deployed(preview_repo, 2, watcher)
     fake_github.close_pull(preview_repo.full_name, 1, merged=True)
 
     result = scoped_cycle(preview_repo.namespace_prefix)
@@ -73,16 +105,16 @@ def test_a_closed_prs_namespace_is_deleted_and_its_record_marked_deleted(preview
     closed.refresh_from_db()
     assert closed.desired == "down"
     assert closed.events.filter(action="destroy requested", actor_kind="reaper").exists()
-    # The teardown task the reaper enqueued, run here as the worker would.
-    assert provisioning.teardown(closed.pk, closed.generation) == "deleted"
+    # The teardown task the reaper enqueued, run here as the worker would; the watcher sees the namespace go.
+    assert provisioning.teardown(closed.pk, closed.generation) == "terminating"
+    watcher.status_of(closed, "deleted", timeout=120)
     core = client.CoreV1Api(kube_api)
     assert not exists(core, closed.namespace) and exists(core, kept.namespace)
-    assert Preview.objects.get(pk=closed.pk).status == "deleted"
 
 
-def test_github_being_down_deletes_nothing_for_being_closed(preview_repo, fake_github, kube_api):
+def test_github_being_down_deletes_nothing_for_being_closed(preview_repo, fake_github, kube_api, watcher):
     fake_github.add_pull(preview_repo.full_name, 3, state="closed")
-    preview = deployed(preview_repo, 3)
+    preview = deployed(preview_repo, 3, watcher)
     fake_github.fail_next(100, status=502)
     result = scoped_cycle(preview_repo.namespace_prefix)
     assert [(d.action, d.reason) for d in result.plan.decisions] == [(reaper.KEEP, reaper.PR_UNKNOWN)]
@@ -90,20 +122,21 @@ def test_github_being_down_deletes_nothing_for_being_closed(preview_repo, fake_g
     assert preview_repo.full_name in result.snapshot.github_reasons
 
 
-def test_an_unlabelled_pr_99_and_a_labelled_staging_are_untouched(kube_env, kube_api, db, fake_github):
+def test_an_unlabelled_namespace_and_a_labelled_protected_one_are_untouched(orphans, make_namespace, kube_api, db,
+                                                                           settings):
+    """Like `pr-99` without our label and `staging` with it: a real cycle, a month on, touches neither.
+
+    Both are this test's own (a protected name of its own, added to the protected list), so the real
+    `staging` and `pr-99` of a shared cluster are never at risk.
+    """
     core = client.CoreV1Api(kube_api)
-    for name, labels in (("pr-99", None), ("staging", MANAGED)):
-        if not exists(core, name):
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    try:
-        result = reaper_cycle.run_cycle(now=timezone.now() + timedelta(days=30))
-        assert "pr-99" not in {d.namespace for d in result.plan.decisions}
-        staging = [d for d in result.plan.decisions if d.namespace == "staging"]
-        assert [(d.action, d.reason) for d in staging] == [(reaper.KEEP, reaper.PROTECTED)]
-        assert exists(core, "pr-99") and exists(core, "staging")
-    finally:
-        for name in ("pr-99", "staging"):
-            core.delete_namespace(name)
+    unlabelled = make_namespace(orphans.prefix)  # no managed-by label
+    [protected] = orphans(1)
+    settings.PREVIEWS_PROTECTED_NAMESPACES = [*settings.PREVIEWS_PROTECTED_NAMESPACES, protected]
+    result = scoped_cycle(orphans.prefix, now=timezone.now() + timedelta(days=30))
+    assert unlabelled not in {d.namespace for d in result.plan.decisions}
+    assert [(d.action, d.reason) for d in result.plan.decisions] == [(reaper.KEEP, reaper.PROTECTED)]
+    assert exists(core, unlabelled) and exists(core, protected)
 
 
 def test_a_dry_run_deletes_nothing_but_records_the_plan(orphans, db, kube_api):
@@ -127,15 +160,26 @@ def test_old_orphans_are_deleted_and_young_ones_kept(orphans, db, kube_api):
     wait_until(lambda: not any(exists(core, n) for n in names), timeout=120, message="orphans to go")
 
 
-def test_the_cap_limits_deletions_per_cycle(orphans, db, kube_api, settings):
-    settings.PREVIEWS_REAPER_MAX_DELETIONS = 2
+def test_the_rate_limit_spreads_deletions_over_cycles(orphans, db, kube_api, settings):
+    settings.PREVIEWS_REAPER_DELETIONS_PER_MINUTE = 2
+    settings.PREVIEWS_REAPER_INTERVAL_MINUTES = 1  # so a cycle may spend at most 2
     settings.PREVIEWS_REAPER_BREAKER_MIN_DELETIONS = 100
     names = orphans(5)
-    result = scoped_cycle(orphans.prefix, now=timezone.now() + timedelta(hours=2))
-    assert len(result.plan.deletions) == 2 and len(result.done) == 2
-    assert sum(d.reason == reaper.CAPPED for d in result.plan.decisions) == 3
+    later = timezone.now() + timedelta(hours=2)
     core = client.CoreV1Api(kube_api)
+
+    first = scoped_cycle(orphans.prefix, now=later)
+    assert len(first.plan.deletions) == 2 and len(first.done) == 2
+    assert sum(d.reason == reaper.RATE_LIMITED for d in first.plan.decisions) == 3
     assert sum(exists(core, n) for n in names) == 3
+    # Right after: the allowance is spent, nothing more goes.
+    again = scoped_cycle(orphans.prefix, now=later + timedelta(seconds=5))
+    assert again.plan.deletions == [] and sum(d.reason == reaper.RATE_LIMITED for d in again.plan.decisions) == 3
+    # A minute on, two more.
+    minute_on = scoped_cycle(orphans.prefix, now=later + timedelta(minutes=1, seconds=5))
+    assert len(minute_on.plan.deletions) == 2
+    assert sum(exists(core, n) for n in names) == 1
+    assert ReaperRun.objects.get(pk=minute_on.run.pk).summary["allowance"]["left"] == pytest.approx(0.0, abs=0.2)
 
 
 def test_the_circuit_breaker_deletes_nothing_and_raises_an_alert(orphans, db, kube_api, settings):
@@ -143,8 +187,60 @@ def test_the_circuit_breaker_deletes_nothing_and_raises_an_alert(orphans, db, ku
     names = orphans(4)
     result = scoped_cycle(orphans.prefix, now=timezone.now() + timedelta(hours=2))
     assert result.plan.deletions == [] and result.done == []
-    assert "circuit breaker: 4 of 4" in ReaperRun.objects.get(pk=result.run.pk).alert
+    run = ReaperRun.objects.get(pk=result.run.pk)
+    assert "circuit breaker: 4 of 4" in run.alert and run.summary["breaker_tripped"] is True
     assert all(exists(client.CoreV1Api(kube_api), n) for n in names)
+
+
+def test_the_breaker_trips_when_github_reports_most_prs_closed_at_once(preview_repo, fake_github, kube_api):
+    previews = ready_previews(preview_repo, kube_api, 6, expires_in=timedelta(days=2))
+    for preview in previews:
+        fake_github.add_pull(preview_repo.full_name, preview.pr_number, state="closed")
+    result = scoped_cycle(preview_repo.namespace_prefix)
+    assert result.plan.deletions == [] and result.plan.breaker_tripped
+    assert {(d.reason, d.detail) for d in result.plan.decisions} == {(reaper.BREAKER, "would delete: PR closed")}
+    assert "circuit breaker: 6 of 6" in ReaperRun.objects.get(pk=result.run.pk).alert
+    assert not Preview.objects.filter(repository=preview_repo, desired=Preview.Desired.DOWN).exists()
+    core = client.CoreV1Api(kube_api)
+    assert all(exists(core, p.namespace) for p in previews)
+
+
+def test_a_mass_expiry_is_all_issued_in_one_cycle_under_the_default_settings(preview_repo, kube_api):
+    previews = ready_previews(preview_repo, kube_api, MASS_EXPIRY, expires_in=-timedelta(hours=1))
+    started = time.monotonic()
+    result = scoped_cycle(preview_repo.namespace_prefix)
+    seconds = time.monotonic() - started
+    run = ReaperRun.objects.get(pk=result.run.pk)
+    assert not run.alert and not result.plan.breaker_tripped and not result.plan.expiry_paused
+    assert run.summary["by_reason"][reaper.DELETE] == {reaper.EXPIRED: MASS_EXPIRY}
+    assert len(result.done) == MASS_EXPIRY and result.errors == []
+    # Every preview is on its way down through the service, with its event: the teardowns do the rest.
+    assert Preview.objects.filter(repository=preview_repo, desired=Preview.Desired.DOWN,
+                                  status=Preview.Status.DELETING).count() == MASS_EXPIRY
+    assert PreviewEvent.objects.filter(preview__repository=preview_repo, action="destroy requested",
+                                       actor_kind="reaper").count() == MASS_EXPIRY
+    # Issued, not waited for: the cycle is back long before a namespace controller could delete them all.
+    assert seconds < 60, f"the cycle took {seconds:.1f}s"
+    # kube_calls is what the listing really took: at least a page of 500 per 500 managed namespaces.
+    assert run.summary["kube_calls"] >= -(-run.summary["managed_namespaces"] // kube.LIST_PAGE_SIZE) >= 1
+    assert len(previews) == MASS_EXPIRY
+
+
+def test_a_service_clock_ahead_of_the_databases_pauses_expiry_with_an_alert(preview_repo, kube_api):
+    previews = ready_previews(preview_repo, kube_api, 3, expires_in=timedelta(hours=1))
+    # The service believes it is two hours later than the database and the API server do: expired, to it.
+    result = scoped_cycle(preview_repo.namespace_prefix, now=timezone.now() + timedelta(hours=2))
+    assert result.plan.deletions == [] and result.done == []
+    assert {(d.reason, d.detail) for d in result.plan.decisions} == {(reaper.CLOCKS_DISAGREE, "would delete: expired")}
+    run = ReaperRun.objects.get(pk=result.run.pk)
+    assert run.alert.startswith("clock check: the service's clock is ") and "expiry deletions are paused" in run.alert
+    assert run.summary["expiry_paused"] is True
+    # The other two clocks were really read: the database's and the API server's `Date`, both about now.
+    for name in ("database", "api_server"):
+        assert abs(getattr(result.snapshot.clocks, name) - timezone.now()) < timedelta(minutes=1)
+    assert not Preview.objects.filter(repository=preview_repo, desired=Preview.Desired.DOWN).exists()
+    core = client.CoreV1Api(kube_api)
+    assert all(exists(core, p.namespace) for p in previews)
 
 
 def test_one_failing_delete_does_not_stop_the_others(orphans, db, kube_api):
@@ -167,9 +263,9 @@ def test_one_failing_delete_does_not_stop_the_others(orphans, db, kube_api):
                message="the other two to go")
 
 
-def test_a_ready_preview_whose_namespace_vanished_is_marked_deleted(preview_repo, fake_github, kube_api):
+def test_a_ready_preview_whose_namespace_vanished_is_marked_deleted(preview_repo, fake_github, kube_api, watcher):
     fake_github.add_pull(preview_repo.full_name, 4)
-    preview = deployed(preview_repo, 4)
+    preview = deployed(preview_repo, 4, watcher)
     core = client.CoreV1Api(kube_api)
     core.delete_namespace(preview.namespace)
     wait_until(lambda: not namespace_exists(core, preview.namespace), timeout=120, message="the namespace to go")

@@ -108,3 +108,9 @@ def test_task_queue_never_runs_a_task_twice_at_once(settings):
     assert settings.Q_CLUSTER["timeout"] < settings.Q_CLUSTER["retry"]
     assert 1 <= settings.Q_CLUSTER["max_attempts"] < 100
     assert settings.Q_CLUSTER["orm"] == "default"
+
+
+def test_start_up_refuses_the_retired_per_cycle_cap_and_names_its_replacement():
+    result = _import_settings(DJANGO_DEBUG="true", PREVIEWS_REAPER_MAX_DELETIONS="10")
+    assert result.returncode != 0
+    assert "PREVIEWS_REAPER_DELETIONS_PER_MINUTE" in result.stderr

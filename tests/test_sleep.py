@@ -316,9 +316,58 @@ def test_the_reaper_deletes_previews_asleep_too_long(slept_for, slept_ago, pinne
                              generation=3, slept_at=NOW - slept_ago if slept_ago else None)
     namespace = r.ClusterNamespace(name="pr-1", uid="u", created_at=NOW - timedelta(days=9), labels={
         "app.kubernetes.io/managed-by": "pr-previews", "previews.dev/repository-id": "1"})
-    plan = r.plan([namespace], [record], {1: frozenset({1})}, NOW, r.ReaperSettings(slept_for=slept_for))
+    plan = r.plan([namespace], [record], {1: frozenset({1})}, NOW, r.ReaperSettings(slept_for=slept_for),
+                  clocks=r.Clocks(NOW, NOW), allowance=100.0)
     [decision] = plan.decisions
     assert (decision.action, decision.reason) == expected
+
+
+def _asleep_and_others():
+    """Previews 1-3 asleep 4 days, 4 expired, 5 desired down, 6 closed; an old orphan."""
+    from previews import reaper as r
+
+    labels = {"app.kubernetes.io/managed-by": "pr-previews", "previews.dev/repository-id": "1"}
+
+    def record(number, **changes):
+        fields = dict(id=number, repository_id=1, repository="acme/shop", pr_number=number, namespace=f"pr-{number}",
+                      desired="up", status="ready", expires_at=NOW + timedelta(days=9), pinned=False, generation=3)
+        return r.PreviewRecord(**{**fields, **changes})
+
+    records = [record(n, status="sleeping", slept_at=NOW - timedelta(days=4)) for n in (1, 2, 3)]
+    records += [record(4, expires_at=NOW - timedelta(hours=1)), record(5, desired="down"), record(6)]
+    namespaces = [r.ClusterNamespace(name=f"pr-{n}", uid=f"u{n}", created_at=NOW - timedelta(days=9), labels=labels)
+                  for n in range(1, 7)]
+    namespaces.append(r.ClusterNamespace(name="orphan", uid="uo", created_at=NOW - timedelta(days=9), labels=labels))
+    namespaces += [r.ClusterNamespace(name=f"young-{i}", uid=f"y{i}", created_at=NOW, labels=labels)
+                   for i in range(10)]
+    return namespaces, records, {1: frozenset({1, 2, 3, 4, 5})}
+
+
+def test_asleep_too_long_goes_after_expired_and_before_orphans_under_the_rate():
+    from previews import reaper as r
+
+    namespaces, records, open_prs = _asleep_and_others()
+    plan = r.plan(namespaces, records, open_prs, NOW, r.ReaperSettings(slept_for=timedelta(days=3)),
+                  clocks=r.Clocks(NOW, NOW), allowance=5.0)
+    assert [(d.namespace, d.reason) for d in sorted(plan.deletions, key=r.urgency)] == [
+        ("pr-5", r.DESIRED_DOWN), ("pr-6", r.PR_CLOSED), ("pr-4", r.EXPIRED), ("pr-1", r.SLEPT_TOO_LONG),
+        ("pr-2", r.SLEPT_TOO_LONG)]
+    assert {d.namespace for d in plan.decisions if d.reason == r.RATE_LIMITED} == {"pr-3", "orphan"}
+
+
+def test_asleep_too_long_rests_on_our_clock_not_on_outside_evidence():
+    from previews import reaper as r
+
+    assert r.SLEPT_TOO_LONG in r.CLOCK_DEPENDENT and r.SLEPT_TOO_LONG not in r.OUTSIDE_EVIDENCE
+    namespaces, records, open_prs = _asleep_and_others()
+    settings = r.ReaperSettings(slept_for=timedelta(days=3), breaker_min_deletions=1, breaker_share=0.0)
+    skewed = r.plan(namespaces, records, open_prs, NOW, settings,
+                    clocks=r.Clocks(NOW - timedelta(hours=2), NOW), allowance=100.0)
+    assert skewed.expiry_paused and skewed.breaker_tripped
+    assert {d.namespace for d in skewed.decisions if d.reason == r.CLOCKS_DISAGREE} == {"pr-1", "pr-2", "pr-3", "pr-4"}
+    assert {d.namespace for d in skewed.deletions} == {"pr-5"}
+    agreeing = r.plan(namespaces, records, open_prs, NOW, settings, clocks=r.Clocks(NOW, NOW), allowance=100.0)
+    assert {d.namespace for d in agreeing.deletions} == {"pr-1", "pr-2", "pr-3", "pr-4", "pr-5"}
 
 
 # --- what it costs, from the cluster; the API and the dashboard ------------------------------------------------

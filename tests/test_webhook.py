@@ -1,12 +1,15 @@
 """The GitHub webhook: HMAC signatures, replays, and pull request events."""
 
 import json
+import threading
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django_q.models import OrmQ
 
 from previews import webhooks
-from previews.models import Preview
+from previews.models import Preview, WebhookDelivery
 from tests.factories import make_preview, make_repository
 
 pytestmark = pytest.mark.django_db
@@ -50,10 +53,14 @@ def hook(settings):
     return send
 
 
-def pr_event(action: str, number=7, full_name="acme/shop", merged=False) -> dict:
+def pr_event(action: str, number=7, full_name="acme/shop", merged=False, head_repo="same", sha=SHA,
+             association="MEMBER") -> dict:
+    head = {"sha": sha, "repo": {"full_name": full_name if head_repo == "same" else head_repo}}
+    if head_repo is None:
+        head["repo"] = None
     return {"action": action, "number": number, "repository": {"full_name": full_name},
             "pull_request": {"number": number, "merged": merged, "title": "Add cart", "user": {"login": "mona"},
-                             "head": {"sha": SHA}}}
+                             "head": head, "author_association": association}}
 
 
 def test_closed_destroys_the_preview(hook):
@@ -124,3 +131,170 @@ def test_a_signed_body_that_is_not_a_json_object_is_400(hook, raw):
 
 def test_get_on_the_webhook_is_405(client):
     assert client.get("/api/v1/github/webhook").status_code == 405
+
+
+# --- payload shapes: a malformed event is a 400 naming the field, never a 500 ---------------------------------
+
+
+def _with(event: dict, path: str, value) -> dict:
+    import copy
+
+    event = copy.deepcopy(event)
+    target = event
+    *parents, last = path.split(".")
+    for part in parents:
+        target = target[part]
+    target[last] = value
+    return event
+
+
+MALFORMED = [
+    ("pull_request", "not an object", "pull_request.number"),
+    ("pull_request", [1, 2], "pull_request.number"),
+    ("pull_request.number", "7", "pull_request.number"),
+    ("pull_request.number", True, "pull_request.number"),
+    ("pull_request.number", 10**30, "pull_request.number"),
+    ("pull_request.number", -1, "pull_request.number"),
+    ("pull_request.head", None, "pull_request.head.sha"),
+    ("pull_request.head.sha", "not-a-sha", "pull_request.head.sha"),
+    ("pull_request.head.sha", {"x": 1}, "pull_request.head.sha"),
+    ("pull_request.title", ["x"], "pull_request.title"),
+    ("pull_request.user", "mona", "pull_request.user.login"),
+    ("pull_request.author_association", 5, "pull_request.author_association"),
+    ("action", {"x": 1}, "action"),
+    ("repository", "acme/shop", "repository.full_name"),
+    ("repository.full_name", 5, "repository.full_name"),
+]
+
+
+@pytest.mark.parametrize("path,value,field", MALFORMED, ids=[f"{p}={v!r}"[:40] for p, v, _ in MALFORMED])
+def test_a_malformed_pull_request_event_is_400_naming_the_field(hook, path, value, field):
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}")
+    response = hook(_with(pr_event("opened"), path, value))
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert not Preview.objects.exists()
+
+
+def test_a_deeply_nested_body_is_400(hook):
+    assert hook({}, raw=b"[" * 100_000 + b"]" * 100_000).status_code == 400
+
+
+def test_an_image_template_is_filled_by_replacement_not_format(hook):
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}-{0}{x.y}")
+    response = hook(pr_event("opened"))
+    assert response.status_code == 422 and "not an image reference" in response.json()["detail"]
+
+
+# --- forks -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("allow,head_repo,association,deployed", [
+    (False, "outsider/shop", "MEMBER", False),
+    (False, None, "OWNER", False),  # a deleted fork: GitHub no longer says where the branch is
+    (True, "outsider/shop", "CONTRIBUTOR", False),
+    (True, "outsider/shop", "FIRST_TIME_CONTRIBUTOR", False),
+    (True, "outsider/shop", "NONE", False),
+    (True, "outsider/shop", "COLLABORATOR", True),
+    (True, "outsider/shop", "MEMBER", True),
+    (False, "same", "NONE", True),  # a branch of the repository itself
+    (False, "ACME/Shop", "NONE", True),
+])
+def test_fork_pull_requests_deploy_only_when_allowed_and_trusted(hook, allow, head_repo, association, deployed):
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}",
+                    allow_fork_previews=allow)
+    response = hook(pr_event("opened", head_repo=head_repo, association=association))
+    assert response.status_code == 202
+    assert Preview.objects.exists() == deployed, response.json()["outcome"]
+    if not deployed:
+        assert "fork" in response.json()["outcome"]
+
+
+def test_a_fork_pull_request_is_still_cleaned_up_when_closed(hook):
+    preview = make_preview(make_repository(owner="acme", name="shop"), pr_number=7)
+    hook(pr_event("closed", head_repo="outsider/shop", association="NONE"))
+    preview.refresh_from_db()
+    assert preview.desired == "down"
+
+
+# --- a stale synchronize never replaces a newer commit ---------------------------------------------------------
+
+
+def test_a_late_synchronize_for_an_older_commit_is_ignored(hook, fake_github):
+    newer, older = "b" * 40, "a" * 40
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}-{short_sha}")
+    fake_github.add_pull("acme/shop", 7, head_sha=newer)
+    assert hook(pr_event("synchronize", sha=newer), delivery="d-new").json()["outcome"] == "deploy enqueued"
+    late = hook(pr_event("synchronize", sha=older), delivery="d-old")
+    assert late.status_code == 202 and late.json()["outcome"].startswith("stale commit, ignored")
+    assert Preview.objects.get(pr_number=7).head_sha == newer
+
+
+# --- a repository's own secret ----------------------------------------------------------------------------------
+
+
+def test_a_repository_with_its_own_secret_accepts_only_that_secret(hook, settings):
+    make_preview(make_repository(owner="acme", name="shop", webhook_secret="repo-secret"), pr_number=7)
+    body = json.dumps(pr_event("closed")).encode()
+    assert hook({}, raw=body).status_code == 403  # signed with the global secret
+    own = hook({}, raw=body, signature=webhooks.signature_for("repo-secret", body))
+    assert own.status_code == 202 and Preview.objects.get(pr_number=7).desired == "down"
+
+
+def test_a_repository_secret_works_without_a_global_one(hook, settings):
+    settings.GITHUB_WEBHOOK_SECRET = ""
+    make_preview(make_repository(owner="acme", name="shop", webhook_secret="repo-secret"), pr_number=7)
+    body = json.dumps(pr_event("closed")).encode()
+    assert hook({}, raw=body, signature=webhooks.signature_for("repo-secret", body)).status_code == 202
+    other = json.dumps(pr_event("closed", full_name="acme/other")).encode()
+    assert hook({}, raw=other, signature=webhooks.signature_for("repo-secret", other)).status_code == 503
+
+
+# --- the limit on reopen, and a failed handling can be redelivered ---------------------------------------------
+
+
+def test_reopened_beyond_the_limit_is_409_and_its_redelivery_is_acted_on_later(hook):
+    repository = make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}",
+                                 max_live_previews=1)
+    closed = make_preview(repository, pr_number=7, desired="down", status="deleted")
+    other = make_preview(repository, pr_number=8)
+    refused = hook(pr_event("reopened"), delivery="r-1")
+    assert refused.status_code == 409 and "maximum" in refused.json()["detail"]
+    assert not WebhookDelivery.objects.filter(delivery_id="r-1").exists()
+    other.status = "deleted"
+    other.save()
+    again = hook(pr_event("reopened"), delivery="r-1")  # GitHub's "Redeliver"
+    assert again.status_code == 202 and again.json()["outcome"] == "deploy enqueued"
+    closed.refresh_from_db()
+    assert closed.desired == "up"
+    assert WebhookDelivery.objects.get(delivery_id="r-1").outcome == "deploy enqueued"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_deliveries_of_one_id_act_once(settings):
+    settings.GITHUB_WEBHOOK_SECRET = SECRET
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}")
+    OrmQ.objects.all().delete()
+    body = json.dumps(pr_event("opened")).encode()
+    barrier = threading.Barrier(6)
+    outcomes = []
+
+    def deliver():
+        try:
+            barrier.wait()
+            response = Client().post("/api/v1/github/webhook", data=body, content_type="application/json",
+                                     HTTP_X_GITHUB_EVENT="pull_request", HTTP_X_GITHUB_DELIVERY="same-id",
+                                     HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for(SECRET, body))
+            outcomes.append(response.json()["outcome"])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["deploy enqueued"] + ["duplicate delivery, ignored"] * 5
+    assert OrmQ.objects.count() == 1
+    OrmQ.objects.all().delete()

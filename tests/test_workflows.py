@@ -85,3 +85,81 @@ def test_the_delete_script_accepts_a_pr_without_a_preview(live_server, preview_r
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "has no preview" in result.stdout
+
+
+@pytest.fixture
+def oidc_issuer(settings):
+    from previews import oidc
+    from tests.oidc_issuer import AUDIENCE, TestIssuer
+
+    with TestIssuer() as issuer:
+        settings.PREVIEWS_OIDC_ISSUER = issuer.url
+        settings.PREVIEWS_OIDC_JWKS_URL = ""
+        settings.PREVIEWS_OIDC_AUDIENCE = AUDIENCE
+        oidc.reset_cache()
+        yield issuer
+        oidc.reset_cache()
+
+
+def _oidc_env(live_server, issuer, **extra) -> dict:
+    from tests.oidc_issuer import AUDIENCE, REQUEST_TOKEN
+
+    env = {**os.environ, "PREVIEWS_URL": live_server.url, "PREVIEWS_AUDIENCE": AUDIENCE,
+           "GITHUB_REPOSITORY": "acme/shop", "ACTIONS_ID_TOKEN_REQUEST_URL": f"{issuer.url}/token?api-version=2.0",
+           "ACTIONS_ID_TOKEN_REQUEST_TOKEN": REQUEST_TOKEN, **extra}
+    env.pop("PREVIEWS_TOKEN", None)
+    return env
+
+
+@pytest.mark.kube
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_the_ci_scripts_deploy_and_delete_with_a_github_actions_oidc_token(live_server, preview_repo, engine,
+                                                                           oidc_issuer):
+    preview_repo.owner, preview_repo.name = "acme", "shop"
+    preview_repo.github_repository_id, preview_repo.github_owner_id = 100, 200
+    preview_repo.save()
+    sha = "e" * 40
+    oidc_issuer.job_claims = {"ref": "refs/pull/22/merge", "sha": sha, "run_id": "4242"}
+    env = _oidc_env(live_server, oidc_issuer, PR_NUMBER="22", HEAD_SHA=sha, IMAGE="ghcr.io/demo/shop:pr-22-eeeeeee",
+                    PREVIEW_WAIT_SECONDS="120")
+    deploy = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
+                            text=True, timeout=180)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert f"Preview ready: https://{preview_repo.namespace_prefix}-22.preview.example.com" in deploy.stdout
+    preview = Preview.objects.get(pr_number=22)
+    created = preview.events.get(action="created")
+    assert (created.actor_kind, created.details["actor_url"]) == (
+        "workflow", "https://github.com/acme/shop/actions/runs/4242/attempts/1")
+    assert oidc_issuer.count("/token") >= 2  # a fresh token for the deploy and for each read
+
+    delete = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-delete")], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert delete.returncode == 0, delete.stdout + delete.stderr
+    assert "is being deleted" in delete.stdout
+    # The teardown itself is the engine's business (tested with static tokens above); here: who asked.
+    assert Preview.objects.get(pr_number=22).desired == "down"
+    assert preview.events.filter(action="destroy requested", actor_kind="workflow").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_deploy_script_reports_a_refused_oidc_token(live_server, preview_repo, oidc_issuer):
+    # The repository has no GitHub ids: the service names the claim, the job fails with it.
+    oidc_issuer.job_claims = {"repository": preview_repo.full_name, "ref": "refs/pull/3/merge", "sha": "a" * 40}
+    env = _oidc_env(live_server, oidc_issuer, GITHUB_REPOSITORY=preview_repo.full_name, PR_NUMBER="3",
+                    HEAD_SHA="a" * 40, IMAGE="ghcr.io/demo/shop:pr-3")
+    result = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert "token.repository_id" in result.stdout
+
+
+def test_the_deploy_script_explains_a_missing_id_token_permission(tmp_path):
+    env = {**os.environ, "PREVIEWS_URL": "http://127.0.0.1:9", "GITHUB_REPOSITORY": "acme/shop", "PR_NUMBER": "1",
+           "HEAD_SHA": "a" * 40, "IMAGE": "x"}
+    for name in ("PREVIEWS_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
+        env.pop(name, None)
+    result = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode != 0
+    assert "id-token: write" in result.stderr

@@ -1,13 +1,13 @@
-"""Bearer-token authentication for CI, with repository-scoped tokens."""
+"""Bearer-token authentication for CI: repository-scoped API tokens, or GitHub Actions OIDC tokens."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, status
 
-from previews import services
+from previews import oidc, services, tokens
 from previews.models import ApiToken, Repository
 
 
@@ -29,6 +29,32 @@ class TokenUser:
         return (scope.owner.lower(), scope.name.lower()) == (repository_owner.lower(), repository_name.lower())
 
 
+@dataclass(frozen=True)
+class OidcUser:
+    """A GitHub Actions job, by its verified OIDC claims, and the repository its repository id is linked to."""
+
+    claims: oidc.GitHubClaims
+    repository: Repository | None
+    is_authenticated: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"workflow:{self.claims.actor_name}"
+
+
+class OidcUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "GitHub Actions tokens cannot be verified right now"
+    wait = 60
+
+
+def oidc_failed(exc: oidc.OidcError) -> exceptions.AuthenticationFailed:
+    failure = exceptions.AuthenticationFailed(f"GitHub Actions token refused: {exc}")
+    if exc.claim:
+        failure.errors = [{"field": f"token.{exc.claim}", "message": str(exc)}]
+    return failure
+
+
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -39,11 +65,23 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         keyword, _, value = header.partition(" ")
         if keyword.lower() != "bearer" or not value.strip():
             raise exceptions.AuthenticationFailed("use 'Authorization: Bearer <token>'")
-        token = services.token_authenticate(value.strip())
+        value = value.strip()
+        if not value.startswith(tokens.TOKEN_PREFIX) and oidc.looks_like_jwt(value):
+            return self._authenticate_oidc(value)
+        token = services.token_authenticate(value)
         if token is None:
             # Never echo the presented token: it may be a real secret sent to the wrong place.
             raise exceptions.AuthenticationFailed("the token is unknown or revoked")
         return TokenUser(token), token
+
+    def _authenticate_oidc(self, value: str) -> tuple[OidcUser, None]:
+        try:
+            claims = oidc.verify(value)
+        except oidc.OidcError as exc:
+            raise oidc_failed(exc) from None
+        except oidc.OidcUnavailable as exc:
+            raise OidcUnavailable(f"GitHub Actions tokens cannot be verified right now: {exc}") from None
+        return OidcUser(claims, oidc.repository_for(claims)), None
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="previews"'
@@ -54,4 +92,6 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "An API token (pvw_...) from the admin"}
+        return {"type": "http", "scheme": "bearer",
+                "description": "An API token (pvw_...) from the admin, or a GitHub Actions OIDC token for this "
+                               "service's audience"}

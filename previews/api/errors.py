@@ -26,6 +26,7 @@ TITLES = {
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Invalid values",
+    429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -84,6 +85,11 @@ def flatten(detail, prefix: str = "") -> list[dict]:
                 out.extend(flatten(item, f"{prefix}[{i}]"))
         return out
     return [{"field": prefix or None, "message": str(detail)}]
+
+
+def api_not_found(request, unmatched: str = "") -> JsonResponse:
+    """Any /api/ path that matches no route: a problem, like every other API answer."""
+    return problem_response(404, f"no API endpoint at {request.path[:200]}; see /api/schema/")
 
 
 def problem_exception_handler(exc, context):

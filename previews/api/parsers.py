@@ -8,9 +8,23 @@ from rest_framework.exceptions import ParseError
 
 from previews.api.errors import PayloadTooLarge
 
+MAX_DEPTH = 32  # nesting of objects and arrays in a request body; the API's own shapes need 3
+
 
 def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
+
+
+def json_depth(value) -> int:
+    """How deeply objects and arrays nest in parsed JSON (iteratively: no input exhausts the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class LimitedJSONParser(parsers.JSONParser):
@@ -26,8 +40,13 @@ class LimitedJSONParser(parsers.JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
         except UnicodeDecodeError:
             raise ParseError("the request body is not UTF-8") from None
+        except RecursionError:
+            raise ParseError(f"the request body nests objects or arrays more than {MAX_DEPTH} levels deep") from None
         except ValueError as exc:
             raise ParseError(f"the request body is not valid JSON: {exc}") from None
+        if json_depth(data) > MAX_DEPTH:
+            raise ParseError(f"the request body nests objects or arrays more than {MAX_DEPTH} levels deep")
+        return data

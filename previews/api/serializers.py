@@ -66,7 +66,8 @@ class PreviewUpsertSerializer(StrictSerializer):
                                      help_text="Several images, for monorepos; the others keep their references")
     manifests = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
                                       help_text="Multi-document YAML built by CI; default: the repository's template")
-    ttl_hours = serializers.IntegerField(required=False, min_value=1, help_text="Hours until the preview expires")
+    ttl_hours = serializers.IntegerField(required=False, min_value=1, max_value=validators.MAX_TTL_HOURS,
+                                         help_text="Hours until the preview expires")
     title = StrictCharField(required=False, allow_blank=True, max_length=300)
     author = StrictCharField(required=False, allow_blank=True, max_length=39)
 
@@ -85,7 +86,8 @@ class PreviewUpsertSerializer(StrictSerializer):
 
 
 class ExtendSerializer(StrictSerializer):
-    hours = serializers.IntegerField(min_value=1, help_text="Hours to add to the expiry")
+    hours = serializers.IntegerField(min_value=1, max_value=validators.MAX_TTL_HOURS,
+                                     help_text="Hours to add to the expiry")
     reason = StrictCharField(max_length=500, help_text="Why the preview is needed for longer")
 
 
@@ -93,11 +95,21 @@ class PreviewLinksSerializer(serializers.Serializer):
     self = serializers.CharField()
     dashboard = serializers.CharField()
     extend = serializers.CharField()
+    reset_data = serializers.CharField()
+
+
+class PreviewDataSerializer(serializers.Serializer):
+    mode = serializers.CharField(help_text="none, schema, database or in-namespace (the repository's data mode)")
+    database = serializers.CharField(allow_blank=True, help_text="The preview's schema or database name")
+    size_bytes = serializers.IntegerField(allow_null=True, help_text="Its size when last measured")
+    size_measured_at = serializers.DateTimeField(allow_null=True)
+    last_reset_at = serializers.DateTimeField(allow_null=True)
 
 
 class PreviewSerializer(serializers.ModelSerializer):
     repository = serializers.CharField(source="repository.full_name")
     url = serializers.CharField(help_text="https://<namespace>.<base domain>")
+    data = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
     class Meta:
@@ -105,14 +117,21 @@ class PreviewSerializer(serializers.ModelSerializer):
         fields = ["repository", "pr_number", "namespace", "url", "status", "status_message", "desired",
                   "head_sha", "images", "generation", "observed_generation", "expires_at", "pinned", "title",
                   "author", "created_at", "updated_at", "ready_at", "deleted_at", "last_activity_at", "slept_at",
-                  "links"]
+                  "data", "links"]
         read_only_fields = fields
+
+    @extend_schema_field(PreviewDataSerializer)
+    def get_data(self, preview: Preview) -> dict:
+        return PreviewDataSerializer({
+            "mode": preview.data_mode or preview.repository.data_mode, "database": preview.data_name,
+            "size_bytes": preview.data_size_bytes, "size_measured_at": preview.data_size_at,
+            "last_reset_at": preview.data_reset_at}).data
 
     @extend_schema_field(PreviewLinksSerializer)
     def get_links(self, preview: Preview) -> dict[str, str]:
         base = f"/api/v1/repos/{preview.repository.owner}/{preview.repository.name}/previews/{preview.pr_number}"
         return {"self": base, "dashboard": f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/",
-                "extend": f"{base}/extend"}
+                "extend": f"{base}/extend", "reset_data": f"{base}/reset-data"}
 
 
 class ProblemFieldErrorSerializer(serializers.Serializer):

@@ -10,6 +10,8 @@ urlpatterns = [
     path("repos/<str:owner>/<str:repo>/previews/<str:pr>/sleep", views.PreviewSleepView.as_view(),
          name="preview-sleep"),
     path("repos/<str:owner>/<str:repo>/costs", views.RepositoryCostView.as_view(), name="repository-costs"),
+    path("repos/<str:owner>/<str:repo>/previews/<str:pr>/reset-data", views.PreviewResetDataView.as_view(),
+         name="preview-reset-data"),
     path("previews", views.PreviewListView.as_view(), name="preview-list"),
     path("github/webhook", views.github_webhook, name="github-webhook"),
 ]

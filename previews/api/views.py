@@ -17,7 +17,9 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from previews import kube, selectors, services, validators, webhooks
+from previews import github, kube, oidc, selectors, services, validators, webhooks
+from previews.api import waits
+from previews.api.auth import OidcUser, oidc_failed
 from previews.api.errors import InvalidValues, problem, problem_response
 from previews.api.serializers import (
     ExtendSerializer,
@@ -26,7 +28,7 @@ from previews.api.serializers import (
     ProblemSerializer,
     RepositoryCostSerializer,
 )
-from previews.models import Preview, Repository
+from previews.models import ActorKind, Preview, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,9 @@ PATH_PARAMETERS = [
         description="Pull request number",
     ),
 ]
-ERRORS = {(code, "application/problem+json"): ProblemSerializer for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+ERRORS = {(code, "application/problem+json"): ProblemSerializer
+          for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
+WAIT_ERRORS = {**ERRORS, (429, "application/problem+json"): ProblemSerializer}
 
 
 def _pr_number(raw: str) -> int:
@@ -54,8 +58,29 @@ def _pr_number(raw: str) -> int:
     return number
 
 
+class ClaimRefused(exceptions.PermissionDenied):
+    """A valid GitHub Actions token whose claims do not allow this request: the claim is named."""
+
+    def __init__(self, exc: oidc.ClaimRefused):
+        super().__init__(f"GitHub Actions token refused: {exc}")
+        self.errors = [{"field": f"token.{exc.claim}", "message": exc.message}]
+
+
+class GitHubUnavailable(exceptions.APIException):
+    status_code = 503
+    default_detail = "GitHub cannot be asked right now"
+
+
+# The operation types a GitHub Actions token may each perform once (see docs/oidc.md).
+OIDC_OPERATIONS = {"PUT": "deploy", "GET": "read", "DELETE": "delete", "POST": "extend"}
+
+
 class RepositoryScopedView(APIView):
-    """Resolves {owner}/{repo}, checking the token may act on it (403) and that it exists (404)."""
+    """Resolves {owner}/{repo}, checking the caller may act on it (403) and that it exists (404).
+
+    A GitHub Actions token is checked claim by claim against the repository and the PR in the path
+    (`repository`), against the deployed commit (`admit`, for PUT) and used once per operation.
+    """
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -69,7 +94,12 @@ class RepositoryScopedView(APIView):
                 request.content_type or "(none)", detail="send the body as application/json"
             )
 
-    def repository(self, request, owner: str, repo: str) -> Repository:
+    def repository(self, request, owner: str, repo: str, pr: int | None = None) -> Repository:
+        if isinstance(request.user, OidcUser):
+            try:
+                return oidc.authorize(request.user.claims, request.user.repository, owner, repo, pr)
+            except oidc.ClaimRefused as exc:
+                raise ClaimRefused(exc) from None
         if not request.user.may_act_on(owner, repo):
             raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
         repository = selectors.repository_get(owner, repo)
@@ -83,7 +113,35 @@ class RepositoryScopedView(APIView):
             raise exceptions.NotFound(f"{repository} has no preview for PR #{pr}")
         return preview
 
+    def admit(self, request, head_sha: str | None = None) -> None:
+        """For a GitHub Actions token: the commit rule (deploys) and the one-use-per-operation rule."""
+        if not isinstance(request.user, OidcUser):
+            return
+        claims = request.user.claims
+        try:
+            if head_sha is not None:
+                oidc.check_sha(claims, head_sha)
+            oidc.remember_use(claims, OIDC_OPERATIONS[request.method])
+        except oidc.ClaimRefused as exc:
+            raise ClaimRefused(exc) from None
+        except oidc.OidcError as exc:
+            raise oidc_failed(exc) from None
+        except github.GitHubUnavailable as exc:
+            failure = GitHubUnavailable(f"cannot check the token's sha claim with GitHub: {exc}")
+            failure.wait = exc.retry_after or 30
+            raise failure from None
+
+    def wait_key(self, request) -> tuple:
+        """Whose long-polls count together: an API token's, or (a GitHub Actions token being good for one
+        read) every workflow token of the same GitHub repository."""
+        if isinstance(request.user, OidcUser):
+            return ("workflow", request.user.claims.repository_id)
+        return ("token", request.user.token.pk)
+
     def actor(self, request) -> services.Actor:
+        if isinstance(request.user, OidcUser):
+            claims = request.user.claims
+            return services.Actor(ActorKind.WORKFLOW, claims.actor_name, url=claims.run_url)
         return services.Actor("token", request.user.token.name)
 
 
@@ -97,13 +155,11 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def put(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        repository = self.repository(request, owner, repo)
+        repository = self.repository(request, owner, repo, number)
         serializer = PreviewUpsertSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        stale = selectors.stale_request_reason(repository, number, data["head_sha"])
-        if stale:
-            raise services.PreviewConflict(stale)
+        self.admit(request, head_sha=data["head_sha"])
         # CI asking is not enough: the repository's opt-in policy (label, drafts) decides, as for webhooks.
         refusal = selectors.opt_in_refusal(repository, number)
         if refusal:
@@ -134,12 +190,16 @@ class PreviewDetailView(RepositoryScopedView):
                 description="Hold up to N seconds (≤ 120) until the preview is ready, failed or deleted",
             ),
         ],
-        responses={200: PreviewSerializer, **ERRORS},
+        responses={200: PreviewSerializer, **WAIT_ERRORS},
         summary="Read a PR's preview",
+        description="With `wait`, 429 (with Retry-After) when the token or the server already holds its maximum "
+                    "of waiting requests.",
     )
     def get(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
         wait = request.query_params.get("wait")
         if wait is not None:
             if not wait.isdecimal() or not 0 <= int(wait) <= settings.PREVIEWS_API_MAX_WAIT:
@@ -152,7 +212,13 @@ class PreviewDetailView(RepositoryScopedView):
                         }
                     ]
                 )
-            preview = selectors.preview_wait(preview, int(wait))
+            if int(wait) > 0:
+                with waits.SLOTS.hold(self.wait_key(request), settings.PREVIEWS_API_WAITS_PER_TOKEN,
+                                      settings.PREVIEWS_API_WAITS_TOTAL) as refused:
+                    if refused:
+                        raise exceptions.Throttled(wait=waits.RETRY_AFTER_SECONDS,
+                                                   detail=f"{refused}; read without wait, or retry later")
+                    preview = selectors.preview_wait(preview, int(wait))
         return Response(PreviewSerializer(preview).data)
 
     @extend_schema(
@@ -164,7 +230,9 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def delete(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
         preview = services.preview_destroy(preview=preview, actor=self.actor(request), reason="deleted through the API")
         return Response(PreviewSerializer(preview).data, status=202)
 
@@ -179,9 +247,11 @@ class PreviewExtendView(RepositoryScopedView):
     )
     def post(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        preview = self.preview(repository, number)
         serializer = ExtendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        self.admit(request)
         preview = services.preview_extend(
             preview=preview,
             hours=serializer.validated_data["hours"],
@@ -202,7 +272,9 @@ class PreviewWakeView(RepositoryScopedView):
     )
     def post(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
         preview = services.preview_wake(preview=preview, actor=self.actor(request))
         return Response(PreviewSerializer(preview).data, status=202)
 
@@ -217,7 +289,9 @@ class PreviewSleepView(RepositoryScopedView):
     )
     def post(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
         preview = services.preview_sleep(preview=preview, actor=self.actor(request), reason="requested through the API")
         return Response(PreviewSerializer(preview).data, status=202)
 
@@ -231,12 +305,30 @@ class RepositoryCostView(RepositoryScopedView):
     )
     def get(self, request, owner: str, repo: str):
         repository = self.repository(request, owner, repo)
+        self.admit(request)
         try:
             costs = selectors.repository_costs(repository)
         except kube.KubeError as exc:
             return Response(problem(503, f"the cluster could not be read: {exc}"), status=503,
                             content_type="application/problem+json")
         return Response(costs)
+
+
+class PreviewResetDataView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=None,
+        responses={202: PreviewSerializer, **ERRORS},
+        summary="Reset a preview's data",
+        description="Database mode: copied again from the template; schema mode: recreated empty; in-namespace: "
+                    "the seed runs again. The migrate Job runs again and the preview is ready once it completed. "
+                    "409 when the repository has no data mode or the preview is being deleted.",
+    )
+    def post(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        preview = self.preview(self.repository(request, owner, repo, number), number)
+        preview = services.preview_reset_data(preview=preview, actor=self.actor(request))
+        return Response(PreviewSerializer(preview).data, status=202)
 
 
 class PreviewPagination(PageNumberPagination):
@@ -271,6 +363,9 @@ class PreviewListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
+        if isinstance(self.request.user, OidcUser):
+            raise exceptions.PermissionDenied("a GitHub Actions token acts only on its own pull request's preview; "
+                                              "list previews with an API token")
         filters = PreviewListFilters(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         repository = None
@@ -289,32 +384,44 @@ class PreviewListView(generics.ListAPIView):
 @csrf_exempt
 @require_POST
 def github_webhook(request: HttpRequest) -> JsonResponse:
-    secret = settings.GITHUB_WEBHOOK_SECRET
+    body = request.body
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
+        payload = None
+    # The secret depends on the repository the delivery names (its own, or the global one), so the body is
+    # read first; nothing in it is acted on before the signature matches.
+    repository = None
+    if isinstance(payload, dict) and (full_name := webhooks.repository_full_name(payload)):
+        owner, _, name = full_name.partition("/")
+        repository = selectors.repository_get(owner, name)
+    secret = webhooks.secret_for(repository)
     if not secret:
         return problem_response(503, "the webhook is not configured (GITHUB_WEBHOOK_SECRET is empty)")
     signature = request.headers.get("X-Hub-Signature-256")
     if not signature:
         return problem_response(401, "the X-Hub-Signature-256 header is missing")
-    body = request.body
     if not webhooks.verify_signature(secret, body, signature):
         return problem_response(403, "the signature does not match the body")
     delivery = request.headers.get("X-GitHub-Delivery", "")
     event = request.headers.get("X-GitHub-Event", "")
     if not delivery or not event:
         return problem_response(400, "X-GitHub-Delivery and X-GitHub-Event headers are required")
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return problem_response(400, "the body is not valid JSON")
+    if payload is None:
+        return problem_response(400, "the body is not valid JSON (or nested too deeply)")
     if not isinstance(payload, dict):
         return problem_response(400, "the body is not a JSON object")
     try:
-        outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload)
+        outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload,
+                                        repository=repository)
+    except webhooks.PayloadError as exc:
+        return problem_response(400, f"the payload is not a GitHub {event[:50]} event: {exc}",
+                                [{"field": exc.field, "message": str(exc).split(": ", 1)[1]}])
     except ValidationError as exc:
         return problem_response(422, "the pull request cannot be deployed: " + "; ".join(exc.messages))
     except services.PreviewConflict as exc:
         return problem_response(409, str(exc))
-    return JsonResponse({"delivery": delivery, "outcome": outcome}, status=202)
+    return JsonResponse({"delivery": delivery[:100], "outcome": outcome}, status=202)
 
 
 @require_GET

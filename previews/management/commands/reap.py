@@ -21,12 +21,16 @@ class Command(BaseCommand):
         decisions = result.plan.decisions
         if as_json:
             self.stdout.write(json.dumps({"dry_run": dry_run, "alert": result.plan.alert,
+                                           "alerts": result.plan.alerts, "summary": result.plan.counts(),
                                            "decisions": [d.as_dict() for d in decisions],
                                            "done": result.done, "errors": result.errors}, indent=2))
         else:
+            for action, reasons in result.plan.counts().items():
+                self.stdout.write(f"{action} {sum(reasons.values())}: "
+                                  + ", ".join(f"{reason} {count}" for reason, count in reasons.items()))
             self._table(decisions, dry_run)
-            if result.plan.alert:
-                self.stdout.write(self.style.ERROR(f"ALERT: {result.plan.alert}"))
+            for alert in result.plan.alerts:
+                self.stdout.write(self.style.ERROR(f"ALERT: {alert}"))
             for line in result.done:
                 self.stdout.write(f"done: {line}")
             for reason, text in result.snapshot.github_reasons.items():

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('previews', '0006_engine'),
+        ('previews', '0009_preview_data'),
     ]
 
     operations = [
@@ -98,7 +98,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='previewevent',
             name='actor_kind',
-            field=models.CharField(choices=[('user', 'User'), ('token', 'Token'), ('webhook', 'Webhook'), ('github', 'Github'), ('reaper', 'Reaper'), ('system', 'System')], max_length=10),
+            field=models.CharField(choices=[('user', 'User'), ('token', 'Token'), ('webhook', 'Webhook'), ('github', 'Github'), ('reaper', 'Reaper'), ('system', 'System'), ('workflow', 'Workflow')], max_length=10),
         ),
         migrations.AddConstraint(
             model_name='preview',
@@ -106,7 +106,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='previewevent',
-            constraint=models.CheckConstraint(condition=models.Q(('actor_kind__in', ['user', 'token', 'webhook', 'github', 'reaper', 'system'])), name='event_actor_kind_valid'),
+            constraint=models.CheckConstraint(condition=models.Q(('actor_kind__in', ['user', 'token', 'webhook', 'github', 'reaper', 'system', 'workflow'])), name='event_actor_kind_valid'),
         ),
         migrations.AddConstraint(
             model_name='repository',

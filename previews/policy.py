@@ -1,0 +1,50 @@
+"""A repository's manifest policy and guardrails, from its row and the settings.
+
+`previews/manifests.py` holds the rules as pure functions; this module only
+gathers their inputs, so that the request-time check (the API) and the deploy
+(provisioning) judge a bundle by the same policy.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from previews import manifests
+from previews.models import Repository
+
+
+def manifest_policy(repository: Repository) -> manifests.Policy:
+    return manifests.Policy(
+        storage_classes=repository.storage_class_list,
+        ingress_annotations=frozenset(settings.PREVIEWS_INGRESS_ANNOTATIONS),
+        pod_security=repository.pod_security,
+    )
+
+
+def guardrails(repository: Repository) -> manifests.Guardrails:
+    return manifests.Guardrails(
+        quota_cpu=repository.quota_cpu, quota_memory=repository.quota_memory, quota_pods=repository.quota_pods,
+        ingress_namespace=settings.PREVIEWS_INGRESS_NAMESPACE, quota_storage=repository.quota_storage,
+        quota_pvcs=repository.quota_pvcs, quota_ephemeral_storage=repository.quota_ephemeral_storage,
+        dns_namespace=settings.PREVIEWS_DNS_NAMESPACE, dns_pod_labels=dict(settings.PREVIEWS_DNS_POD_LABELS),
+    )
+
+
+def request_context(repository: Repository, namespace: str) -> manifests.RenderContext:
+    """The render context of a preview that may not exist yet: enough to judge a bundle at request time."""
+    return manifests.RenderContext(
+        namespace=namespace, host=f"{namespace}.{repository.base_domain}", labels={},
+        service_name=repository.service_name, service_port=repository.service_port,
+        tls_secret_name=repository.tls_secret_name, ingress_class=settings.PREVIEWS_INGRESS_CLASS,
+        policy=manifest_policy(repository),
+    )
+
+
+def bundle_problems(repository: Repository, namespace: str, text: str) -> manifests.ManifestError | None:
+    """Why this bundle would be refused at deploy time, or None. Parsing and validation only, no I/O."""
+    ctx = request_context(repository, namespace)
+    try:
+        manifests.render_bundle(text, ctx, settings.PREVIEWS_MAX_MANIFEST_BYTES)
+    except manifests.ManifestError as exc:
+        return exc
+    return None
