@@ -214,6 +214,15 @@ PREVIEWS_REAPER_BREAKER_MIN_DELETIONS = env.int("PREVIEWS_REAPER_BREAKER_MIN_DEL
 PREVIEWS_REAPER_STUCK_MINUTES = env.int("PREVIEWS_REAPER_STUCK_MINUTES", 30, minimum=1)
 PREVIEWS_REAPER_DRY_RUN = env.bool("PREVIEWS_REAPER_DRY_RUN", False)
 PREVIEWS_EXPIRY_WARNING_HOURS = env.int("PREVIEWS_EXPIRY_WARNING_HOURS", 24, minimum=0)
+# The reaper deletes a preview asleep for longer than this many days (0: never).
+PREVIEWS_REAPER_SLEPT_DAYS = env.int("PREVIEWS_REAPER_SLEPT_DAYS", 0, minimum=0, maximum=3650)
+
+# Sleep (previews/sleep.py): how often idle previews are looked for. The idle time is per repository.
+PREVIEWS_SLEEP_CHECK_MINUTES = env.int("PREVIEWS_SLEEP_CHECK_MINUTES", 5, minimum=1, maximum=1440)
+# /preview commands in PR comments (previews/pr_commands.py): at most this many per PR in the window.
+PREVIEWS_COMMAND_RATE_LIMIT = env.int("PREVIEWS_COMMAND_RATE_LIMIT", 5, minimum=1, maximum=1000)
+PREVIEWS_COMMAND_RATE_WINDOW_MINUTES = env.int("PREVIEWS_COMMAND_RATE_WINDOW_MINUTES", 10, minimum=1,
+                                               maximum=1440)
 
 # Preview data (see previews/gateways/preview_db.py): the shared Postgres server that holds the schemas and
 # databases of previews, reached as a role with CREATEROLE and CREATEDB (not a superuser). Never the

@@ -64,6 +64,7 @@ def _detail_context(request: HttpRequest, preview: Preview, **forms) -> dict:
     overview, cluster_error = selectors.preview_cluster_view(preview) if preview.is_live else (None, "")
     return {
         "preview": preview, "events": selectors.preview_timeline(preview), "overview": overview,
+        "cost": selectors.preview_cost(preview) if preview.is_live else None,
         "cluster_error": cluster_error, "now": timezone.now(),
         "extend_form": forms.get("extend_form") or ExtendForm(),
         "kill_form": forms.get("kill_form") or KillForm(preview=preview),
@@ -114,6 +115,49 @@ def preview_redeploy(request: HttpRequest, preview_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Redeploying {preview.head_sha[:7]}.")
     return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_POST
+@login_required
+@permission_required("previews.redeploy_preview", raise_exception=True)
+def preview_wake(request: HttpRequest, preview_id: int) -> HttpResponse:
+    """Wake a sleeping preview (waking is a deploy of the same commit, hence the redeploy permission)."""
+    preview = _preview_or_404(preview_id)
+    try:
+        services.preview_wake(preview=preview, actor=_actor(request))
+    except services.PreviewConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Waking up: restoring its workloads.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_POST
+@login_required
+@permission_required("previews.redeploy_preview", raise_exception=True)
+def preview_sleep(request: HttpRequest, preview_id: int) -> HttpResponse:
+    preview = _preview_or_404(preview_id)
+    try:
+        services.preview_sleep(preview=preview, actor=_actor(request),
+                               reason=f"Put to sleep from the dashboard by {request.user.get_username()}")
+    except services.PreviewConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Going to sleep: scaling its workloads to zero.")
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
+@require_GET
+@login_required
+@permission_required("previews.view_preview", raise_exception=True)
+def costs(request: HttpRequest) -> HttpResponse:
+    """Requested CPU and memory per repository and preview, from the cluster, and what sleeping saves."""
+    error, rows = "", []
+    try:
+        rows = selectors.all_repository_costs()
+    except kube.KubeError as exc:
+        error = f"The cluster could not be read: {exc}"
+    return render(request, "dashboard/costs.html", {"repositories": rows, "error": error})
 
 
 @require_POST

@@ -61,6 +61,8 @@ class PullState:
     author: str = ""
     head_sha: str = ""
     reason: str = ""
+    draft: bool = False
+    labels: tuple[str, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -285,7 +287,8 @@ def pull_state(full_name: str, number: int) -> PullState:
         pull = _client().get_repo(full_name).get_pull(number)
         state = "merged" if pull.merged else pull.state
         return PullState(state=state, title=pull.title or "", author=pull.user.login if pull.user else "",
-                         head_sha=pull.head.sha if pull.head else "")
+                         head_sha=pull.head.sha if pull.head else "", draft=bool(pull.draft),
+                         labels=tuple(label.name for label in pull.labels))
     except GitHubUnavailable as exc:
         return PullState(state="unknown", reason=str(exc))
     except FAILURES as exc:
@@ -378,6 +381,35 @@ def create_deployment_status(full_name: str, deployment_id: int, state: str, *, 
         if log_url:
             kwargs["target_url"] = log_url
         deployment.create_status(state, **kwargs)
+    except GitHubUnavailable:
+        raise
+    except FAILURES as exc:
+        raise _unavailable(action, exc) from exc
+
+
+REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
+
+
+def add_reaction(full_name: str, number: int, comment_id: int, content: str) -> None:
+    """React to an issue comment (the answer to a /preview command)."""
+    action = f"react {content} to comment {comment_id} in {full_name}"
+    if content not in REACTIONS:
+        raise ValueError(f"{content!r} is not a GitHub reaction")
+    try:
+        _guard(action)
+        _client().get_repo(full_name).get_issue(number).get_comment(comment_id).create_reaction(content)
+    except GitHubUnavailable:
+        raise
+    except FAILURES as exc:
+        raise _unavailable(action, exc) from exc
+
+
+def create_comment(full_name: str, number: int, body: str) -> int:
+    """A new, plain comment on the PR (a short reply to a /preview command); not the sticky comment."""
+    action = f"reply on PR #{number} of {full_name}"
+    try:
+        _guard(action)
+        return _client().get_repo(full_name).get_issue(number).create_comment(body).id
     except GitHubUnavailable:
         raise
     except FAILURES as exc:

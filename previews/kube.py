@@ -23,6 +23,7 @@ from kubernetes import client, config, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
+from previews.cost import Workload
 from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, GATEWAY_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 logger = logging.getLogger(__name__)
@@ -480,6 +481,145 @@ def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOvervie
               for e in raw_events[:max_events]]
     return NamespaceOverview(True, info.phase, sorted(workloads, key=lambda w: (w.kind, w.name)),
                              sorted(pods, key=lambda p: p.name), events)
+
+
+# --- sleep and wake --------------------------------------------------------------------------
+
+SLEEP_ANNOTATION = "previews.dev/sleep-replicas"
+SLEEP_FIELD_MANAGER = "pr-previews-sleep"
+SLEEP_KINDS = ("Deployment", "StatefulSet")
+MAX_REMEMBERED_REPLICAS = 1000  # the annotation is also writable by a manifest: never trust it beyond this
+
+
+def _workloads(namespace: str) -> list[tuple[str, dict]]:
+    result = []
+    for kind in SLEEP_KINDS:
+        for item in _call(f"list {kind} in {namespace}", _resource("apps/v1", kind).get, namespace=namespace,
+                          _request_timeout=REQUEST_TIMEOUT).items:
+            result.append((kind, item.to_dict()))
+    return result
+
+
+def _remembered(annotations: dict) -> int | None:
+    raw = (annotations or {}).get(SLEEP_ANNOTATION)
+    if not isinstance(raw, str) or not raw.isdecimal() or not raw.isascii():
+        return None
+    return min(int(raw), MAX_REMEMBERED_REPLICAS)
+
+
+CONFLICT_ATTEMPTS = 5
+
+
+def _change_workload(kind: str, namespace: str, name: str, change: Callable[[dict], dict | None]) -> dict | None:
+    """Read one workload, let `change` compute a JSON merge patch (None: nothing to do), and apply it under our
+    sleep field manager, preconditioned on the resourceVersion read. Controllers write status all the time, so
+    a 409 is read again and retried a few times. Returns the object after the patch, or None (gone, or no change).
+    """
+    resource = _resource("apps/v1", kind)
+    for attempt in range(CONFLICT_ATTEMPTS):
+        try:
+            obj = _call(f"read {kind} {namespace}/{name}", resource.get, name=name, namespace=namespace,
+                        _request_timeout=REQUEST_TIMEOUT).to_dict()
+            body = change(obj)
+            if body is None:
+                return None
+            body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            return _call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
+                         namespace=namespace, content_type="application/merge-patch+json",
+                         field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            if exc.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
+                raise
+    return None
+
+
+def _replicas(obj: dict) -> int:
+    replicas = (obj.get("spec") or {}).get("replicas")
+    return 1 if replicas is None else int(replicas)
+
+
+def sleep_workloads(namespace: str) -> dict[str, int]:
+    """Scale every Deployment and StatefulSet in the namespace to zero, remembering each one's replicas.
+
+    The replicas go into an annotation on the workload itself, in the same patch (one write, guarded by
+    the resourceVersion just read), so the cluster alone knows how to wake it. A workload already at
+    zero without our annotation was at zero on purpose and is left alone. Idempotent. HPAs are left
+    alone: Kubernetes disables an HPA's scaling while its target has zero replicas, and it resumes once
+    wake restores them. Returns "Kind/name" -> remembered replicas.
+    """
+    remembered: dict[str, int] = {}
+    for kind, listed in _workloads(namespace):
+        key = f"{kind}/{listed['metadata']['name']}"
+
+        def change(obj: dict, key: str = key) -> dict | None:
+            replicas = _replicas(obj)
+            if replicas == 0:
+                already = _remembered(obj["metadata"].get("annotations") or {})
+                if already is not None:
+                    remembered[key] = already
+                return None
+            remembered[key] = min(replicas, MAX_REMEMBERED_REPLICAS)
+            return {"metadata": {"annotations": {SLEEP_ANNOTATION: str(remembered[key])}}, "spec": {"replicas": 0}}
+
+        _change_workload(kind, namespace, listed["metadata"]["name"], change)
+    return remembered
+
+
+def wake_workloads(namespace: str) -> dict[str, int]:
+    """Give every workload put to sleep its remembered replicas back and drop the annotation.
+
+    A workload whose replicas are no longer zero (a deploy's manifest set them meanwhile) keeps
+    them: the newer desired state wins. Returns "Kind/name" -> metadata.generation after the change,
+    which is what the rollout has to reach.
+    """
+    woken: dict[str, int] = {}
+    for kind, listed in _workloads(namespace):
+        if SLEEP_ANNOTATION not in (listed["metadata"].get("annotations") or {}):
+            continue
+
+        def change(obj: dict) -> dict | None:
+            annotations = obj["metadata"].get("annotations") or {}
+            if SLEEP_ANNOTATION not in annotations:
+                return None
+            body: dict = {"metadata": {"annotations": {SLEEP_ANNOTATION: None}}}
+            remembered = _remembered(annotations)
+            if _replicas(obj) == 0 and remembered is not None:
+                body["spec"] = {"replicas": remembered}
+            return body
+
+        after = _change_workload(kind, namespace, listed["metadata"]["name"], change)
+        if after is not None:
+            woken[f"{kind}/{listed['metadata']['name']}"] = int(after["metadata"].get("generation") or 0)
+    return woken
+
+
+def workload_requests(namespace: str | None = None) -> dict[str, list[Workload]]:
+    """Deployments and StatefulSets with their pod specs, by namespace: one namespace, or every one of ours."""
+    result: dict[str, list[Workload]] = {}
+    for kind in SLEEP_KINDS:
+        resource = _resource("apps/v1", kind)
+        token = None
+        while True:
+            if namespace:
+                page = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+                             _request_timeout=REQUEST_TIMEOUT)
+            else:
+                page = _call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
+                             _continue=token, _request_timeout=REQUEST_TIMEOUT)
+            for item in page.items:
+                obj = item.to_dict()
+                meta, spec = obj["metadata"], obj.get("spec") or {}
+                replicas = spec.get("replicas")
+                asleep = _remembered(meta.get("annotations") or {})
+                result.setdefault(meta["namespace"], []).append(Workload(
+                    kind, meta["name"], 1 if replicas is None else int(replicas),
+                    asleep if replicas == 0 else None, ((spec.get("template") or {}).get("spec") or {})))
+            token = None if namespace else getattr(page.metadata, "continue", None)
+            if not token:
+                break
+    return result
 
 
 # --- the reaper's listing: requests counted, the API server's clock ---------------------------

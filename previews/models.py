@@ -66,6 +66,19 @@ class Repository(models.Model):
     quota_cpu = models.CharField(max_length=20, default="2")
     quota_memory = models.CharField(max_length=20, default="4Gi")
     quota_pods = models.PositiveIntegerField(default=20)
+    # Who gets a preview (previews/optin.py) and who may command it from the PR (previews/commands.py).
+    opt_in = models.CharField(
+        max_length=8, choices=[("all", "every pull request"), ("label", "pull requests with the opt-in label")],
+        default="all", help_text="Which pull requests get a preview.")
+    opt_in_label = models.CharField(max_length=50, default="preview",
+                                    help_text="The label that opts a pull request in (when opt-in is by label).")
+    preview_drafts = models.BooleanField(default=False, help_text="Draft pull requests get previews too.")
+    command_associations = models.CharField(
+        max_length=200, default="OWNER,MEMBER,COLLABORATOR", validators=[validators.validate_associations],
+        help_text="Comma-separated GitHub author associations whose /preview commands are obeyed.")
+    sleep_after_hours = models.PositiveIntegerField(
+        default=8, help_text="Scale an idle preview to zero after this many hours without a deploy, wake, "
+                             "extension or command (0: never).")
     # GitHub Actions OIDC: a token is mapped to this repository by these immutable ids, never by name.
     github_repository_id = models.BigIntegerField(
         null=True, blank=True, unique=True,
@@ -140,6 +153,7 @@ class Repository(models.Model):
             models.CheckConstraint(
                 condition=Q(service_port__gte=1, service_port__lte=65535), name="repository_service_port_range"
             ),
+            models.CheckConstraint(condition=Q(opt_in__in=["all", "label"]), name="repository_opt_in_valid"),
             models.CheckConstraint(
                 condition=Q(max_ttl_hours__lte=validators.MAX_TTL_HOURS), name="repository_max_ttl_bounded"
             ),
@@ -214,12 +228,14 @@ class PreviewStatus(models.TextChoices):
     FAILED = "failed"
     DELETING = "deleting"
     DELETED = "deleted"
+    SLEEPING = "sleeping"
 
 
 class ActorKind(models.TextChoices):
     USER = "user"
     TOKEN = "token"
     WEBHOOK = "webhook"
+    GITHUB = "github"  # a GitHub user, through a /preview comment command
     REAPER = "reaper"
     SYSTEM = "system"
     WORKFLOW = "workflow"  # a GitHub Actions run, authenticated by its OIDC token
@@ -229,7 +245,8 @@ class Preview(models.Model):
     Desired = DesiredState
     Status = PreviewStatus
 
-    LIVE_STATUSES = (Status.PENDING, Status.DEPLOYING, Status.READY, Status.FAILED, Status.DELETING)
+    # Sleeping previews are live: they hold a namespace and count toward the repository's limit.
+    LIVE_STATUSES = (Status.PENDING, Status.DEPLOYING, Status.READY, Status.FAILED, Status.DELETING, Status.SLEEPING)
 
     repository = models.ForeignKey(Repository, on_delete=models.PROTECT, related_name="previews")
     pr_number = models.PositiveIntegerField(validators=[validators.validate_pr_number])
@@ -274,6 +291,11 @@ class Preview(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Sleep and wake: the idle clock (last deploy request, wake, extension or PR command), when the
+    # workloads were confirmed scaled to zero, and the last /preview command with its result (shown on the PR).
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    slept_at = models.DateTimeField(null=True, blank=True)
+    last_command = models.JSONField(default=dict, blank=True)
     # Preview data. The mode and name it was created with (so it is dropped even after the repository's mode
     # changed); a random salt from which its password is derived (HMAC with SECRET_KEY: the password itself
     # is never stored); the generation whose deploy must reset it first; its size when last measured.
@@ -351,6 +373,56 @@ class PreviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} by {self.actor_kind}:{self.actor}"
+
+
+class PullRequestState(models.Model):
+    """What the webhooks told us about a pull request: whether it is opted in to a preview.
+
+    Kept for PRs without a preview too (a label-opt-in PR before its label). Only newer
+    payloads (by the PR's `updated_at`) replace older ones, so out-of-order deliveries do no harm.
+    `command_opt` is a /preview ("in") or /preview delete ("out") that overrides the label until the
+    label changes again.
+    """
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="pull_requests")
+    pr_number = models.PositiveIntegerField(validators=[validators.validate_pr_number])
+    state = models.CharField(max_length=8, default="open")
+    draft = models.BooleanField(default=False)
+    labels = models.JSONField(default=list, blank=True)
+    head_sha = models.CharField(max_length=40, blank=True)
+    github_updated_at = models.DateTimeField(null=True, blank=True)
+    command_opt = models.CharField(max_length=3, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint("repository", "pr_number", name="pullrequeststate_unique_repository_pr"),
+            models.CheckConstraint(condition=Q(command_opt__in=["", "in", "out"]), name="pullrequeststate_opt_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.repository.full_name}#{self.pr_number} ({self.state})"
+
+
+class CommentCommand(models.Model):
+    """Every /preview comment received: the rate limit counts these, and they are the record for PRs
+    without a preview (where there is no timeline)."""
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="comment_commands")
+    pr_number = models.PositiveIntegerField()
+    comment_id = models.BigIntegerField()
+    login = models.CharField(max_length=39)
+    association = models.CharField(max_length=30, blank=True)
+    text = models.CharField(max_length=200, blank=True, help_text="The command line, cut to 200 characters")
+    outcome = models.CharField(max_length=300, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        indexes = [models.Index(fields=["repository", "pr_number", "-received_at"], name="command_pr_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.repository.full_name}#{self.pr_number} {self.login}: {self.text}"
 
 
 class WebhookDelivery(models.Model):

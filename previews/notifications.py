@@ -38,6 +38,7 @@ HEADLINES = {
     Preview.Status.FAILED: "🔴 Preview failed",
     Preview.Status.DELETING: "⚪ Preview being deleted",
     Preview.Status.DELETED: "⚪ Preview deleted",
+    Preview.Status.SLEEPING: "💤 Preview sleeping",
 }
 
 
@@ -84,25 +85,43 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
         lines.append(f"| Data | {data} |")
     if status == Preview.Status.FAILED and preview.status_message:
         lines += ["", "**Why it failed**", "", "```", preview.status_message[:3000], "```"]
-    if status in (Preview.Status.DELETING, Preview.Status.DELETED) and preview.status_message:
+    if status in (Preview.Status.DELETING, Preview.Status.DELETED, Preview.Status.SLEEPING) \
+            and preview.status_message:
         lines += ["", preview.status_message]
+    if status == Preview.Status.SLEEPING:
+        lines += ["", "Its workloads are scaled to zero. Comment `/preview wake` (or push) to bring it back."]
     if expiry_warning and status == Preview.Status.READY and not preview.pinned:
         lines += ["", f"⚠️ This preview expires in {_humanize(preview.expires_at - now)}."]
     if status in (Preview.Status.READY, Preview.Status.FAILED, Preview.Status.PENDING, Preview.Status.DEPLOYING):
         repo = preview.repository
-        lines += ["", f"Need it longer? Extend it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
-                      f"/previews/{preview.pr_number}/extend` with `hours` and `reason`."]
+        lines += ["", f"Need it longer? Comment `/preview extend 48h`, extend it on the dashboard, or `POST "
+                      f"/api/v1/repos/{repo.owner}/{repo.name}/previews/{preview.pr_number}/extend` with `hours` and "
+                      "`reason`. `/preview help` lists the commands."]
         if preview.data_name:
             lines.append(f"Fresh data? Reset it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
                          f"/previews/{preview.pr_number}/reset-data`.")
+    last = command_line(preview.last_command)
+    if last:
+        lines += ["", last]
     return "\n".join(lines)
+
+
+def command_line(last: dict) -> str:
+    """The last /preview command and its result, for the sticky comment. Only our own words and a checked
+    login are shown: the command is re-rendered from what was parsed, the result is the service's text."""
+    if not isinstance(last, dict) or not last.get("command"):
+        return ""
+    mark = "✅" if last.get("ok") else "❌"
+    result = str(last.get("result", "")).replace("`", "'").replace("\n", " ")[:300]
+    return f"{mark} `{last['command']}` by @{last.get('user', '')}: {result}"
 
 
 def sync_key(preview: Preview, expiry_warning: bool = False) -> str:
     """Everything the PR shows; when it changes, the PR needs telling again."""
     raw = "|".join([str(preview.generation), preview.status, preview.status_message, preview.url,
                     preview.expires_at.isoformat(), str(preview.pinned), str(expiry_warning),
-                    preview.data_name, str(preview.data_reset_at)])
+                    preview.data_name, str(preview.data_reset_at),
+                    str(preview.last_command.get("at", "")) if isinstance(preview.last_command, dict) else ""])
     return hashlib.sha256(raw.encode()).hexdigest()[:40]
 
 

@@ -195,6 +195,12 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
         services.preview_note(preview_id=preview_id, action="pruned",
                               message="Removed objects no longer in the manifests: " + ", ".join(pruned),
                               objects=pruned)
+    # Workloads put to sleep get their remembered replicas back (a wake is a deploy); the rollout waits for them.
+    woken = {} if info is None else kube.wake_workloads(namespace)
+    if woken:
+        rollout = {**rollout, **woken}
+        services.preview_note(preview_id=preview_id, action="woken", message="Restored the replicas of "
+                              + ", ".join(sorted(woken)), workloads=sorted(woken))
     applied = services.preview_deploy_applied(
         preview_id=preview_id, generation=generation, rollout=rollout,
         objects=[f"{o['kind']}/{o['metadata']['name']}" for o in objects])

@@ -12,9 +12,9 @@ Three guards, each for the deletions whose evidence it can vouch for:
   implausibly large share of the managed namespaces would go at once: that is
   the signature of bad evidence (GitHub reporting every PR closed, a selector
   gone wrong), not of a busy day;
-- the clock check keeps expiry deletions while the service's clock, the
-  database's and the Kubernetes API server's disagree: expiry is our own
-  recorded decision, so a mass of it is expected, and what could make it wrong
+- the clock check keeps expiry deletions (and those of previews asleep too
+  long) while the service's clock, the database's and the Kubernetes API
+  server's disagree: expiry is our own recorded decision, so a mass of it is expected, and what could make it wrong
   is a clock that is off;
 - a rate (deletions per minute, spent across cycles) bounds how fast anything
   goes, most urgent first; "desired down" is otherwise unguarded, as it is a
@@ -46,11 +46,12 @@ DESIRED_DOWN = "desired state is down"
 PR_CLOSED = "PR closed"
 EXPIRED = "expired"
 ORPHAN = "orphan: no preview owns it"
-DELETE_PRIORITY = (DESIRED_DOWN, PR_CLOSED, EXPIRED, ORPHAN)
+SLEPT_TOO_LONG = "asleep too long"  # issue 15: sleep and wake
+DELETE_PRIORITY = (DESIRED_DOWN, PR_CLOSED, EXPIRED, SLEPT_TOO_LONG, ORPHAN)
 # Deletions whose evidence comes from outside (GitHub's answer, the cluster's labels): the breaker guards them.
 OUTSIDE_EVIDENCE = frozenset({PR_CLOSED, ORPHAN})
 # Deletions that are right only if our clock is: the clock check guards them.
-CLOCK_DEPENDENT = frozenset({EXPIRED})
+CLOCK_DEPENDENT = frozenset({EXPIRED, SLEPT_TOO_LONG})
 
 PR_OPEN = "PR open"
 PINNED = "pinned"
@@ -92,6 +93,7 @@ class PreviewRecord:
     pinned: bool
     generation: int
     expiry_warned_for: datetime | None = None
+    slept_at: datetime | None = None  # issue 15: when it was scaled to zero, if asleep
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class ReaperSettings:
     breaker_min_deletions: int = 5
     expiry_warning: timedelta = timedelta(hours=24)
     protected: frozenset[str] = frozenset({"default", "kube-system", "kube-public", "kube-node-lease", "staging"})
+    slept_for: timedelta | None = None  # issue 15: delete previews asleep longer than this (None: never)
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,8 @@ def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_p
         return keep(PINNED)
     if record.expires_at <= now:
         return delete(EXPIRED, f"expired {_age(now - record.expires_at)} ago")
+    if settings.slept_for is not None and record.slept_at is not None and now - record.slept_at > settings.slept_for:
+        return delete(SLEPT_TOO_LONG, f"asleep for {_age(now - record.slept_at)}")
     numbers = open_prs.get(record.repository_id)
     if numbers is None:
         return keep(PR_UNKNOWN, "GitHub could not be asked; nothing is deleted for being closed")
@@ -272,8 +277,8 @@ def _decide_missing(record: PreviewRecord, now: datetime) -> Decision | None:
         return Decision(MARK_DELETED, NAMESPACE_GONE, record.namespace, record.id, detail=detail,
                         generation=record.generation, expires_at=record.expires_at)
 
-    if record.status == "ready":
-        return mark("the preview was ready but its namespace no longer exists")
+    if record.status in ("ready", "sleeping"):
+        return mark(f"the preview was {record.status} but its namespace no longer exists")
     if record.status == "deleting":
         return mark("the teardown finished")
     if record.status == "failed" and record.expires_at <= now:

@@ -42,6 +42,7 @@ def reaper_settings() -> reaper.ReaperSettings:
         breaker_min_deletions=settings.PREVIEWS_REAPER_BREAKER_MIN_DELETIONS,
         expiry_warning=timedelta(hours=settings.PREVIEWS_EXPIRY_WARNING_HOURS),
         protected=frozenset(settings.PREVIEWS_PROTECTED_NAMESPACES),
+        slept_for=timedelta(days=settings.PREVIEWS_REAPER_SLEPT_DAYS) if settings.PREVIEWS_REAPER_SLEPT_DAYS else None,
     )
 
 

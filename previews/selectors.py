@@ -10,8 +10,8 @@ from django.db import DatabaseError
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import github, kube
-from previews.models import GITHUB_SYNC_FAILED, Preview, Repository, WatcherStatus
+from previews import cost, github, kube, optin
+from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 
 
@@ -54,7 +54,7 @@ def reaper_preview_records() -> list[PreviewRecord]:
     return [PreviewRecord(id=p.pk, repository_id=p.repository_id, repository=p.repository.full_name,
                           pr_number=p.pr_number, namespace=p.namespace, desired=p.desired, status=p.status,
                           expires_at=p.expires_at, pinned=p.pinned, generation=p.generation,
-                          expiry_warned_for=p.expiry_warned_for) for p in rows]
+                          expiry_warned_for=p.expiry_warned_for, slept_at=p.slept_at) for p in rows]
 
 
 def previews_out_of_sync_with_github(limit: int = 100) -> list[int]:
@@ -175,3 +175,76 @@ def watcher_summary() -> dict:
     age = (timezone.now() - leader.heartbeat_at).total_seconds()
     return {"status": "connected" if leader.connected else f"disconnected: {leader.detail}",
             "holder": leader.holder, "heartbeat_age_seconds": round(age, 1), "backlog": leader.backlog}
+
+
+def pull_request_info(repository: Repository, pr_number: int, ask_github: bool = False) -> optin.PullInfo | None:
+    """What we know of a PR for opt-in: from webhook payloads stored, else (if asked) from GitHub; None: unknown."""
+    row = PullRequestState.objects.filter(repository=repository, pr_number=pr_number).first()
+    if row is not None and row.github_updated_at is not None:
+        return optin.PullInfo(open=row.state == "open", draft=row.draft, labels=frozenset(row.labels),
+                              command_opt=row.command_opt)
+    if not ask_github or not github.is_configured():
+        return None
+    pull = github.pull_state(repository.full_name, pr_number)
+    if not pull.known:
+        return None
+    return optin.PullInfo(open=pull.state == "open", draft=pull.draft, labels=frozenset(pull.labels),
+                          command_opt=row.command_opt if row is not None else "")
+
+
+def opt_in_refusal(repository: Repository, pr_number: int) -> str:
+    """Why an API request to deploy this PR is refused by the repository's opt-in policy, or "".
+
+    Only a known answer refuses: when neither the webhooks nor GitHub can say, the request goes ahead.
+    """
+    policy = optin.policy_of(repository)
+    if policy.mode == optin.ALL and policy.drafts:
+        return ""  # every PR is opted in: nothing to look up
+    pull = pull_request_info(repository, pr_number, ask_github=True)
+    if pull is None:
+        return ""
+    # A closed PR is the reaper's business (as before opt-in existed); only the opt-in rules refuse here.
+    verdict = optin.decide(policy, optin.PullInfo(open=True, draft=pull.draft, labels=pull.labels,
+                                                  command_opt=pull.command_opt))
+    return "" if verdict.wanted else f"not opted in: PR #{pr_number} of {repository} gets no preview: {verdict.reason}"
+
+
+COST_CACHE_SECONDS = 30
+
+
+def cluster_costs() -> dict[str, cost.Cost]:
+    """Each of our namespaces' requests from the cluster (two labelled lists), cached for a few seconds."""
+    cached = cache.get("cluster-costs")
+    if cached is not None:
+        return cached
+    result = {ns: cost.namespace_cost(workloads) for ns, workloads in kube.workload_requests().items()}
+    cache.set("cluster-costs", result, COST_CACHE_SECONDS)
+    return result
+
+
+def preview_cost(preview: Preview) -> cost.Cost | None:
+    """The preview's requests (None when the cluster cannot be read)."""
+    try:
+        return cluster_costs().get(preview.namespace, cost.Cost(cost.Requests(), cost.Requests()))
+    except kube.KubeError:
+        return None
+
+
+def repository_costs(repository: Repository) -> dict:
+    """Per live preview and in total: what is requested now, and what sleeping saves. Raises KubeError."""
+    costs = cluster_costs()
+    empty = cost.Cost(cost.Requests(), cost.Requests())
+    rows = []
+    for preview in Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES).order_by(
+            "pr_number"):
+        c = costs.get(preview.namespace, empty)
+        rows.append({"pr_number": preview.pr_number, "namespace": preview.namespace, "status": preview.status,
+                     **c.as_dict()})
+    total = cost.total(costs.get(r["namespace"], empty) for r in rows)
+    return {"repository": repository.full_name, "total": total.as_dict(), "previews": rows}
+
+
+def all_repository_costs() -> list[dict]:
+    """repository_costs for every repository with live previews (the dashboard's cost page)."""
+    ids = Preview.objects.filter(status__in=Preview.LIVE_STATUSES).values("repository_id")
+    return [repository_costs(r) for r in Repository.objects.filter(id__in=ids).order_by("owner", "name")]

@@ -15,11 +15,12 @@ from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from previews import github, locks, policy, selectors, tokens, validators
-from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, Repository
+from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, PullRequestState, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
 GITHUB_SYNC_TASK = "previews.tasks.sync_github"
+SLEEP_TASK = "previews.tasks.sleep_preview"
 MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
 
 
@@ -272,7 +273,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
             repository=repository, pr_number=pr_number, namespace=namespace,
             url=preview_url(repository, namespace), head_sha=request.head_sha, images=images,
             manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
-            title=request.title, author=request.author,
+            title=request.title, author=request.author, last_activity_at=now,
         )
         _event(preview, actor, "created", f"Preview requested for {request.head_sha[:7]}",
                head_sha=request.head_sha, images=images)
@@ -286,11 +287,14 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         preview.title = request.title
     if request.author:
         preview.author = request.author
-    if unchanged and preview.status != Preview.Status.FAILED:
+    # A request for a sleeping preview wakes it, even for the same commit.
+    if unchanged and preview.status not in (Preview.Status.FAILED, Preview.Status.SLEEPING):
         preview.save(update_fields=["title", "author", "updated_at"])
         return UpsertResult(preview, created=False, deploy_enqueued=False)
 
     action = "redeploy requested" if unchanged else "updated"
+    if unchanged and preview.status == Preview.Status.SLEEPING:
+        action = "wake requested"
     if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
         # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
         _check_preview_limit(repository, exclude=preview)
@@ -300,7 +304,8 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
     preview.status, preview.status_message = Preview.Status.PENDING, ""
     preview.generation += 1
     preview.expires_at = max(preview.expires_at, now + timedelta(hours=ttl))
-    preview.deleted_at = None
+    preview.deleted_at = preview.slept_at = None
+    preview.last_activity_at = now
     preview.save()
     _event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
            images=images)
@@ -317,6 +322,7 @@ def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
             raise PreviewConflict(f"{preview} is being deleted; it cannot be redeployed")
         preview.generation += 1
         preview.status, preview.status_message = Preview.Status.PENDING, ""
+        preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
         _event(preview, actor, "redeploy requested", f"Redeploy of {preview.head_sha[:7]} requested")
         _request_deploy(preview)
@@ -363,6 +369,8 @@ def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
         preview.generation += 1
         preview.data_reset_generation = preview.generation
         preview.status, preview.status_message = Preview.Status.PENDING, ""
+        # A reset is a deploy: it wakes a sleeping preview and restarts the idle clock.
+        preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
         _event(preview, actor, "data reset requested",
                f"Reset of the {preview.repository.data_mode} data requested")
@@ -392,8 +400,8 @@ def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -
                 f"that would run past the maximum of {preview.repository.max_ttl_hours} hours from now "
                 f"({cap:%Y-%m-%d %H:%M} UTC)"]})
         previous = preview.expires_at
-        preview.expires_at = wanted
-        preview.save(update_fields=["expires_at", "updated_at"])
+        preview.expires_at, preview.last_activity_at = wanted, now
+        preview.save(update_fields=["expires_at", "last_activity_at", "updated_at"])
         _event(preview, actor, "extended", reason.strip(), hours=hours, previous_expires_at=previous.isoformat(),
                expires_at=wanted.isoformat())
         github_sync_enqueue(preview.pk)
@@ -409,6 +417,132 @@ def preview_pin(*, preview: Preview, pinned: bool, actor: Actor) -> Preview:
             _event(preview, actor, "pinned" if pinned else "unpinned")
             github_sync_enqueue(preview.pk)
     return preview
+
+
+# --- sleep and wake (previews/sleep.py scales the namespace; a wake is a deploy) ---------------
+
+
+def preview_sleep(*, preview: Preview, actor: Actor, reason: str = "") -> Preview:
+    """Scale the preview's workloads to zero (in a task). Idempotent for a sleeping preview.
+
+    Only a ready or failed preview sleeps: one that is deploying has work in flight, and a new
+    generation (a push, a close, a wake) makes a queued sleep task stale.
+    """
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().get(pk=preview.pk)
+        if preview.desired == Preview.Desired.DOWN:
+            raise PreviewConflict(f"{preview} is being deleted; it cannot sleep")
+        if preview.status == Preview.Status.SLEEPING:
+            return preview
+        if preview.status not in (Preview.Status.READY, Preview.Status.FAILED):
+            raise PreviewConflict(f"{preview} is {preview.status}; only a ready or failed preview can sleep")
+        preview.generation += 1
+        preview.status, preview.status_message = Preview.Status.SLEEPING, "Going to sleep: scaling to zero"
+        preview.slept_at = None
+        preview.save()
+        _event(preview, actor, "sleep requested", reason or "Sleep requested")
+        _enqueue(SLEEP_TASK, preview)
+        github_sync_enqueue(preview.pk)
+    return preview
+
+
+def preview_slept(*, preview_id: int, generation: int, workloads: dict[str, int]) -> bool:
+    """The sleep task scaled everything to zero; only for the generation that asked for it."""
+    now = timezone.now()
+    message = (f"Asleep since {now:%Y-%m-%d %H:%M} UTC: {len(workloads)} workloads scaled to zero; a push, "
+               "/preview wake or the dashboard wakes it")
+    with transaction.atomic():
+        updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP,
+                                         status=Preview.Status.SLEEPING).update(
+            slept_at=now, observed_generation=generation, status_message=message, updated_at=now)
+        if updated:
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), "slept", message, replicas=workloads)
+            github_sync_enqueue(preview_id)
+    return bool(updated)
+
+
+def preview_sleep_retry(*, preview_id: int) -> bool:
+    """Queue the sleep task again for a preview whose scaling to zero did not finish."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().filter(
+            pk=preview_id, desired=Preview.Desired.UP, status=Preview.Status.SLEEPING, slept_at=None).first()
+        if preview is None:
+            return False
+        Preview.objects.filter(pk=preview_id).update(updated_at=timezone.now())
+        _enqueue(SLEEP_TASK, preview)
+    return True
+
+
+def preview_wake(*, preview: Preview, actor: Actor) -> Preview:
+    """Bring a sleeping preview back: a deploy of the same commit, which restores the remembered replicas
+    and becomes ready through the watcher like any deploy. For a preview that is awake it only restarts
+    the idle clock."""
+    with transaction.atomic():
+        preview = Preview.objects.select_for_update().get(pk=preview.pk)
+        if preview.desired == Preview.Desired.DOWN:
+            raise PreviewConflict(f"{preview} is being deleted; it cannot be woken")
+        now = timezone.now()
+        if preview.status != Preview.Status.SLEEPING:
+            Preview.objects.filter(pk=preview.pk).update(last_activity_at=now)
+            preview.last_activity_at = now
+            return preview
+        preview.generation += 1
+        preview.status, preview.status_message = Preview.Status.PENDING, "Waking up"
+        preview.last_activity_at, preview.slept_at = now, None
+        preview.save()
+        _event(preview, actor, "wake requested", "Wake requested: restoring the workloads' replicas")
+        _request_deploy(preview)
+        github_sync_enqueue(preview.pk)
+    return preview
+
+
+def preview_touch(*, preview_id: int) -> None:
+    """Activity on the preview (a PR command): restart its idle clock."""
+    Preview.objects.filter(pk=preview_id).update(last_activity_at=timezone.now())
+
+
+def preview_record_command(*, preview_id: int, actor: Actor, command: str, result: str, ok: bool,
+                           comment_id: int, reason: str = "") -> None:
+    """A /preview command and its result: an event by the GitHub user, and the line the PR comment shows."""
+    now = timezone.now()
+    last = {"command": command, "user": actor.name, "result": result[:300], "ok": ok, "at": now.isoformat()}
+    with transaction.atomic():
+        if not Preview.objects.filter(pk=preview_id).update(last_command=last, last_activity_at=now):
+            return
+        preview = Preview.objects.get(pk=preview_id)
+        _event(preview, actor, "command", f"{command}: {result}", comment_id=comment_id, ok=ok,
+               **({"reason": reason} if reason else {}))
+        github_sync_enqueue(preview_id)
+
+
+# --- what the webhooks say about pull requests (opt-in) ------------------------------------------
+
+
+def pull_request_record(*, repository: Repository, pr_number: int, state: str, draft: bool, labels: list[str],
+                        head_sha: str = "", github_updated_at=None, reset_opt: bool = False) -> PullRequestState:
+    """Store a PR's state from a webhook payload, unless what is stored is newer (deliveries come out of order).
+
+    `reset_opt` (the opt-in label was added or removed) clears a /preview or /preview delete override.
+    """
+    labels = sorted({str(label)[:100] for label in labels})[:100]
+    with transaction.atomic():
+        row, _ = PullRequestState.objects.select_for_update().get_or_create(repository=repository,
+                                                                             pr_number=pr_number)
+        if row.github_updated_at and github_updated_at and github_updated_at < row.github_updated_at:
+            return row
+        row.state, row.draft, row.labels = state, draft, labels
+        row.head_sha = head_sha if validators.SHA_RE.fullmatch(head_sha or "") else row.head_sha
+        row.github_updated_at = github_updated_at or row.github_updated_at
+        if reset_opt:
+            row.command_opt = ""
+        row.save()
+    return row
+
+
+def pull_request_set_opt(*, repository: Repository, pr_number: int, opt: str) -> None:
+    """/preview ("in") or /preview delete ("out"): an explicit wish that overrides the label."""
+    PullRequestState.objects.update_or_create(repository=repository, pr_number=pr_number,
+                                              defaults={"command_opt": opt})
 
 
 # --- status changes made by the workers -----------------------------------------------------

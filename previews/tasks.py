@@ -1,6 +1,7 @@
 """django-q2 tasks: thin entry points into the service layer."""
 
 from previews import notifications, provisioning
+from previews import sleep as sleeping
 
 
 def deploy_preview(preview_id: int, generation: int) -> str:
@@ -50,3 +51,19 @@ def reap_data() -> dict:
         logging.getLogger(__name__).warning("data reaper: nothing decided: %s", exc)
         return {"error": f"nothing decided: {exc}"}
     return {"run": cycle.run.pk, **cycle.run.summary, "errors": cycle.errors}
+
+
+def sleep_preview(preview_id: int, generation: int) -> str:
+    return sleeping.sleep(preview_id, generation)
+
+
+def sleep_idle() -> dict:
+    """The `sleep` schedule: put idle previews to sleep (see previews/sleep.py)."""
+    return sleeping.sleep_idle()
+
+
+def answer_comment(full_name: str, pr_number: int, comment_id: int, reaction: str, reply: str = "") -> str:
+    """React to a /preview comment and, for some outcomes, reply (see previews/pr_commands.py)."""
+    from previews import pr_commands
+
+    return pr_commands.answer(full_name, pr_number, comment_id, reaction, reply)

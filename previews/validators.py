@@ -111,6 +111,22 @@ def image_name(reference: str) -> str:
     return f"{registry}/{match.group('path')}" if registry else match.group("path")
 
 
+# GitHub's author_association values (https://docs.github.com/en/graphql/reference/enums#commentauthorassociation).
+AUTHOR_ASSOCIATIONS = ("OWNER", "MEMBER", "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR", "FIRST_TIMER",
+                       "MANNEQUIN", "NONE")
+
+
+def parse_associations(value: str) -> frozenset[str]:
+    return frozenset(part.strip().upper() for part in value.split(",") if part.strip())
+
+
+def validate_associations(value: str) -> None:
+    unknown = sorted(parse_associations(value) - set(AUTHOR_ASSOCIATIONS))
+    if unknown:
+        raise ValidationError(f"unknown author associations {', '.join(unknown)}; use some of "
+                              f"{', '.join(AUTHOR_ASSOCIATIONS)}")
+
+
 def validate_storage_classes(value: str) -> None:
     """A comma-separated list of StorageClass names (DNS subdomains)."""
     for name in (part.strip() for part in (value or "").split(",")):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils.dateparse import parse_datetime
 
-from previews import selectors, services, validators
+from previews import optin, selectors, services, validators
 from previews.models import ActorKind, Repository, WebhookDelivery
 
 SIGNATURE_PREFIX = "sha256="
@@ -17,6 +19,9 @@ SIGNATURE_PREFIX = "sha256="
 # allows fork previews at all. CONTRIBUTOR, FIRST_TIME_CONTRIBUTOR, FIRST_TIMER and NONE never are.
 TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 DEPLOY_ACTIONS = ("opened", "synchronize", "reopened")
+# Actions that change whether a PR is opted in (label, draft state; see previews/optin.py).
+OPT_IN_ACTIONS = ("labeled", "unlabeled", "ready_for_review", "converted_to_draft")
+MAX_LABELS = 100
 
 
 def signature_for(secret: str, body: bytes) -> str:
@@ -49,11 +54,31 @@ class PullRequestEvent:
     title: str
     author: str
     merged: bool
+    draft: bool = False
+    labels: tuple[str, ...] = ()
+    updated_at: datetime | None = None
+    label: str | None = None  # the label added or removed (labeled, unlabeled)
 
     @property
     def from_fork(self) -> bool:
         """From another repository, or from one GitHub no longer names: either way not this repository's branch."""
         return not self.head_repository or self.head_repository.lower() != self.base_repository.lower()
+
+
+@dataclass(frozen=True)
+class CommentEvent:
+    """An `issue_comment` event: the fields /preview commands act on (previews/pr_commands.py)."""
+
+    action: str
+    number: int
+    is_pull_request: bool  # GitHub sends issue.pull_request only for comments on pull requests
+    state: str  # the issue's state ("open", "closed"); "" when not sent
+    draft: bool
+    comment_id: int
+    body: str
+    login: str
+    user_type: str
+    author_association: str
 
 
 def repository_full_name(payload: dict) -> str:
@@ -103,13 +128,67 @@ def parse_pull_request(payload: dict) -> PullRequestEvent:
         title=(_field(payload, "pull_request.title", str, required=False) or "")[:300],
         author=(_field(payload, "pull_request.user.login", str, required=False) or "")[:39],
         merged=bool(_field(payload, "pull_request.merged", bool, required=False)),
+        draft=bool(_field(payload, "pull_request.draft", bool, required=False)),
+        labels=_labels(payload),
+        updated_at=_when(payload, "pull_request.updated_at"),
+        label=_field(payload, "label.name", str) if _field(payload, "label", dict, required=False) else None,
+    )
+
+
+def _labels(payload: dict) -> tuple[str, ...]:
+    raw = _field(payload, "pull_request.labels", list, required=False) or []
+    labels = []
+    for index, item in enumerate(raw[:MAX_LABELS]):
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            raise PayloadError(f"pull_request.labels[{index}].name", f"expected str, got {type(name).__name__}")
+        labels.append(name[:100])
+    return tuple(labels)
+
+
+def _when(payload: dict, path: str) -> datetime | None:
+    raw = _field(payload, path, str, required=False)
+    if raw is None:
+        return None
+    try:
+        when = parse_datetime(raw)
+    except ValueError:
+        when = None
+    if when is None:
+        raise PayloadError(path, "not an ISO 8601 date and time")
+    return when
+
+
+def parse_comment(payload: dict) -> CommentEvent:
+    """The fields of an `issue_comment` event, checked for shape. Raises PayloadError (pure)."""
+    action = _field(payload, "action", str)
+    number = _field(payload, "issue.number", int)
+    if not 1 <= number <= validators.MAX_PR_NUMBER:
+        raise PayloadError("issue.number", f"{number} is not a pull request number")
+    comment_id = _field(payload, "comment.id", int)
+    if comment_id < 1:
+        raise PayloadError("comment.id", f"{comment_id} is not a comment id")
+    return CommentEvent(
+        action=action, number=number,
+        is_pull_request=_field(payload, "issue.pull_request", dict, required=False) is not None,
+        state=_field(payload, "issue.state", str, required=False) or "",
+        draft=bool(_field(payload, "issue.draft", bool, required=False)),
+        comment_id=comment_id,
+        body=_field(payload, "comment.body", str, required=False) or "",
+        login=_field(payload, "comment.user.login", str),
+        user_type=_field(payload, "comment.user.type", str, required=False) or "",
+        author_association=(_field(payload, "comment.author_association", str, required=False) or "NONE")[:30],
     )
 
 
 def image_for(template: str, event: PullRequestEvent) -> str:
     """The image template with its placeholders filled in; plain replacement, never str.format."""
-    return (template.replace("{number}", str(event.number)).replace("{short_sha}", event.head_sha[:7])
-            .replace("{sha}", event.head_sha))
+    return image_reference(template, event.number, event.head_sha)
+
+
+def image_reference(template: str, number: int, sha: str) -> str:
+    """The image template filled in for PR `number` at commit `sha`; plain replacement, never str.format."""
+    return template.replace("{number}", str(number)).replace("{short_sha}", sha[:7]).replace("{sha}", sha)
 
 
 def handle_event(*, event: str, delivery_id: str, payload: dict, repository: Repository | None = None) -> str:
@@ -134,7 +213,7 @@ def handle_event(*, event: str, delivery_id: str, payload: dict, repository: Rep
 def _dispatch(event: str, delivery_id: str, payload: dict, repository: Repository | None) -> str:
     if event == "ping":
         return "pong"
-    if event != "pull_request":
+    if event not in ("pull_request", "issue_comment"):
         return f"event {event[:50]!r} is not used"
     full_name = repository_full_name(payload)
     if not full_name:
@@ -144,17 +223,45 @@ def _dispatch(event: str, delivery_id: str, payload: dict, repository: Repositor
         repository = selectors.repository_get(owner, name)
     if repository is None:
         return f"repository {full_name!r} is not configured here"
-    pull = parse_pull_request(payload)
+    if event == "issue_comment":
+        from previews import pr_commands  # it uses this module's parsing and image template
+
+        return pr_commands.handle_comment(repository, parse_comment(payload))
+    return _pull_request(repository, delivery_id, parse_pull_request(payload))
+
+
+def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEvent) -> str:
     actor = services.Actor(ActorKind.WEBHOOK, f"github:{delivery_id}")
+    # The PR's state (open, draft, labels, head) is recorded for the opt-in rules, the API's and /preview's
+    # decisions included, unless a newer delivery already recorded a newer state.
+    policy = optin.policy_of(repository)
+    ours = pull.label is not None and pull.label.lower() == policy.label.lower()
+    row = services.pull_request_record(
+        repository=repository, pr_number=pull.number, state="closed" if pull.action == "closed" else "open",
+        draft=pull.draft, labels=list(pull.labels), head_sha=pull.head_sha, github_updated_at=pull.updated_at,
+        reset_opt=pull.action in ("labeled", "unlabeled") and ours)
+    preview = selectors.preview_get(repository, pull.number)
     if pull.action == "closed":
-        preview = selectors.preview_get(repository, pull.number)
         if preview is None:
             return f"no preview for #{pull.number}"
         merged = " (merged)" if pull.merged else ""
         services.preview_destroy(preview=preview, actor=actor, reason=f"PR #{pull.number} closed{merged}")
         return f"preview for #{pull.number} is being deleted"
-    if pull.action not in DEPLOY_ACTIONS:
+    if pull.action not in DEPLOY_ACTIONS + OPT_IN_ACTIONS:
         return f"action {pull.action[:50]!r} is not used"
+    if pull.action in ("labeled", "unlabeled") and not (ours and policy.mode == optin.LABEL):
+        return f"label {str(pull.label)[:100]!r} is not the opt-in label"
+    verdict = optin.decide(policy, optin.PullInfo(open=True, draft=row.draft, labels=frozenset(row.labels),
+                                                  command_opt=row.command_opt))
+    if not verdict.wanted:
+        if pull.action in ("unlabeled", "converted_to_draft") and preview is not None and preview.is_live \
+                and preview.desired == "up":
+            services.preview_destroy(preview=preview, actor=actor,
+                                     reason=f"PR #{pull.number} opted out: {verdict.reason}")
+            return f"preview for #{pull.number} is being deleted: {verdict.reason}"
+        return f"not opted in: {verdict.reason}"
+    if pull.action == "converted_to_draft" or (pull.action == "unlabeled" and preview is not None):
+        return "still opted in"
     if not repository.image_template:
         return "the repository has no image template; CI deploys through the API"
     if pull.from_fork:

@@ -130,6 +130,8 @@ _ROUTE_SPECS = [
     ("GET", "/repos/{repo}/issues/comments/(?P<comment_id>\\d+)", "_get_comment"),
     ("PATCH", "/repos/{repo}/issues/comments/(?P<comment_id>\\d+)", "_edit_comment"),
     ("DELETE", "/repos/{repo}/issues/comments/(?P<comment_id>\\d+)", "_delete_comment"),
+    ("POST", "/repos/{repo}/issues/comments/(?P<comment_id>\\d+)/reactions", "_create_reaction"),
+    ("GET", "/repos/{repo}/issues/comments/(?P<comment_id>\\d+)/reactions", "_list_reactions"),
     ("GET", "/repos/{repo}/deployments", "_list_deployments"),
     ("POST", "/repos/{repo}/deployments", "_create_deployment"),
     ("GET", "/repos/{repo}/deployments/(?P<deployment_id>\\d+)", "_get_deployment"),
@@ -139,6 +141,7 @@ _ROUTE_SPECS = [
     ("POST", "/app/installations/(?P<installation_id>\\d+)/access_tokens", "_create_installation_token"),
     ("GET", "/app", "_get_app"),
 ]
+REACTION_CONTENTS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
 APP_TOKEN_PATH = re.compile(r"^/app(/installations/\d+/access_tokens)?$")
 APP_LOGIN = "__github_app__"
 _ROUTES = [
@@ -173,7 +176,7 @@ class FakeGitHub:
         self._user_ids: dict[str, int] = {}
         self._ids = {kind: itertools.count(start) for kind, start in [
             ("repo", 100_001), ("pull", 500_001), ("comment", 1_000_001),
-            ("deployment", 2_000_001), ("status", 3_000_001), ("user", 9_001),
+            ("deployment", 2_000_001), ("status", 3_000_001), ("user", 9_001), ("reaction", 4_000_001),
         ]}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ class FakeGitHub:
                 "title": title or f"Pull request {number}", "body": body, "user": author,
                 "head_sha": head_sha or _fake_sha(f"{full_name}#{number}"), "head_ref": head_ref or f"feature-{number}",
                 "base_ref": base_ref, "created_at": now, "updated_at": now,
-                "closed_at": now if state == "closed" else None, "merged_at": None,
+                "closed_at": now if state == "closed" else None, "merged_at": None, "labels": [], "draft": False,
             }
             self._repo(full_name)["pulls"][number] = pull
             return dict(pull)
@@ -292,6 +295,12 @@ class FakeGitHub:
         """Comments on issue/pull ``number``, oldest first: dicts with id, body, user (login), created/updated_at."""
         with self._lock:
             return [dict(c) for c in self._repo(full_name)["comments"].get(number, [])]
+
+    def reactions(self, full_name: str, comment_id: int) -> list[Json]:
+        """Reactions on an issue comment, oldest first: dicts with id, content, user (login)."""
+        with self._lock:
+            _, comment = self._find_comment(self._key(full_name), comment_id)
+            return [dict(r) for r in comment.get("reactions", [])]
 
     def deployments(self, full_name: str) -> list[Json]:
         """Deployments in creation order, with the create parameters (auto_merge, required_contexts, ...)."""
@@ -573,7 +582,9 @@ class FakeGitHub:
             "html_url": f"{HTML_BASE}/{self._full_name(key)}/pull/{n}", "issue_url": f"{api}/issues/{n}",
             "comments_url": f"{api}/issues/{n}/comments", "statuses_url": f"{api}/statuses/{pull['head_sha']}",
             "number": n, "state": pull["state"], "locked": False, "title": pull["title"],
-            "user": self._user_json(pull["user"]), "body": pull["body"], "labels": [], "draft": False,
+            "user": self._user_json(pull["user"]), "body": pull["body"],
+            "labels": [{"id": 7_000_000 + i, "name": label, "color": "ededed", "default": False}
+                       for i, label in enumerate(pull["labels"])], "draft": pull["draft"],
             "created_at": pull["created_at"], "updated_at": pull["updated_at"], "closed_at": pull["closed_at"],
             "merged_at": pull["merged_at"], "author_association": "CONTRIBUTOR",
             "head": {"label": f"{owner}:{pull['head_ref']}", "ref": pull["head_ref"], "sha": pull["head_sha"],
@@ -725,6 +736,27 @@ class FakeGitHub:
             return _invalid("body", "IssueComment")
         comment.update(body=payload["body"], updated_at=_now())
         return _Reply(200, self._comment_json(key, number, comment))
+
+    def _create_reaction(self, key: str, comment_id: int, payload: Json, login: str, **_: Any) -> _Reply:
+        _, comment = self._find_comment(key, comment_id)
+        content = payload.get("content")
+        if content not in REACTION_CONTENTS:
+            return _invalid("content", "Reaction")
+        reactions = comment.setdefault("reactions", [])
+        for reaction in reactions:  # GitHub answers 200 with the existing reaction for a repeat
+            if reaction["user"] == login and reaction["content"] == content:
+                return _Reply(200, self._reaction_json(reaction))
+        reaction = {"id": next(self._ids["reaction"]), "content": content, "user": login, "created_at": _now()}
+        reactions.append(reaction)
+        return _Reply(201, self._reaction_json(reaction))
+
+    def _list_reactions(self, key: str, comment_id: int, **_: Any) -> _Reply:
+        _, comment = self._find_comment(key, comment_id)
+        return _Reply(200, [self._reaction_json(r) for r in comment.get("reactions", [])])
+
+    def _reaction_json(self, reaction: Json) -> Json:
+        return {"id": reaction["id"], "node_id": _node_id("Reaction", reaction["id"]), "content": reaction["content"],
+                "user": self._user_json(reaction["user"]), "created_at": reaction["created_at"]}
 
     def _delete_comment(self, key: str, comment_id: int, **_: Any) -> _Reply:
         number, comment = self._find_comment(key, comment_id)

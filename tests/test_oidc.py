@@ -255,6 +255,26 @@ def test_a_token_for_another_pr_cannot_delete_this_ones_preview(issuer, repo):
     assert Preview.objects.get(pr_number=42).desired == "up"
 
 
+@pytest.mark.parametrize("action", ["wake", "sleep", "reset-data"])
+def test_a_token_for_another_pr_cannot_wake_sleep_or_reset_this_ones_preview(issuer, repo, action):
+    preview = make_preview(repo, pr_number=42)
+    generation = preview.generation
+    refused(call(issuer.mint(ref="refs/pull/7/merge"), "post", PATH + f"/{action}", {}), 403, "ref")
+    preview.refresh_from_db()
+    assert preview.generation == generation and preview.desired == "up"
+
+
+def test_a_token_wakes_its_own_preview_once(issuer, repo):
+    preview = make_preview(repo, pr_number=42)
+    Preview.objects.filter(pk=preview.pk).update(status="sleeping")
+    token = issuer.mint()
+    response = call(token, "post", PATH + "/wake", {})
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "pending"
+    assert PreviewEvent.objects.get(preview=preview, action="wake requested").actor_kind == "workflow"
+    refused(call(token, "post", PATH + "/sleep", {}), 401, "jti")
+
+
 def test_a_push_event_is_refused(issuer, repo):
     detail = refused(call(issuer.mint(event_name="push", ref="refs/heads/main")), 403, "event_name")
     assert "'push'" in detail

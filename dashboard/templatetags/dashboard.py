@@ -9,7 +9,7 @@ from django.utils import timezone
 register = template.Library()
 
 STATUS_CLASSES = {"pending": "queued", "deploying": "busy", "ready": "ok", "failed": "bad", "deleting": "gone",
-                  "deleted": "gone"}
+                  "deleted": "gone", "sleeping": "gone"}
 
 
 @register.inclusion_tag("dashboard/_status.html")

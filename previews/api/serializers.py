@@ -116,7 +116,8 @@ class PreviewSerializer(serializers.ModelSerializer):
         model = Preview
         fields = ["repository", "pr_number", "namespace", "url", "status", "status_message", "desired",
                   "head_sha", "images", "generation", "observed_generation", "expires_at", "pinned", "title",
-                  "author", "created_at", "updated_at", "ready_at", "deleted_at", "data", "links"]
+                  "author", "created_at", "updated_at", "ready_at", "deleted_at", "last_activity_at", "slept_at",
+                  "data", "links"]
         read_only_fields = fields
 
     @extend_schema_field(PreviewDataSerializer)
@@ -146,3 +147,27 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     errors = ProblemFieldErrorSerializer(many=True, required=False)
+
+
+class ResourcesSerializer(serializers.Serializer):
+    cpu_millicores = serializers.IntegerField()
+    memory_bytes = serializers.IntegerField()
+    cpu = serializers.CharField(help_text="e.g. 250m or 1.5")
+    memory = serializers.CharField(help_text="e.g. 320Mi")
+
+
+class CostSerializer(serializers.Serializer):
+    requested = ResourcesSerializer(help_text="CPU and memory the namespace's pods request now")
+    saved_by_sleeping = ResourcesSerializer(help_text="What its sleeping workloads would request awake")
+
+
+class PreviewCostSerializer(CostSerializer):
+    pr_number = serializers.IntegerField()
+    namespace = serializers.CharField()
+    status = serializers.CharField()
+
+
+class RepositoryCostSerializer(serializers.Serializer):
+    repository = serializers.CharField()
+    total = CostSerializer()
+    previews = PreviewCostSerializer(many=True)

@@ -20,8 +20,14 @@ from rest_framework.views import APIView
 from previews import github, kube, oidc, selectors, services, validators, webhooks
 from previews.api import waits
 from previews.api.auth import OidcUser, oidc_failed
-from previews.api.errors import InvalidValues, problem_response
-from previews.api.serializers import ExtendSerializer, PreviewSerializer, PreviewUpsertSerializer, ProblemSerializer
+from previews.api.errors import InvalidValues, problem, problem_response
+from previews.api.serializers import (
+    ExtendSerializer,
+    PreviewSerializer,
+    PreviewUpsertSerializer,
+    ProblemSerializer,
+    RepositoryCostSerializer,
+)
 from previews.models import ActorKind, Preview, Repository
 
 logger = logging.getLogger(__name__)
@@ -147,6 +153,10 @@ class PreviewDetailView(RepositoryScopedView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         self.admit(request, head_sha=data["head_sha"])
+        # CI asking is not enough: the repository's opt-in policy (label, drafts) decides, as for webhooks.
+        refusal = selectors.opt_in_refusal(repository, number)
+        if refusal:
+            raise services.PreviewConflict(refusal)
         result = services.preview_upsert(
             repository=repository,
             pr_number=number,
@@ -244,6 +254,59 @@ class PreviewExtendView(RepositoryScopedView):
         return Response(PreviewSerializer(preview).data)
 
 
+class PreviewWakeView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=None,
+        responses={202: PreviewSerializer, **ERRORS},
+        summary="Wake a sleeping preview",
+        description="Restores its workloads' replicas through a deploy; `GET ?wait=N` then waits for ready. "
+        "For a preview that is awake it only restarts the idle clock. 409 while it is being deleted.",
+    )
+    def post(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
+        preview = services.preview_wake(preview=preview, actor=self.actor(request))
+        return Response(PreviewSerializer(preview).data, status=202)
+
+
+class PreviewSleepView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS,
+        request=None,
+        responses={202: PreviewSerializer, **ERRORS},
+        summary="Put a preview to sleep now",
+        description="Scales every Deployment and StatefulSet to zero. 409 unless it is ready, failed or asleep.",
+    )
+    def post(self, request, owner: str, repo: str, pr: str):
+        number = _pr_number(pr)
+        repository = self.repository(request, owner, repo, number)
+        self.admit(request)
+        preview = self.preview(repository, number)
+        preview = services.preview_sleep(preview=preview, actor=self.actor(request), reason="requested through the API")
+        return Response(PreviewSerializer(preview).data, status=202)
+
+
+class RepositoryCostView(RepositoryScopedView):
+    @extend_schema(
+        parameters=PATH_PARAMETERS[:2],
+        responses={200: RepositoryCostSerializer, **ERRORS, (503, "application/problem+json"): ProblemSerializer},
+        summary="What a repository's previews request, and what sleeping saves",
+        description="From the cluster: each live preview's pod template requests times replicas, and the total.",
+    )
+    def get(self, request, owner: str, repo: str):
+        repository = self.repository(request, owner, repo)
+        self.admit(request)
+        try:
+            costs = selectors.repository_costs(repository)
+        except kube.KubeError as exc:
+            return Response(problem(503, f"the cluster could not be read: {exc}"), status=503,
+                            content_type="application/problem+json")
+        return Response(costs)
+
+
 class PreviewResetDataView(RepositoryScopedView):
     @extend_schema(
         parameters=PATH_PARAMETERS,
@@ -256,7 +319,7 @@ class PreviewResetDataView(RepositoryScopedView):
     )
     def post(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo), number)
+        preview = self.preview(self.repository(request, owner, repo, number), number)
         preview = services.preview_reset_data(preview=preview, actor=self.actor(request))
         return Response(PreviewSerializer(preview).data, status=202)
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('previews', '0009_preview_data'),
+        ('previews', '0010_sleep_optin_commands'),
     ]
 
     operations = [
