@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils.dateparse import parse_datetime
 
-from previews import selectors, services, validators
+from previews import github, selectors, services, validators
 from previews.models import ActorKind, Repository, WebhookDelivery
 
 SIGNATURE_PREFIX = "sha256="
@@ -49,6 +51,7 @@ class PullRequestEvent:
     title: str
     author: str
     merged: bool
+    updated_at: datetime | None = None  # the PR's updated_at: orders the events of one PR, whatever their delivery
 
     @property
     def from_fork(self) -> bool:
@@ -103,7 +106,18 @@ def parse_pull_request(payload: dict) -> PullRequestEvent:
         title=(_field(payload, "pull_request.title", str, required=False) or "")[:300],
         author=(_field(payload, "pull_request.user.login", str, required=False) or "")[:39],
         merged=bool(_field(payload, "pull_request.merged", bool, required=False)),
+        updated_at=_timestamp(payload),
     )
+
+
+def _timestamp(payload: dict) -> datetime | None:
+    """`pull_request.updated_at` as an aware datetime, or None when absent or not a timestamp."""
+    raw = payload.get("pull_request", {}).get("updated_at")
+    try:
+        value = parse_datetime(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return value if value is not None and value.tzinfo is not None else None
 
 
 def image_for(template: str, event: PullRequestEvent) -> str:
@@ -145,6 +159,9 @@ def _dispatch(event: str, delivery_id: str, payload: dict, repository: Repositor
     if repository is None:
         return f"repository {full_name!r} is not configured here"
     pull = parse_pull_request(payload)
+    if pull.updated_at is not None and github.is_configured():
+        # What the stale-commit check of later API requests reads instead of asking GitHub.
+        github.record_pull_head(repository.full_name, pull.number, pull.head_sha, pull.updated_at)
     actor = services.Actor(ActorKind.WEBHOOK, f"github:{delivery_id}")
     if pull.action == "closed":
         preview = selectors.preview_get(repository, pull.number)
