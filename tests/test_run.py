@@ -39,9 +39,9 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def _serves(port: int) -> bool:
+def _serves(port: int, path: str = "/healthz") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -63,6 +63,9 @@ def test_ctrl_c_stops_web_worker_and_watcher_and_leaves_no_process_behind(kubeco
                    and len(_processes_with(marker)) >= 5, timeout=60,
                    message="web, the qcluster (with its children) and the watcher to run")
         started = len(_processes_with(marker))
+        # web is gunicorn (the Procfile's `web:`), and it serves the apps' static files without collectstatic.
+        assert "Starting gunicorn" in (ROOT / ".state" / "run-test.log").read_text()
+        assert _serves(port, "/static/admin/css/base.css")
 
         os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C
         runner.wait(timeout=30)
