@@ -282,23 +282,18 @@ def _next_page(headers: dict) -> int | None:
 
 
 def pull_state(full_name: str, number: int, timeout: float | None = None) -> PullState:
-    """The PR's state and head, asked of GitHub (within `timeout` seconds, default GITHUB_TIMEOUT).
-
-    A known answer is also recorded as the PR's known head (`record_pull_head`)."""
-    asked_at = timezone.now()
+    """The PR's state and head, asked of GitHub (within `timeout` seconds per connect and read; default
+    GITHUB_TIMEOUT)."""
     try:
         _guard(f"read PR #{number} of {full_name}")
         pull = _client(timeout).get_repo(full_name).get_pull(number)
         state = "merged" if pull.merged else pull.state
-        result = PullState(state=state, title=pull.title or "", author=pull.user.login if pull.user else "",
-                           head_sha=pull.head.sha if pull.head else "")
+        return PullState(state=state, title=pull.title or "", author=pull.user.login if pull.user else "",
+                         head_sha=pull.head.sha if pull.head else "")
     except GitHubUnavailable as exc:
         return PullState(state="unknown", reason=str(exc))
     except FAILURES as exc:
         return PullState(state="unknown", reason=str(_unavailable(f"read PR #{number} of {full_name}", exc, timeout)))
-    if result.head_sha:
-        record_pull_head(full_name, number, result.head_sha, asked_at)
-    return result
 
 
 # --- what this service knows of a PR's head, without asking ----------------------------------------
@@ -324,11 +319,13 @@ def known_pull_head(full_name: str, number: int) -> KnownPullHead | None:
     return KnownPullHead(row.data["sha"], row.until, tuple(row.data.get("earlier", ())))
 
 
-def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: datetime) -> None:
+def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: datetime,
+                     not_heads: tuple[str, ...] = ()) -> None:
     """Remember that `head_sha` was the PR's head at `seen_at`, whatever order the observations arrive in.
 
     The latest observation is the known head; every other commit observed is an earlier head: a webhook
     delivered late (an older `updated_at`) adds its commit to the earlier ones and leaves the head alone.
+    `not_heads`: commits of this PR known to exist at `seen_at` that were not its head then (earlier heads).
     """
     key = _pull_head_key(full_name, number)
     with transaction.atomic():
@@ -336,7 +333,8 @@ def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: dateti
         if row is None:
             try:
                 with transaction.atomic():
-                    GitHubState.objects.create(key=key, until=seen_at, data={"sha": head_sha, "earlier": []})
+                    earlier = [sha for sha in dict.fromkeys(not_heads) if sha and sha != head_sha]
+                    GitHubState.objects.create(key=key, until=seen_at, data={"sha": head_sha, "earlier": earlier})
                 return
             except IntegrityError:  # recorded concurrently: fold this observation in below
                 row = GitHubState.objects.select_for_update().get(key=key)
@@ -348,6 +346,7 @@ def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: dateti
             current, row.until = head_sha, seen_at
         elif head_sha != current and head_sha not in earlier:
             earlier.append(head_sha)
+        earlier += [sha for sha in not_heads if sha and sha != current and sha not in earlier]
         row.data = {"sha": current, "earlier": earlier[-PULL_HEAD_EARLIER_KEPT:]}
         row.save(update_fields=["data", "until", "updated_at"])
 

@@ -184,8 +184,14 @@ def stale_request_reason(repository: Repository, preview: Preview, head_sha: str
             return ""
         if head_sha in known.earlier:
             return _stale_message(head_sha, pr_number, known.head_sha)
+    asked_at = timezone.now()
     pull = github.pull_state(full_name, pr_number, timeout=settings.PREVIEWS_STALE_CHECK_TIMEOUT)
-    if pull.known and pull.head_sha and pull.head_sha != head_sha:
+    if not (pull.known and pull.head_sha):
+        return ""
+    # Remembered, so that the next request for any of these commits needs no question: the requested commit
+    # and the preview's own, when they are not the head, were pushed before it.
+    github.record_pull_head(full_name, pr_number, pull.head_sha, asked_at, not_heads=(head_sha, preview.head_sha))
+    if pull.head_sha != head_sha:
         return _stale_message(head_sha, pr_number, pull.head_sha)
     return ""
 

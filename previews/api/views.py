@@ -118,7 +118,8 @@ class RepositoryScopedView(APIView):
             raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
         preview = selectors.preview_by_name(owner, repo, pr)
         if preview is None:
-            return self.preview(self.repository(request, owner, repo, pr), pr)
+            repository = self.repository(request, owner, repo, pr)  # 404 when it is not configured
+            raise exceptions.NotFound(f"{repository} has no preview for PR #{pr}")
         return preview
 
     def admit(self, request, head_sha: str | None = None) -> None:
