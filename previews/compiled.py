@@ -34,6 +34,7 @@ class _Compiled:
     fields: slice
     init_list: list[str]
     related_populators: list[Any]
+    converters: dict[int, Any]  # column position -> the field's and the backend's converters
 
 
 class CompiledQuery(Generic[M]):
@@ -59,7 +60,8 @@ class CompiledQuery(Generic[M]):
         return _Compiled(
             sql=sql, params=spec, compiler=compiler, model=klass_info["model"], fields=model_fields,
             init_list=[column[0].target.attname for column in select[model_fields]],
-            related_populators=get_related_populators(klass_info, select, using))
+            related_populators=get_related_populators(klass_info, select, using),
+            converters=compiler.get_converters([column[0] for column in select[0:compiler.col_count]]))
 
     def _parameter(self, param: object) -> tuple[str | None, object, type | None]:
         """(argument, None, the adapter class Django wrapped it in, if any), or (None, constant, None)."""
@@ -80,7 +82,9 @@ class CompiledQuery(Generic[M]):
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
         objects: list[M] = []
-        for row in compiled.compiler.results_iter([rows]):
+        if compiled.converters:
+            rows = compiled.compiler.apply_converters(rows, compiled.converters)
+        for row in rows:
             obj = compiled.model.from_db(using, compiled.init_list, row[compiled.fields])
             for populator in compiled.related_populators:
                 populator.populate(row, obj)
