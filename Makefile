@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: run test pytest lint venv postgres kube kube-down browser image clean help
 
 help:
-	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web on :$(PORT), a worker and the watcher"
+	@echo "make run    start Postgres, the local cluster (unless KUBECONFIG is set), web (gunicorn) on :$(PORT), a worker and the watcher"
 	@echo "make test   start Postgres and the local cluster, then run the whole test suite"
 	@echo "make lint   ruff"
 

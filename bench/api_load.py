@@ -1,6 +1,6 @@
 """Benchmark: the preview REST API under concurrent clients on gunicorn, beside a trivial Django JSON view.
 
-    cd /work/main && .venv/bin/python bench/api_load.py [--clients 32] [--seconds 15] [--json]
+    cd /work/main && .venv/bin/python bench/api_load.py [--clients 32] [--seconds 15] [--baseline REF] [--json]
 
 One gunicorn (127.0.0.1, a free port, 4 gthread workers x 4 threads, access log off, DEBUG off) serves the
 project's URLs plus a bench-only `GET /bench/trivial` -> JsonResponse({"ok": True}) (bench/bench_settings.py,
@@ -12,8 +12,10 @@ keep-alive `http.client` connection and its own PR number, run three phases of -
 3. API PUT:  PUT of the same path with the preview's own head_sha and image: an idempotent update (200, no deploy)
 
 It prints requests, errors (non-2xx or transport errors), req/s, p50 and p99 per phase and the ratios to the
-trivial view. Everything runs against the separate database `previews_bench` (created and migrated when absent);
-the repository, token and previews it seeds are deleted at the end, and so are the queued django-q tasks there.
+trivial view. With --baseline REF it first measures the code of git commit REF the same way (served from a
+temporary worktree), then this tree, and prints both side by side. Everything runs against the separate
+database `previews_bench` (PREVIEWS_BENCH_DB; created and migrated when absent); the repository, token and
+previews it seeds are deleted at the end, and so are the queued django-q tasks there.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ print(json.dumps(report))
 # --- Django subprocesses ---------------------------------------------------------------------------
 
 
-def django_env(database_url: str, secret_key: str, settings_module: str = "config.settings") -> dict[str, str]:
+def django_env(database_url: str, secret_key: str, settings_module: str = "config.settings",
+               root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("REDIS_URL", None)  # the queue must be the ORM one in the bench database, where it is dropped
     env.update({
@@ -111,7 +114,7 @@ def django_env(database_url: str, secret_key: str, settings_module: str = "confi
         "DJANGO_SECRET_KEY": secret_key,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p),
     })
     return env
 
@@ -141,10 +144,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def gunicorn_command(port: int) -> list[str]:
+def gunicorn_command(port: int, root: Path = ROOT) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
             "--workers", str(WORKERS), "--threads", str(THREADS), "--worker-class", "gthread",
-            "--keep-alive", str(KEEP_ALIVE), "--chdir", str(ROOT), "--no-control-socket",
+            "--keep-alive", str(KEEP_ALIVE), "--chdir", str(root), "--no-control-socket",
             "--error-logfile", "-", "--log-level", "warning"]  # no --access-logfile: access log off
 
 
@@ -390,29 +393,13 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks: the server is stopped, rows deleted
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
-    parser.add_argument("--seconds", type=float, default=15.0, help="length of each measured phase (default 15)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds per phase before it (default 2)")
-    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    args = parser.parse_args(argv)
-    if not 1 <= args.clients <= 512:
-        parser.error("--clients must be between 1 and 512")
-    if not 1 <= args.seconds <= 3600 or not 0 <= args.warmup <= 600:
-        parser.error("--seconds must be 1..3600 and --warmup 0..600")
-    wall_started = time.perf_counter()
-    signal.signal(signal.SIGTERM, _terminate)
-
-    database_url = ensure_bench_database(base_database_url())
+def measure(args: argparse.Namespace, root: Path, database_url: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Seed, serve `root`'s code with gunicorn, run the three phases, clean up; returns the phases' results."""
     secret_key = secrets.token_urlsafe(40)
     env = django_env(database_url, secret_key)
-    log(f"migrating {BENCH_DB}")
-    migrate(env)
     seeded = run_django(SEED_SNIPPET, env, {"clients": args.clients})
     owner, name, token = seeded["owner"], seeded["name"], seeded.pop("token")
     log(f"seeded repository {owner}/{name} and a token scoped to it")
-
     sha = secrets.token_hex(20)
     api_path = f"/api/v1/repos/{owner}/{name}/previews/{{pr}}"
     put_body = json.dumps({"head_sha": sha, "image": f"ghcr.io/demo/shop:pr-{{pr}}-{sha[:7]}"})
@@ -423,29 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     ]
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                "Content-Type": "application/json", "Connection": "keep-alive"}
-    before = cpu_snapshot()
-    time.sleep(2)
-    after = cpu_snapshot()
-    background = 100 * (after[0] - before[0]) / max(after[1] - before[1], 1)
     port = free_port()
-    config = (f"127.0.0.1:{port}, --workers {WORKERS} --worker-class gthread --threads {THREADS} "
-              f"--keep-alive {KEEP_ALIVE}, access log off, error log at level warning")
-    meta: dict[str, Any] = {
-        "nproc": len(os.sched_getaffinity(0)), "cpu": cpu_model(platform.processor() or "unknown"),
-        "python": platform.python_version(),
-        "gunicorn_version": gunicorn_version(), "gunicorn_config": config, "gunicorn_workers": WORKERS,
-        "gunicorn_threads": THREADS, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup,
-        "database": BENCH_DB, "repository": f"{owner}/{name}", "background_cpu_pct": background,
-    }
+    meta["gunicorn_config"] = (f"127.0.0.1:{port}, --workers {WORKERS} --worker-class gthread --threads {THREADS} "
+                               f"--keep-alive {KEEP_ALIVE}, access log off, error log at level warning")
+    meta["repository"] = f"{owner}/{name}"
     results: list[dict[str, Any]] = []
     server_log = Path(tempfile.mkstemp(prefix="api_load-gunicorn-", suffix=".log")[1])
     proc: subprocess.Popen[bytes] | None = None
     try:
         with server_log.open("wb") as log_file:
-            proc = subprocess.Popen(gunicorn_command(port), cwd=ROOT, env=django_env(database_url, secret_key,
-                                    SERVER_SETTINGS), stdout=log_file, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        log(f"gunicorn pid {proc.pid} on {config}")
+            proc = subprocess.Popen(gunicorn_command(port, root), cwd=root,
+                                    env=django_env(database_url, secret_key, SERVER_SETTINGS, root),
+                                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        log(f"gunicorn pid {proc.pid} serving {root} on {meta['gunicorn_config']}")
         meta["startup_seconds"] = wait_until_up(proc, port, server_log)
 
         created = initial_puts(port, phases[2], args.clients, headers)
@@ -477,14 +455,101 @@ def main(argv: list[str] | None = None) -> int:
             log(f"cleanup failed: {exc}")
             meta.setdefault("checks", {})["after_run"] = (
                 f"cleanup FAILED (see above); repository {owner}/{name} and its previews may be left in {BENCH_DB}")
-    if server_output.strip():
-        log(f"gunicorn log (last lines):\n{server_output}")
+        if server_output.strip():
+            log(f"gunicorn log (last lines):\n{server_output}")
+    return results
 
+
+def baseline_tree(ref: str) -> Path:
+    """A detached git worktree of `ref` in a temporary directory (removed by `remove_tree`)."""
+    path = Path(tempfile.mkdtemp(prefix="api_load-baseline-"))
+    path.rmdir()
+    result = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), ref],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"git worktree add {ref} failed: {result.stderr.strip()}")
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def print_comparison(baseline: str, before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
+    print(f"\nbefore ({baseline}) and after (this tree), measured back to back in this run")
+    header = (f"{'phase':<10} {'':<7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   {'req/s / trivial':>15} "
+              f"{'p50 / trivial':>13} {'p99 / trivial':>13}")
+    print(header)
+    print("-" * len(header))
+    for label, phases in (("before", before), ("after", after)):
+        trivial = phases[0]
+        for p in phases:
+            print(f"{p['short']:<10} {label:<7} {p['rps']:>9.1f} {fmt(p['p50_ms']):>8} {fmt(p['p99_ms']):>8}   "
+                  f"{fmt(ratio(p['rps'], trivial['rps']), 3) + 'x':>15} "
+                  f"{fmt(ratio(p['p50_ms'], trivial['p50_ms'])) + 'x':>13} "
+                  f"{fmt(ratio(p['p99_ms'], trivial['p99_ms'])) + 'x':>13}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each measured phase (default 15)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds per phase before it (default 2)")
+    parser.add_argument("--baseline", metavar="REF", help="also measure the code of this git commit first (served "
+                        "from a temporary worktree, removed at the end) and print before/after")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    args = parser.parse_args(argv)
+    if not 1 <= args.clients <= 512:
+        parser.error("--clients must be between 1 and 512")
+    if not 1 <= args.seconds <= 3600 or not 0 <= args.warmup <= 600:
+        parser.error("--seconds must be 1..3600 and --warmup 0..600")
+    wall_started = time.perf_counter()
+    signal.signal(signal.SIGTERM, _terminate)
+
+    database_url = ensure_bench_database(base_database_url())
+    log(f"migrating {BENCH_DB}")
+    migrate(django_env(database_url, secrets.token_urlsafe(40)))
+    before = cpu_snapshot()
+    time.sleep(2)
+    after = cpu_snapshot()
+    background = 100 * (after[0] - before[0]) / max(after[1] - before[1], 1)
+    meta: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0)), "cpu": cpu_model(platform.processor() or "unknown"),
+        "python": platform.python_version(), "gunicorn_version": gunicorn_version(), "gunicorn_workers": WORKERS,
+        "gunicorn_threads": THREADS, "clients": args.clients, "seconds": args.seconds, "warmup": args.warmup,
+        "database": BENCH_DB, "background_cpu_pct": background, "load_average_before": load_average(),
+    }
+    baseline_results: list[dict[str, Any]] | None = None
+    if args.baseline:
+        tree = baseline_tree(args.baseline)
+        try:
+            log(f"baseline: {args.baseline} in {tree}")
+            baseline_meta = dict(meta)
+            baseline_results = measure(args, tree, database_url, baseline_meta)
+        finally:
+            remove_tree(tree)
+        meta["baseline"] = {"ref": args.baseline, "checks": baseline_meta.get("checks", {})}
+    results = measure(args, ROOT, database_url, meta)
+    meta["load_average_after"] = load_average()
     meta["wall_seconds"] = time.perf_counter() - wall_started
+    if baseline_results is not None:
+        print(f"\nbaseline {args.baseline}:")
+        print_report({**meta, "checks": meta["baseline"]["checks"]}, baseline_results)
+        print("\nthis tree:")
     report = print_report(meta, results)
+    print(f"load average (1, 5, 15 min): {meta['load_average_before']} before the run, "
+          f"{meta['load_average_after']} after")
+    if baseline_results is not None:
+        print_comparison(args.baseline, baseline_results, results)
+        report["baseline_phases"] = baseline_results
     if args.json:
         print(json.dumps(report, indent=2))
-    return 1 if any(p["errors"] for p in results) else 0
+    failed = any(p["errors"] for p in results + (baseline_results or []))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "previews_bench"
+# PREVIEWS_BENCH_DB: another database name, so that benchmarks run by several people on one server don't collide.
+BENCH_DB = os.environ.get("PREVIEWS_BENCH_DB", "").strip() or "previews_bench"
 
 
 def log(message: str) -> None:

@@ -243,6 +243,9 @@ PREVIEWS_DATA_TIMEOUT = env.int("PREVIEWS_DATA_TIMEOUT", 60, minimum=1, maximum=
 # The data reaper drops at most this many orphaned previews' data per cycle.
 PREVIEWS_DATA_REAPER_MAX_DROPS = env.int("PREVIEWS_DATA_REAPER_MAX_DROPS", 10, minimum=0)
 
+# A static API token found active is trusted this many seconds per web process before its row is read again:
+# a token revoked in the admin is refused everywhere at most this long after (0: read it on every request).
+PREVIEWS_TOKEN_CACHE_SECONDS = env.int("PREVIEWS_TOKEN_CACHE_SECONDS", 5, minimum=0, maximum=60)
 PREVIEWS_API_MAX_WAIT = 120  # seconds a GET ?wait=N may hold the request
 # Long-polls hold a web thread each: at most this many at once per token, and per web process (keep it well
 # under GUNICORN_THREADS so the API, the webhook, the dashboard and the probes always find a thread).
@@ -256,6 +259,9 @@ GITHUB_APP_INSTALLATION_ID = env.str("GITHUB_APP_INSTALLATION_ID", "")
 GITHUB_APP_PRIVATE_KEY = env.str("GITHUB_APP_PRIVATE_KEY", "")  # PEM text or a file path
 GITHUB_WEB_URL = env.str("GITHUB_WEB_URL", "https://github.com").rstrip("/")
 GITHUB_TIMEOUT = env.int("GITHUB_TIMEOUT", 5, minimum=1, maximum=60)
+# A deploy request for a commit this service does not know to be the PR's head or an earlier one asks GitHub,
+# inside the request, for at most this long (per connect and per read); without an answer it goes ahead.
+PREVIEWS_STALE_CHECK_TIMEOUT = env.int("PREVIEWS_STALE_CHECK_TIMEOUT", 2, minimum=1, maximum=60)
 if GITHUB_APP_ID and not (GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY):
     raise ImproperlyConfigured("GITHUB_APP_ID needs GITHUB_APP_INSTALLATION_ID and GITHUB_APP_PRIVATE_KEY too")
 # GitHub Actions OIDC (previews/oidc.py): CI authenticates with the job's short-lived token, no stored secret.

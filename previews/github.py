@@ -17,6 +17,7 @@ from pathlib import Path
 
 import requests
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from github import Auth, Github, GithubException, GithubIntegration
 
@@ -138,11 +139,12 @@ def _ours(comment, login: str) -> bool:
     return COMMENT_MARKER in (comment.body or "") and comment.user is not None and comment.user.login == login
 
 
-def _client() -> Github:
+def _client(timeout: float | None = None) -> Github:
     if not is_configured():
         raise GitHubUnavailable("GitHub is not configured (set GITHUB_TOKEN or the GITHUB_APP_* settings)")
     # retry=None: our callers decide about retries; PyGithub's own would hold a task for minutes.
-    return Github(auth=_auth(), base_url=settings.GITHUB_API_URL, timeout=settings.GITHUB_TIMEOUT, retry=None,
+    return Github(auth=_auth(), base_url=settings.GITHUB_API_URL, timeout=timeout or settings.GITHUB_TIMEOUT,
+                  retry=None,
                   per_page=100, seconds_between_requests=None, seconds_between_writes=None, lazy=True)
 
 
@@ -197,7 +199,7 @@ def _guard(action: str) -> None:
                                 status=429, retry_after=int((until - timezone.now()).total_seconds()) + 1)
 
 
-def _unavailable(action: str, exc: Exception) -> GitHubUnavailable:
+def _unavailable(action: str, exc: Exception, timeout: float | None = None) -> GitHubUnavailable:
     if isinstance(exc, GithubException):
         message = exc.data.get("message", "") if isinstance(exc.data, dict) else str(exc.data or "")
         retry_after = _retry_after(exc.status, exc.headers or {}, message)
@@ -207,7 +209,7 @@ def _unavailable(action: str, exc: Exception) -> GitHubUnavailable:
         return GitHubUnavailable(f"{action}: GitHub answered {exc.status} {message}".strip(), status=exc.status,
                                  retry_after=retry_after)
     if isinstance(exc, requests.exceptions.Timeout):
-        return GitHubUnavailable(f"{action}: GitHub did not answer within {settings.GITHUB_TIMEOUT}s")
+        return GitHubUnavailable(f"{action}: GitHub did not answer within {timeout or settings.GITHUB_TIMEOUT}s")
     return GitHubUnavailable(f"{action}: GitHub could not be reached ({exc.__class__.__name__}: {exc})")
 
 
@@ -281,10 +283,12 @@ def _next_page(headers: dict) -> int | None:
     return None
 
 
-def pull_state(full_name: str, number: int) -> PullState:
+def pull_state(full_name: str, number: int, timeout: float | None = None) -> PullState:
+    """The PR's state and head, asked of GitHub (within `timeout` seconds per connect and read; default
+    GITHUB_TIMEOUT)."""
     try:
         _guard(f"read PR #{number} of {full_name}")
-        pull = _client().get_repo(full_name).get_pull(number)
+        pull = _client(timeout).get_repo(full_name).get_pull(number)
         state = "merged" if pull.merged else pull.state
         return PullState(state=state, title=pull.title or "", author=pull.user.login if pull.user else "",
                          head_sha=pull.head.sha if pull.head else "", draft=bool(pull.draft),
@@ -292,7 +296,62 @@ def pull_state(full_name: str, number: int) -> PullState:
     except GitHubUnavailable as exc:
         return PullState(state="unknown", reason=str(exc))
     except FAILURES as exc:
-        return PullState(state="unknown", reason=str(_unavailable(f"read PR #{number} of {full_name}", exc)))
+        return PullState(state="unknown", reason=str(_unavailable(f"read PR #{number} of {full_name}", exc, timeout)))
+
+
+# --- what this service knows of a PR's head, without asking ----------------------------------------
+
+PULL_HEAD_EARLIER_KEPT = 50  # earlier heads remembered per PR
+
+
+@dataclass(frozen=True)
+class KnownPullHead:
+    head_sha: str
+    seen_at: datetime  # when GitHub said it was the head (the PR's updated_at in a webhook event, or asked)
+    earlier: tuple[str, ...] = ()  # commits seen as the PR's head before `seen_at`, most recent last
+
+
+def _pull_head_key(full_name: str, number: int) -> str:
+    return f"head:{full_name.lower()}:{number}"
+
+
+def known_pull_head(full_name: str, number: int) -> KnownPullHead | None:
+    row = _state(_pull_head_key(full_name, number))
+    if row is None or not row.data.get("sha") or row.until is None:
+        return None
+    return KnownPullHead(row.data["sha"], row.until, tuple(row.data.get("earlier", ())))
+
+
+def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: datetime,
+                     not_heads: tuple[str, ...] = ()) -> None:
+    """Remember that `head_sha` was the PR's head at `seen_at`, whatever order the observations arrive in.
+
+    The latest observation is the known head; every other commit observed is an earlier head: a webhook
+    delivered late (an older `updated_at`) adds its commit to the earlier ones and leaves the head alone.
+    `not_heads`: commits of this PR known to exist at `seen_at` that were not its head then (earlier heads).
+    """
+    key = _pull_head_key(full_name, number)
+    with transaction.atomic():
+        row = GitHubState.objects.select_for_update().filter(key=key).first()
+        if row is None:
+            try:
+                with transaction.atomic():
+                    earlier = [sha for sha in dict.fromkeys(not_heads) if sha and sha != head_sha]
+                    GitHubState.objects.create(key=key, until=seen_at, data={"sha": head_sha, "earlier": earlier})
+                return
+            except IntegrityError:  # recorded concurrently: fold this observation in below
+                row = GitHubState.objects.select_for_update().get(key=key)
+        current, earlier = row.data.get("sha", ""), list(row.data.get("earlier", []))
+        if row.until is None or seen_at >= row.until:
+            if current and current != head_sha:
+                earlier.append(current)
+            earlier = [sha for sha in earlier if sha != head_sha]
+            current, row.until = head_sha, seen_at
+        elif head_sha != current and head_sha not in earlier:
+            earlier.append(head_sha)
+        earlier += [sha for sha in not_heads if sha and sha != current and sha not in earlier]
+        row.data = {"sha": current, "earlier": earlier[-PULL_HEAD_EARLIER_KEPT:]}
+        row.save(update_fields=["data", "until", "updated_at"])
 
 
 def commit_parents(full_name: str, sha: str) -> list[str]:

@@ -5,19 +5,40 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from previews import cost, github, kube, optin
+from previews.compiled import CompiledQuery
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 
+# The API's hottest reads, compiled to SQL once per process (previews/compiled.py). The sample values only mark
+# where each argument goes in the SQL.
+_REPOSITORY_BY_NAME = CompiledQuery(
+    lambda owner, name: Repository.objects.filter(owner__iexact=owner, name__iexact=name)[:1],
+    owner="\x00owner", name="\x00name")
+_PREVIEW_BY_NAME = CompiledQuery(
+    lambda owner, name, pr_number: Preview.objects.select_related("repository").filter(
+        repository__owner__iexact=owner, repository__name__iexact=name, pr_number=pr_number,
+    ).order_by("repository__owner", "repository__name")[:1],
+    owner="\x00owner", name="\x00name", pr_number=730_531_117)
+
 
 def repository_get(owner: str, name: str) -> Repository | None:
-    """GitHub names are case-insensitive."""
-    return Repository.objects.filter(owner__iexact=owner, name__iexact=name).first()
+    """GitHub names are case-insensitive. One query, compiled once per process."""
+    found = _REPOSITORY_BY_NAME.run(owner=owner, name=name)
+    return found[0] if found else None
+
+
+def preview_by_name(owner: str, name: str, pr_number: int) -> Preview | None:
+    """A PR's preview with its repository, found by the repository's name (case-insensitive): one query,
+    compiled once per process."""
+    found = _PREVIEW_BY_NAME.run(owner=owner, name=name, pr_number=pr_number)
+    return found[0] if found else None
 
 
 def preview_get(repository: Repository, pr_number: int) -> Preview | None:
@@ -141,21 +162,43 @@ def preview_cluster_view(preview: Preview):
     return result
 
 
-def stale_request_reason(repository: Repository, pr_number: int, head_sha: str) -> str:
+def stale_request_reason(repository: Repository, preview: Preview, head_sha: str) -> str:
     """Why a deploy request for `head_sha` is older than the PR's current head, or "" if it is not known to be.
 
-    A late CI run for an earlier push must not replace the preview of a newer one. Only a known
-    answer from GitHub refuses a request; when GitHub cannot be asked, the request goes ahead.
-    GitHub is asked only when the request would change the preview's commit.
+    A late CI run for an earlier push must not replace the preview of a newer one. `preview` is the PR's
+    preview as locked by the caller. In order, without GitHub on the path while the answer is known here:
+
+    1. `head_sha` is the preview's own commit: not stale (no lookup at all; every idempotent request).
+    2. The PR's head as this service last saw it (`github.known_pull_head`: webhook events ordered by the PR's
+       `updated_at`, and GitHub's own earlier answers): `head_sha` is that head, not stale; `head_sha` was an
+       earlier head, stale.
+    3. Otherwise GitHub is asked, bounded by PREVIEWS_STALE_CHECK_TIMEOUT; when it cannot answer in time the
+       request goes ahead (only a known answer refuses a request).
     """
-    existing = preview_get(repository, pr_number)
-    if existing is None or existing.head_sha == head_sha or not github.is_configured():
+    if preview.head_sha == head_sha or not github.is_configured():
         return ""
-    pull = github.pull_state(repository.full_name, pr_number)
-    if pull.known and pull.head_sha and pull.head_sha != head_sha:
-        return (f"{head_sha[:7]} is not the head of PR #{pr_number} any more (it is {pull.head_sha[:7]}); "
-                "a request for an older commit never replaces a newer one")
+    full_name, pr_number = repository.full_name, preview.pr_number
+    known = github.known_pull_head(full_name, pr_number)
+    if known is not None:
+        if known.head_sha == head_sha:
+            return ""
+        if head_sha in known.earlier:
+            return _stale_message(head_sha, pr_number, known.head_sha)
+    asked_at = timezone.now()
+    pull = github.pull_state(full_name, pr_number, timeout=settings.PREVIEWS_STALE_CHECK_TIMEOUT)
+    if not (pull.known and pull.head_sha):
+        return ""
+    # Remembered, so that the next request for any of these commits needs no question: the requested commit
+    # and the preview's own, when they are not the head, were pushed before it.
+    github.record_pull_head(full_name, pr_number, pull.head_sha, asked_at, not_heads=(head_sha, preview.head_sha))
+    if pull.head_sha != head_sha:
+        return _stale_message(head_sha, pr_number, pull.head_sha)
     return ""
+
+
+def _stale_message(head_sha: str, pr_number: int, head: str) -> str:
+    return (f"{head_sha[:7]} is not the head of PR #{pr_number} any more (it is {head[:7]}); "
+            "a request for an older commit never replaces a newer one")
 
 
 def watcher_status(max_age: timedelta = timedelta(minutes=5)) -> list[WatcherStatus]:

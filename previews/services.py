@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,24 +40,85 @@ def token_create(
     return token, new.plaintext
 
 
+@dataclass
+class _CachedToken:
+    token: ApiToken
+    checked_at: float  # time.monotonic() of the database read that found it active
+
+
+class TokenCache:
+    """A per-process cache of active static tokens, by the SHA-256 of their plaintext.
+
+    An entry is trusted for `settings.PREVIEWS_TOKEN_CACHE_SECONDS` after the database read that found the
+    token active; then the row is read again. So a token revoked (or deleted, or re-scoped) in the admin or by
+    another process is refused by every web process at most that many seconds later; `token_revoke` in this
+    process drops the entry at once. Unknown and revoked tokens are never cached: each is a database read.
+    """
+
+    MAX_ENTRIES = 10_000  # far more than the tokens that exist; a full cache starts again empty
+
+    def __init__(self, clock=time.monotonic) -> None:
+        self._entries: dict[str, _CachedToken] = {}
+        self._lock = threading.Lock()
+        self.clock = clock
+
+    def get(self, token_hash: str) -> ApiToken | None:
+        entry = self._entries.get(token_hash)
+        if entry is None or self.clock() - entry.checked_at >= settings.PREVIEWS_TOKEN_CACHE_SECONDS:
+            return None
+        return entry.token
+
+    def put(self, token_hash: str, token: ApiToken, checked_at: float) -> None:
+        if settings.PREVIEWS_TOKEN_CACHE_SECONDS <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[token_hash] = _CachedToken(token, checked_at)
+
+    def forget(self, token_pk: int) -> None:
+        with self._lock:
+            for key in [k for k, entry in self._entries.items() if entry.token.pk == token_pk]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+TOKEN_CACHE = TokenCache()
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
 def token_authenticate(plaintext: str) -> ApiToken | None:
-    """The active token this plaintext belongs to, or None. Records when it was last used."""
+    """The active token this plaintext belongs to, or None. Records when it was last used.
+
+    Served from TOKEN_CACHE while its entry is fresh (no query); otherwise one query. `last_used_at` is
+    written at most once a minute per token and process (a minute's precision is plenty).
+    """
     prefix = tokens.parse_prefix(plaintext)
     if prefix is None:
         return None
-    token = ApiToken.objects.select_related("repository").filter(prefix=prefix, revoked_at=None).first()
-    if token is None or not tokens.token_matches(plaintext, token.token_hash):
-        return None
+    token_hash = tokens.hash_token(plaintext)
+    # A hit is an exact match of the presented token's SHA-256 with the hash of a token the database verified.
+    token = TOKEN_CACHE.get(token_hash)
+    if token is None:
+        checked_at = TOKEN_CACHE.clock()
+        token = ApiToken.objects.select_related("repository").filter(prefix=prefix, revoked_at=None).first()
+        if token is None or not tokens.token_matches(plaintext, token.token_hash):
+            return None
+        TOKEN_CACHE.put(token_hash, token, checked_at)
     now = timezone.now()
-    # A minute's precision is plenty, and spares a write on almost every request.
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
+        # Set first, so that concurrent requests of this process sharing the cached token skip the write.
         token.last_used_at = now
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
 
 
 def token_revoke(token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at=None).update(revoked_at=timezone.now())
+    TOKEN_CACHE.forget(token.pk)
 
 
 # --- previews -----------------------------------------------------------------------------
@@ -218,13 +282,24 @@ def _validate_request(repository: Repository, pr_number: int, request: PreviewRe
     return images
 
 
-def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRequest, actor: Actor) -> UpsertResult:
+def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRequest, actor: Actor,
+                   check_opt_in: bool = False) -> UpsertResult:
     """Create or update a PR's preview and enqueue its deploy when anything changed.
 
     The same commit, images and manifests again change nothing and enqueue
-    nothing, unless the last deploy failed (then it is a retry).
+    nothing, unless the last deploy failed (then it is a retry) or the preview
+    sleeps (then it wakes). With `check_opt_in` (a CI request), a request that
+    would create or change a preview is refused for a PR the repository's
+    opt-in policy leaves out.
     """
     images = _validate_request(repository, pr_number, request)
+    unchanged = _upsert_unchanged(repository, pr_number, request, images)
+    if unchanged is not None:
+        return UpsertResult(unchanged, created=False, deploy_enqueued=False)
+    if check_opt_in:
+        refusal = selectors.opt_in_refusal(repository, pr_number)
+        if refusal:
+            raise PreviewConflict(refusal)
     for attempt in range(2):
         try:
             with transaction.atomic():
@@ -234,6 +309,36 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
             if attempt == 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _upsert_unchanged(repository: Repository, pr_number: int, request: PreviewRequest,
+                      images: dict[str, str]) -> Preview | None:
+    """The idempotent request (same commit, images and manifests; up, neither failed nor asleep) in one statement,
+    or None.
+
+    One conditional UPDATE ... RETURNING: the row lock it takes and its WHERE clause decide "unchanged"
+    atomically, as `_upsert_locked` does under SELECT ... FOR UPDATE, and it only touches title, author and
+    updated_at, as that path does for an unchanged request. None (nothing updated): the preview does not
+    exist or the request changes something; the caller takes the locked path. No stale-commit check is
+    needed: the commit is the preview's own.
+    """
+    table = Preview._meta.db_table
+    assignments, params = ["updated_at = %s"], [timezone.now()]
+    for column, value in (("title", request.title), ("author", request.author)):
+        if value:
+            assignments.append(f"{column} = %s")
+            params.append(value)
+    params += [repository.pk, pr_number, Preview.Desired.UP.value, Preview.Status.PENDING.value,
+               Preview.Status.DEPLOYING.value, Preview.Status.READY.value, request.head_sha, request.manifests,
+               json.dumps(images)]
+    sql = (f"UPDATE {table} SET {', '.join(assignments)} WHERE repository_id = %s AND pr_number = %s "
+           "AND desired = %s AND status IN (%s, %s, %s) AND head_sha = %s AND manifests = %s "
+           "AND images = %s::jsonb RETURNING *")
+    rows = list(Preview.objects.raw(sql, params))
+    if not rows:
+        return None
+    rows[0].repository = repository
+    return rows[0]
 
 
 def _check_preview_limit(repository: Repository, exclude: Preview | None = None) -> None:
@@ -256,7 +361,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
                .filter(repository=repository, pr_number=pr_number).first())
     if preview is not None:
         # Under the row lock, so no request for another commit can slip in between the check and the write.
-        stale = selectors.stale_request_reason(repository, pr_number, request.head_sha)
+        stale = selectors.stale_request_reason(repository, preview, request.head_sha)
         if stale:
             raise StaleCommit(stale)
     if preview is None:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
-from previews import optin, selectors, services, validators
+from previews import github, optin, selectors, services, validators
 from previews.models import ActorKind, Repository, WebhookDelivery
 
 SIGNATURE_PREFIX = "sha256="
@@ -227,7 +227,11 @@ def _dispatch(event: str, delivery_id: str, payload: dict, repository: Repositor
         from previews import pr_commands  # it uses this module's parsing and image template
 
         return pr_commands.handle_comment(repository, parse_comment(payload))
-    return _pull_request(repository, delivery_id, parse_pull_request(payload))
+    pull = parse_pull_request(payload)
+    if pull.updated_at is not None and github.is_configured():
+        # What the stale-commit check of later API requests reads instead of asking GitHub.
+        github.record_pull_head(repository.full_name, pull.number, pull.head_sha, pull.updated_at)
+    return _pull_request(repository, delivery_id, pull)
 
 
 def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEvent) -> str:

@@ -39,9 +39,9 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def _serves(port: int) -> bool:
+def _serves(port: int, path: str = "/healthz") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -65,6 +65,9 @@ def test_ctrl_c_stops_web_worker_and_watcher_and_leaves_no_process_behind(kubeco
         wait_until(lambda: "running." in so_far() and "watching the cluster" in so_far(), timeout=90,
                    message="the qcluster to run its workers and the watcher to lead")
         started = len(_processes_with(marker))
+        # web is gunicorn (the Procfile's `web:`), and it serves the apps' static files without collectstatic.
+        assert "Starting gunicorn" in (ROOT / ".state" / "run-test.log").read_text()
+        assert _serves(port, "/static/admin/css/base.css")
 
         os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C
         runner.wait(timeout=30)

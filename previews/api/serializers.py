@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -120,6 +122,11 @@ class PreviewSerializer(serializers.ModelSerializer):
                   "data", "links"]
         read_only_fields = fields
 
+    def to_representation(self, instance: Preview) -> dict:
+        """What DRF's field-by-field rendering of the fields above gives (a test compares them), without
+        building a ModelSerializer's fields on every response, which was a fifth of an API GET's time."""
+        return preview_representation(instance)
+
     @extend_schema_field(PreviewDataSerializer)
     def get_data(self, preview: Preview) -> dict:
         return PreviewDataSerializer({
@@ -171,3 +178,57 @@ class RepositoryCostSerializer(serializers.Serializer):
     repository = serializers.CharField()
     total = CostSerializer()
     previews = PreviewCostSerializer(many=True)
+
+
+def _datetime(value: datetime | None) -> str | None:
+    """DRF's DateTimeField output: ISO 8601 in the current time zone, UTC written as Z."""
+    if not value:
+        return None
+    text = timezone.localtime(value, timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: int | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def preview_representation(preview: Preview) -> dict:
+    """A preview as the API shows it: the PreviewSerializer's fields, in their order."""
+    repository = preview.repository
+    base = f"/api/v1/repos/{repository.owner}/{repository.name}/previews/{preview.pr_number}"
+    return {
+        "repository": repository.full_name,
+        "pr_number": int(preview.pr_number),
+        "namespace": _text(preview.namespace),
+        "url": _text(preview.url),
+        "status": _text(preview.status),
+        "status_message": _text(preview.status_message),
+        "desired": _text(preview.desired),
+        "head_sha": _text(preview.head_sha),
+        "images": preview.images,
+        "generation": _number(preview.generation),
+        "observed_generation": _number(preview.observed_generation),
+        "expires_at": _datetime(preview.expires_at),
+        "pinned": None if preview.pinned is None else bool(preview.pinned),
+        "title": _text(preview.title),
+        "author": _text(preview.author),
+        "created_at": _datetime(preview.created_at),
+        "updated_at": _datetime(preview.updated_at),
+        "ready_at": _datetime(preview.ready_at),
+        "deleted_at": _datetime(preview.deleted_at),
+        "last_activity_at": _datetime(preview.last_activity_at),
+        "slept_at": _datetime(preview.slept_at),
+        "data": {
+            "mode": _text(preview.data_mode or repository.data_mode),
+            "database": _text(preview.data_name),
+            "size_bytes": _number(preview.data_size_bytes),
+            "size_measured_at": _datetime(preview.data_size_at),
+            "last_reset_at": _datetime(preview.data_reset_at),
+        },
+        "links": {"self": base, "dashboard": f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/",
+                  "extend": f"{base}/extend", "reset_data": f"{base}/reset-data"},
+    }

@@ -113,6 +113,21 @@ class RepositoryScopedView(APIView):
             raise exceptions.NotFound(f"{repository} has no preview for PR #{pr}")
         return preview
 
+    def preview_by_name(self, request, owner: str, repo: str, pr: int) -> Preview:
+        """`repository` then `admit` then `preview`, the same checks in the same order; for an API token, in one
+        query (the preview with its repository) unless it finds none."""
+        if isinstance(request.user, OidcUser):
+            repository = self.repository(request, owner, repo, pr)
+            self.admit(request)
+            return self.preview(repository, pr)
+        if not request.user.may_act_on(owner, repo):
+            raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
+        preview = selectors.preview_by_name(owner, repo, pr)
+        if preview is None:
+            repository = self.repository(request, owner, repo, pr)  # 404 when it is not configured
+            raise exceptions.NotFound(f"{repository} has no preview for PR #{pr}")
+        return preview
+
     def admit(self, request, head_sha: str | None = None) -> None:
         """For a GitHub Actions token: the commit rule (deploys) and the one-use-per-operation rule."""
         if not isinstance(request.user, OidcUser):
@@ -153,14 +168,12 @@ class PreviewDetailView(RepositoryScopedView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         self.admit(request, head_sha=data["head_sha"])
-        # CI asking is not enough: the repository's opt-in policy (label, drafts) decides, as for webhooks.
-        refusal = selectors.opt_in_refusal(repository, number)
-        if refusal:
-            raise services.PreviewConflict(refusal)
         result = services.preview_upsert(
             repository=repository,
             pr_number=number,
             actor=self.actor(request),
+            # CI asking is not enough: the repository's opt-in policy (label, drafts) decides, as for webhooks.
+            check_opt_in=True,
             request=services.PreviewRequest(
                 head_sha=data["head_sha"],
                 images=data["image_references"],
@@ -190,9 +203,7 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def get(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        repository = self.repository(request, owner, repo, number)
-        self.admit(request)
-        preview = self.preview(repository, number)
+        preview = self.preview_by_name(request, owner, repo, number)
         wait = request.query_params.get("wait")
         if wait is not None:
             if not wait.isdecimal() or not 0 <= int(wait) <= settings.PREVIEWS_API_MAX_WAIT:
