@@ -5,8 +5,10 @@
 
 For i in 1..N, interleaved so both approaches see the same cluster load:
 
-* ours:    `services.preview_upsert(...)` then `provisioning.deploy(id, generation)`, in this process,
-           synchronously. That is upsert -> ready *without* the django-q queue latency (no worker runs).
+* ours:    `services.preview_upsert(...)`, then `provisioning.deploy(id, generation)` in this process,
+           synchronously (it applies and returns "applied"), then the cluster watcher's loop, also in this
+           process (`Watcher().start()` once, then `step(wait=0.05)` until the preview is ready or failed).
+           That is upsert -> ready *without* the django-q queue latency (no worker runs).
 * kubectl: in a fresh namespace `<prefix>-k<i>`: `kubectl apply --server-side` of the namespace (same labels
            and annotations as ours), `kubectl apply --server-side -f <file>` of exactly the objects our
            service applies (plan.guardrails + plan.objects of preview i, namespace rewritten), then
@@ -44,6 +46,8 @@ from bench.common import BENCH_DB, ROOT, cpu_model, log, setup_django
 CLEANUP_TIMEOUT = 300.0  # seconds to wait for the run's namespaces to be gone
 KUBECTL_TIMEOUT = 180.0  # seconds any single kubectl call may take before it counts as failed
 ROLLOUT_TIMEOUT = "120s"
+WATCH_TIMEOUT = 120.0  # seconds our rollout may take (as kubectl's --timeout) before the run counts it failed
+SYNC_TIMEOUT = 60.0  # seconds the in-process watcher may take to list every kind it follows
 
 
 # --- environment: cluster ---------------------------------------------------------------------
@@ -115,20 +119,45 @@ class Run:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def run_ours(repository: Any, index: int, actor: Any) -> tuple[Run, Any]:
-    """Upsert preview `index` and deploy it synchronously; returns the run and the preview (or None)."""
+def start_watcher() -> Any:
+    """The cluster watcher, in this process: its watch threads run from now on; its loop only when stepped."""
+    from previews.engine.watcher import Watcher
+
+    watcher = Watcher()
+    watcher.start()
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    while not watcher.synced:  # the lists arrive through the loop, so step until every kind is in
+        if time.monotonic() >= deadline:
+            watcher.stop()
+            raise SystemExit(f"the in-process watcher did not list every kind within {SYNC_TIMEOUT:.0f}s "
+                             f"(connected: {watcher.connected})")
+        watcher.step(wait=0.05)
+    return watcher
+
+
+def run_ours(repository: Any, index: int, actor: Any, watcher: Any) -> tuple[Run, Any]:
+    """Upsert preview `index`, deploy it synchronously, and step the watcher until it is ready (or failed).
+
+    Returns the run and the preview (or None)."""
     from previews import provisioning, services
+    from previews.models import Preview
     from previews.services import PreviewRequest
 
     sha = secrets.token_hex(20)
     request = PreviewRequest(head_sha=sha, images=(f"ghcr.io/demo/shop:pr-{index}-{sha[:7]}",),
                              title=f"bench preview {index}", author="bench")
     run = Run(index, services.namespace_for(repository, index))
+    watcher.step(wait=0)  # untimed: what the watches delivered meanwhile (kubectl's namespace) is processed first
     started = time.perf_counter()
     try:
         result = services.preview_upsert(repository=repository, pr_number=index, request=request, actor=actor)
         upserted = time.perf_counter()
         outcome = provisioning.deploy(result.preview.pk, result.preview.generation)
+        applied = time.perf_counter()
+        status = Preview.objects.values_list("status", flat=True).get(pk=result.preview.pk)
+        while outcome == "applied" and status == "deploying" and time.perf_counter() - applied < WATCH_TIMEOUT:
+            watcher.step(wait=0.05)
+            status = Preview.objects.values_list("status", flat=True).get(pk=result.preview.pk)
     except Exception as exc:  # report and carry on with the next preview
         run.outcome = f"error: {exc.__class__.__name__}: {exc}"
         return run, None
@@ -136,9 +165,14 @@ def run_ours(repository: Any, index: int, actor: Any) -> tuple[Run, Any]:
     preview = result.preview
     preview.refresh_from_db()
     run.seconds = finished - started
-    run.phases = {"upsert": upserted - started, "deploy": finished - upserted}
-    run.ok = outcome == "ready" and preview.status == "ready"
-    run.outcome = outcome if run.ok else f"{outcome} (status {preview.status}: {preview.status_message})"
+    run.phases = {"upsert": upserted - started, "apply": applied - upserted, "rollout": finished - applied}
+    run.ok = outcome == "applied" and preview.status == "ready"
+    if run.ok:
+        run.outcome = "ready"
+    elif outcome == "applied" and preview.status == "deploying":
+        run.outcome = f"not ready after {WATCH_TIMEOUT:.0f}s ({preview.status_message})"
+    else:
+        run.outcome = f"{outcome} (status {preview.status}: {preview.status_message})"
     return run, preview
 
 
@@ -258,7 +292,8 @@ def print_report(meta: dict, ours: list[Run], theirs: list[Run]) -> dict:
           "nodes are kwok-simulated, so pods become ready without pulling or running images")
     print(f"previews: {meta['previews']} of the 4-object sample app (ConfigMap, Deployment x2 replicas, Service, "
           "Ingress) + 3 guardrail objects, interleaved ours/kubectl")
-    print("ours is measured in-process (preview_upsert + provisioning.deploy), excluding django-q queue latency")
+    print("ours is measured in-process (preview_upsert + provisioning.deploy + the watcher's loop until ready), "
+          "excluding django-q queue latency")
     print()
     print(f"{'approach':<30} {'n':>3} {'median':>8} {'p95':>8} {'min':>8} {'max':>8}   (seconds)")
     for label, _runs in rows:
@@ -334,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     actor = Actor("token", "bench")
     log(f"benchmark {prefix}: {args.previews} previews per approach, database {BENCH_DB}, kubernetes {server}")
+    watcher = start_watcher()
+    log(f"in-process watcher {watcher.holder}: every kind listed")
 
     # Warm both clients' API discovery first, as in a long-running worker and a used kubectl.
     kube.count_objects("default")
@@ -345,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp:
         try:
             for i in range(1, args.previews + 1):
-                run, preview = run_ours(repository, i, actor)
+                run, preview = run_ours(repository, i, actor, watcher)
                 ours.append(run)
                 if preview is not None:
                     previews.append(preview)
@@ -365,8 +402,12 @@ def main(argv: list[str] | None = None) -> int:
             log("interrupted; cleaning up before exiting")
             raise
         finally:
+            watcher.stop()
             remaining = cleanup(prefix, previews, queue_floor)
             meta["namespaces_left_terminating"] = remaining
+            from previews.models import WatcherStatus
+
+            WatcherStatus.objects.filter(holder=watcher.holder).delete()  # the in-process watcher's heartbeat row
 
     meta["wall_seconds"] = time.perf_counter() - wall_started
     report = print_report(meta, ours, theirs)
