@@ -220,6 +220,9 @@ def watcher_summary() -> dict:
             "holder": leader.holder, "heartbeat_age_seconds": round(age, 1), "backlog": leader.backlog}
 
 
+PULL_INFO_CACHE_SECONDS = 60
+
+
 def pull_request_info(repository: Repository, pr_number: int, ask_github: bool = False) -> optin.PullInfo | None:
     """What we know of a PR for opt-in: from webhook payloads stored, else (if asked) from GitHub; None: unknown."""
     row = PullRequestState.objects.filter(repository=repository, pr_number=pr_number).first()
@@ -228,10 +231,17 @@ def pull_request_info(repository: Repository, pr_number: int, ask_github: bool =
                               command_opt=row.command_opt)
     if not ask_github or not github.is_configured():
         return None
-    pull = github.pull_state(repository.full_name, pr_number)
-    if not pull.known:
-        return None
-    return optin.PullInfo(open=pull.state == "open", draft=pull.draft, labels=frozenset(pull.labels),
+    # GitHub's answer is kept for a minute, so a burst of CI requests for one PR asks GitHub once.
+    key = f"pull-info:{repository.pk}:{pr_number}"
+    known = cache.get(key)
+    if known is None:
+        pull = github.pull_state(repository.full_name, pr_number)
+        if not pull.known:
+            return None
+        known = (pull.state == "open", pull.draft, frozenset(pull.labels))
+        cache.set(key, known, PULL_INFO_CACHE_SECONDS)
+    is_open, draft, labels = known
+    return optin.PullInfo(open=is_open, draft=draft, labels=labels,
                           command_opt=row.command_opt if row is not None else "")
 
 
