@@ -157,7 +157,7 @@ def test_old_orphans_are_deleted_and_young_ones_kept(orphans, db, kube_api):
     assert [(d.action, d.reason) for d in old.plan.decisions] == [(reaper.DELETE, reaper.ORPHAN)] * 2
     assert len(old.done) == 2 and all(line.startswith("delete ") for line in old.done)
     core = client.CoreV1Api(kube_api)
-    wait_until(lambda: not any(exists(core, n) for n in names), timeout=120, message="orphans to go")
+    wait_until(lambda: not any(exists(core, n) for n in names), timeout=600, message="orphans to go")
 
 
 def test_the_rate_limit_spreads_deletions_over_cycles(orphans, db, kube_api, settings):
@@ -251,7 +251,7 @@ def test_one_failing_delete_does_not_stop_the_others(orphans, db, kube_api):
         # Between plan and execution, the second namespace is replaced by a new one of the same name:
         # its UID no longer matches the plan's, so deleting it must fail, and only it.
         core.delete_namespace(names[1])
-        wait_until(lambda: not namespace_exists(core, names[1]), timeout=120, message="the namespace to go")
+        wait_until(lambda: not namespace_exists(core, names[1]), timeout=600, message="the namespace to go")
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=names[1], labels=MANAGED)))
 
     result = scoped_cycle(orphans.prefix, now=timezone.now() + timedelta(hours=2),
@@ -259,7 +259,7 @@ def test_one_failing_delete_does_not_stop_the_others(orphans, db, kube_api):
     assert len(result.errors) == 1 and names[1] in result.errors[0] and "recreated" in result.errors[0]
     assert len(result.done) == 2
     assert exists(core, names[1])
-    wait_until(lambda: not namespace_exists(core, names[0]) and not namespace_exists(core, names[2]), timeout=240,
+    wait_until(lambda: not namespace_exists(core, names[0]) and not namespace_exists(core, names[2]), timeout=600,
                message="the other two to go")
 
 
@@ -268,7 +268,7 @@ def test_a_ready_preview_whose_namespace_vanished_is_marked_deleted(preview_repo
     preview = deployed(preview_repo, 4, watcher)
     core = client.CoreV1Api(kube_api)
     core.delete_namespace(preview.namespace)
-    wait_until(lambda: not namespace_exists(core, preview.namespace), timeout=120, message="the namespace to go")
+    wait_until(lambda: not namespace_exists(core, preview.namespace), timeout=600, message="the namespace to go")
     result = scoped_cycle(preview_repo.namespace_prefix)
     assert [(d.action, d.reason) for d in result.plan.decisions] == [(reaper.MARK_DELETED, reaper.NAMESPACE_GONE)]
     preview.refresh_from_db()
