@@ -477,14 +477,65 @@ def watcher_events_seen(state: State) -> int | None:
     return row["events_seen"] if row else None
 
 
-def collect_deploys(state: State, puts: dict[int, Call]) -> dict[str, Any]:
-    """Per-preview timings of the deploy phase, from the preview rows, their events and django-q's task rows."""
+def deployments_complete(prefix: str) -> dict[str, float]:
+    """When each Deployment `web` of the run's namespaces finished its rollout, as the cluster recorded it:
+    the lastUpdateTime of its Progressing condition once the reason is NewReplicaSetAvailable (1 s resolution)."""
+    from datetime import datetime
+
+    result = kubectl("get", "deployments", "--all-namespaces", "-o", "json", timeout=120)
+    if result.returncode != 0:
+        return {}
+    done: dict[str, float] = {}
+    for item in json.loads(result.stdout).get("items", []):
+        namespace = item["metadata"]["namespace"]
+        if not namespace.startswith(prefix + "-") or item["metadata"]["name"] != "web":
+            continue
+        for cond in (item.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Progressing" and cond.get("reason") == "NewReplicaSetAvailable":
+                stamp = cond.get("lastUpdateTime") or cond.get("lastTransitionTime")
+                done[namespace] = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return done
+
+
+def pods_timeline(prefix: str) -> dict[str, tuple[float, float, float]]:
+    """Per namespace of the run, when its last pod was created, scheduled and Ready (1 s resolution)."""
+    from datetime import datetime
+
+    def at(stamp: str | None) -> float | None:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+
+    result = kubectl("get", "pods", "--all-namespaces", "-o", "json", timeout=180)
+    if result.returncode != 0:
+        return {}
+    per_namespace: dict[str, list[tuple[float, float, float]]] = {}
+    for item in json.loads(result.stdout).get("items", []):
+        namespace = item["metadata"]["namespace"]
+        if not namespace.startswith(prefix + "-"):
+            continue
+        conditions = {c.get("type"): c for c in (item.get("status") or {}).get("conditions") or []}
+        created = at(item["metadata"].get("creationTimestamp"))
+        scheduled = at((conditions.get("PodScheduled") or {}).get("lastTransitionTime"))
+        ready = at((conditions.get("Ready") or {}).get("lastTransitionTime")) \
+            if (conditions.get("Ready") or {}).get("status") == "True" else None
+        if created and scheduled and ready:
+            per_namespace.setdefault(namespace, []).append((created, scheduled, ready))
+    return {ns: (max(p[0] for p in pods), max(p[1] for p in pods), max(p[2] for p in pods))
+            for ns, pods in per_namespace.items()}
+
+
+def collect_deploys(state: State, puts: dict[int, Call], complete: dict[str, float] | None = None,
+                    pods: dict[str, tuple[float, float, float]] | None = None) -> dict[str, Any]:
+    """Per-preview timings of the deploy phase, from the preview rows, their events and django-q's task rows
+    (and, with `complete`, when the cluster finished each rollout)."""
     from django_q.models import Task
 
     from previews.models import Preview, PreviewEvent
 
+    complete = complete or {}
+    pods = pods or {}
+    pod_created, pod_scheduled, pod_ready = [], [], []
     previews = list(Preview.objects.filter(repository_id=state.repository_id).values(
-        "pk", "pr_number", "generation", "status", "status_message", "ready_at", "created_at"))
+        "pk", "pr_number", "namespace", "generation", "status", "status_message", "ready_at", "created_at"))
     events: dict[int, list[tuple[float, str]]] = {}
     for e in (PreviewEvent.objects.filter(preview__repository_id=state.repository_id)
               .values("preview_id", "action", "created_at").order_by("created_at", "pk")):
@@ -495,6 +546,7 @@ def collect_deploys(state: State, puts: dict[int, Call]) -> dict[str, Any]:
         stopped.setdefault(names[t["name"]], []).append(t["stopped"].timestamp())
 
     create_ready, queue_wait, apply, rollout, busy_events, busy_task = [], [], [], [], [], []
+    cluster_rollout, watcher_lag = [], []
     starts, applied_at, stops = [], [], []
     failed = []
     for p in previews:
@@ -528,11 +580,21 @@ def collect_deploys(state: State, puts: dict[int, Call]) -> dict[str, Any]:
             apply.append(last_applied - first_start)
         if last_applied is not None and p["status"] == "ready":
             rollout.append(p["ready_at"].timestamp() - last_applied)
+            if p["namespace"] in pods:
+                created, scheduled, ready = pods[p["namespace"]]
+                pod_created.append(created - last_applied)
+                pod_scheduled.append(scheduled - created)
+                pod_ready.append(ready - scheduled)
+            if p["namespace"] in complete:
+                cluster_rollout.append(complete[p["namespace"]] - last_applied)
+                watcher_lag.append(p["ready_at"].timestamp() - complete[p["namespace"]])
     span = (max(stops) - min(starts)) if stops and starts else None
     return {
         "previews": len(previews), "ready": sum(p["status"] == "ready" for p in previews), "failures": failed,
         "create_to_ready": stats(create_ready), "queue_wait": stats(queue_wait), "apply": stats(apply),
         "rollout": stats(rollout),
+        "cluster_rollout": stats(cluster_rollout), "watcher_lag": stats(watcher_lag),
+        "pods_created": stats(pod_created), "pods_scheduled": stats(pod_scheduled), "pods_ready": stats(pod_ready),
         "busy_events": stats(busy_events), "busy_task": stats(busy_task),
         "deploy_executions": len(starts),
         "worker_span_seconds": span,
@@ -792,12 +854,24 @@ def print_report(meta: dict, deploy: dict | None, watcher: dict, teardown: dict 
             ("PUTs answered 201", f"{put['created']}/{n} (statuses {put['statuses']})", ""),
             ("PUT latency", fmt_stats(put["latency"], 3), ""),
             ("all PUTs answered after", fmt(put["all_answered_seconds"], 1, " s"), ""),
+        ]
+    if deploy is not None and "busy_task" in deploy:  # absent when interrupted before the deploys were collected
+        rows += [
             ("time until all ready", fmt(deploy.get("all_ready_seconds"), 1, " s")
-             + ("" if deploy.get("all_ready_seconds") is not None else f" ({deploy['ready']}/{n} ready)"), target),
+             + ("" if deploy.get("all_ready_seconds") is not None else
+                f" ({deploy['ready']}/{n} ready, the last after {fmt(deploy.get('last_ready_seconds'), 1, ' s')})"),
+             target),
             ("create -> ready", fmt_stats(deploy["create_to_ready"], 1), ""),
             ("  queue wait: PUT -> deploy started", fmt_stats(deploy["queue_wait"], 1), ""),
             ("  apply: deploy started -> applied", fmt_stats(deploy["apply"], 2), ""),
             ("  rollout: applied -> ready (watcher)", fmt_stats(deploy["rollout"], 1), ""),
+            ("    cluster: applied -> Deployment complete", fmt_stats(deploy["cluster_rollout"], 1),
+             "its Progressing condition (1 s resolution)"),
+            ("      applied -> last pod created", fmt_stats(deploy["pods_created"], 1),
+             "deployment + replicaset controllers"),
+            ("      pod created -> scheduled", fmt_stats(deploy["pods_scheduled"], 1), "kube-scheduler"),
+            ("      pod scheduled -> Ready", fmt_stats(deploy["pods_ready"], 1), "kwok, with the start-up delay"),
+            ("    watcher: Deployment complete -> ready", fmt_stats(deploy["watcher_lag"], 1), ""),
             ("worker busy per deploy (events)", fmt_stats(deploy["busy_events"], 3),
              f"<= {TARGETS['busy_per_deploy']} s"),
             ("worker busy per deploy (task returned)", fmt_stats(deploy["busy_task"], 3),
@@ -855,11 +929,11 @@ def print_report(meta: dict, deploy: dict | None, watcher: dict, teardown: dict 
         print("-" * (width + vwidth + 20))
         for label, value, note in rows:
             print(f"{label:<{width}}  {value:<{vwidth}}  {note}")
-    if deploy is not None and deploy["failures"]:
+    if deploy is not None and deploy.get("failures"):
         print(f"\nnot ready ({len(deploy['failures'])}):")
         for line in deploy["failures"][:10]:
             print(f"  {line}")
-    if teardown is not None and teardown["not_deleted"]:
+    if teardown is not None and teardown.get("not_deleted"):
         print("\nnot deleted (first 10):")
         for line in teardown["not_deleted"]:
             print(f"  {line}")
@@ -1062,15 +1136,17 @@ def main(argv: list[str] | None = None) -> int:
         cpu_at_ready = read_proc_cpu_seconds(watcher_pid)
         machine_after = cpu_snapshot()
         rss_live = read_proc_status_kib(watcher_pid, "VmRSS")
-        deploy.update(collect_deploys(STATE, put_by_pr))
+        deploy.update(collect_deploys(STATE, put_by_pr, deployments_complete(prefix), pods_timeline(prefix)))
         if deploy["failures"]:
             problems.append(f"{len(deploy['failures'])} previews did not become ready, e.g. {deploy['failures'][0]}")
         from previews.models import Preview
 
         ready_at = list(Preview.objects.filter(repository_id=STATE.repository_id, status="ready")
                         .values_list("ready_at", flat=True))
+        if ready_at:
+            deploy["last_ready_seconds"] = max(r.timestamp() for r in ready_at) - started
         if len(ready_at) == args.previews:
-            deploy["all_ready_seconds"] = max(r.timestamp() for r in ready_at) - started
+            deploy["all_ready_seconds"] = deploy["last_ready_seconds"]
         deploy["machine_cpu_pct"] = 100 * (machine_after[0] - machine_before[0]) / max(
             machine_after[1] - machine_before[1], 1)
         watcher.update({
