@@ -155,6 +155,16 @@ def test_a_job_that_cannot_create_its_pod_is_failing():
     assert verdict.state == State.FAILING
 
 
+def test_a_namespace_whose_service_account_is_not_there_yet_is_still_progressing():
+    refused = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                "message": 'pods "web-abc-x" is forbidden: error looking up service account pr-1/default: '
+                           'serviceaccount "default" not found'}]
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset(conditions=refused))))
+    assert verdict.state == State.PROGRESSING
+    assert 'serviceaccount "default" not found' in verdict.reasons[0]
+
+
 def test_a_progress_deadline_exceeded_is_failing():
     condition = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                   "message": 'ReplicaSet "web-abc" has timed out progressing.'}]

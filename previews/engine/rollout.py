@@ -260,6 +260,12 @@ def _owned_by(objects: NamespaceObjects, owner: tuple[str, str], expected: set[t
     return owner in expected
 
 
+def _namespace_still_starting(message: str) -> bool:
+    """A pod refused because the new namespace's ServiceAccount does not exist yet: the controllers retry
+    once the ServiceAccount controller catches up (seen taking over a minute on a busy control plane)."""
+    return 'serviceaccount "' in message and "not found" in message
+
+
 def _still_missing_pods(kind: str, name: str, objects: NamespaceObjects) -> bool:
     summary = objects.workloads.get((kind, name))
     if summary is None:
@@ -335,10 +341,12 @@ def assess(expected: dict[str, int], objects: NamespaceObjects, gateway: Gateway
     if not pending and not failing:
         return Verdict(State.READY)
 
+    warnings_early: list[str] = []
     for rs_name, rs in sorted(objects.replicasets.items()):
         failure = rs["conditions"].get("ReplicaFailure")
         if rs["owner"] in wanted and failure and failure[0] == "True":
-            failing.append(f"ReplicaSet {rs_name}: {failure[2] or failure[1]}")
+            (warnings_early if _namespace_still_starting(failure[2]) else failing).append(
+                f"ReplicaSet {rs_name}: {failure[2] or failure[1]}")
     for pod_name, pod in sorted(objects.pods.items()):
         if pod["deleting"] or not _owned_by(objects, pod["owner"], wanted):
             continue
@@ -361,7 +369,8 @@ def assess(expected: dict[str, int], objects: NamespaceObjects, gateway: Gateway
         # Events are history, not state: a FailedCreate counts only while the workload still lacks the
         # pods it could not create. (A ReplicaSet says so in its ReplicaFailure condition, read above.)
         (failing if event["reason"] == "FailedCreate" and _still_missing_pods(kind, name, objects)
-         else warnings).append(line)
+         and not _namespace_still_starting(event["message"]) else warnings).append(line)
+    warnings = warnings_early + warnings
     if failing:
         return Verdict(State.FAILING, pending, _dedupe(failing + warnings))
     return Verdict(State.PROGRESSING, pending, _dedupe(warnings))
