@@ -103,18 +103,24 @@ def preview_pin(request: HttpRequest, preview_id: int) -> HttpResponse:
     return redirect("dashboard:preview_detail", preview_id=preview.pk)
 
 
+def _act(request: HttpRequest, preview, action, success: str) -> HttpResponse:
+    """Carry out one action on a preview: its success, or the conflict that refused it, as a message."""
+    try:
+        action()
+    except services.PreviewConflict as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, success)
+    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+
 @require_POST
 @login_required
 @permission_required("previews.redeploy_preview", raise_exception=True)
 def preview_redeploy(request: HttpRequest, preview_id: int) -> HttpResponse:
     preview = _preview_or_404(preview_id)
-    try:
-        services.preview_redeploy(preview=preview, actor=_actor(request))
-    except services.PreviewConflict as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, f"Redeploying {preview.head_sha[:7]}.")
-    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+    return _act(request, preview, lambda: services.preview_redeploy(preview=preview, actor=_actor(request)),
+                f"Redeploying {preview.head_sha[:7]}.")
 
 
 @require_POST
@@ -123,13 +129,8 @@ def preview_redeploy(request: HttpRequest, preview_id: int) -> HttpResponse:
 def preview_wake(request: HttpRequest, preview_id: int) -> HttpResponse:
     """Wake a sleeping preview (waking is a deploy of the same commit, hence the redeploy permission)."""
     preview = _preview_or_404(preview_id)
-    try:
-        services.preview_wake(preview=preview, actor=_actor(request))
-    except services.PreviewConflict as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Waking up: restoring its workloads.")
-    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+    return _act(request, preview, lambda: services.preview_wake(preview=preview, actor=_actor(request)),
+                "Waking up: restoring its workloads.")
 
 
 @require_POST
@@ -137,14 +138,9 @@ def preview_wake(request: HttpRequest, preview_id: int) -> HttpResponse:
 @permission_required("previews.redeploy_preview", raise_exception=True)
 def preview_sleep(request: HttpRequest, preview_id: int) -> HttpResponse:
     preview = _preview_or_404(preview_id)
-    try:
-        services.preview_sleep(preview=preview, actor=_actor(request),
-                               reason=f"Put to sleep from the dashboard by {request.user.get_username()}")
-    except services.PreviewConflict as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Going to sleep: scaling its workloads to zero.")
-    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+    reason = f"Put to sleep from the dashboard by {request.user.get_username()}"
+    return _act(request, preview, lambda: services.preview_sleep(preview=preview, actor=_actor(request), reason=reason),
+                "Going to sleep: scaling its workloads to zero.")
 
 
 @require_GET
@@ -165,13 +161,8 @@ def costs(request: HttpRequest) -> HttpResponse:
 @permission_required("previews.reset_data_preview", raise_exception=True)
 def preview_reset_data(request: HttpRequest, preview_id: int) -> HttpResponse:
     preview = _preview_or_404(preview_id)
-    try:
-        services.preview_reset_data(preview=preview, actor=_actor(request))
-    except services.PreviewConflict as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, "Resetting the data; the preview deploys again.")
-    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+    return _act(request, preview, lambda: services.preview_reset_data(preview=preview, actor=_actor(request)),
+                "Resetting the data; the preview deploys again.")
 
 
 @require_POST
