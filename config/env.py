@@ -107,7 +107,7 @@ def parse_database_url(name: str, url: str) -> dict:
     except ValueError:
         raise ImproperlyConfigured(f"{name}={url!r} has an invalid port") from None
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "config.postgres",  # Django's, with a health check without a round trip (config/postgres)
         "NAME": unquote(database),
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),

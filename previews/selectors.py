@@ -7,38 +7,64 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from previews import cost, github, kube, optin
-from previews.compiled import CompiledQuery
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
+from previews.rows import Columns, Record
 
-# The API's hottest reads, compiled to SQL once per process (previews/compiled.py). The sample values only mark
-# where each argument goes in the SQL.
-_REPOSITORY_BY_NAME = CompiledQuery(
-    lambda owner, name: Repository.objects.filter(owner__iexact=owner, name__iexact=name)[:1],
-    owner="\x00owner", name="\x00name")
-_PREVIEW_BY_NAME = CompiledQuery(
-    lambda owner, name, pr_number: Preview.objects.select_related("repository").filter(
-        repository__owner__iexact=owner, repository__name__iexact=name, pr_number=pr_number,
-    ).order_by("repository__owner", "repository__name")[:1],
-    owner="\x00owner", name="\x00name", pr_number=730_531_117)
+# The API's hottest reads as hand-written SQL (previews/rows.py says why). GitHub names are case-insensitive:
+# the lookups compare UPPER() of both sides, as the ORM's `iexact` does, and the first of two repositories whose
+# names differ only in case is the first in the model's order (owner, name).
+REPOSITORY = Columns(Repository)
+# What the API shows of a preview (previews/api/serializers.py) and what `preview_wait` reads; the rest (the
+# manifests, the rollout record: the large columns) stays deferred.
+API_PREVIEW = Columns(Preview, (
+    "id", "repository", "pr_number", "namespace", "url", "status", "status_message", "desired", "head_sha", "images",
+    "generation", "observed_generation", "expires_at", "pinned", "title", "author", "created_at", "updated_at",
+    "ready_at", "deleted_at", "last_activity_at", "slept_at", "data_mode", "data_name", "data_size_bytes",
+    "data_size_at", "data_reset_at"))
+API_REPOSITORY = Columns(Repository, ("id", "owner", "name", "data_mode"))
+REPOSITORY_BY_NAME_WHERE = 'UPPER(r."owner"::text) = UPPER(%s) AND UPPER(r."name"::text) = UPPER(%s)'
+
+_REPOSITORY_BY_NAME_SQL = (f"SELECT {REPOSITORY.select('r')} FROM {Repository._meta.db_table} r "
+                           f'WHERE {REPOSITORY_BY_NAME_WHERE} ORDER BY r."owner", r."name" LIMIT 1')
+_PREVIEW_BY_NAME_SQL = (
+    f"SELECT {API_PREVIEW.select('p')}, {API_REPOSITORY.select('r')} FROM {Preview._meta.db_table} p "
+    f'JOIN {Repository._meta.db_table} r ON r."id" = p."repository_id" '
+    f'WHERE {REPOSITORY_BY_NAME_WHERE} AND p."pr_number" = %s ORDER BY r."owner", r."name" LIMIT 1')
 
 
 def repository_get(owner: str, name: str) -> Repository | None:
-    """GitHub names are case-insensitive. One query, compiled once per process."""
-    found = _REPOSITORY_BY_NAME.run(owner=owner, name=name)
-    return found[0] if found else None
+    """The repository by its name, case-insensitively: one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_REPOSITORY_BY_NAME_SQL, [owner, name])
+        row = cursor.fetchone()
+    return None if row is None else REPOSITORY.load(row)
 
 
-def preview_by_name(owner: str, name: str, pr_number: int) -> Preview | None:
-    """A PR's preview with its repository, found by the repository's name (case-insensitive): one query,
-    compiled once per process."""
-    found = _PREVIEW_BY_NAME.run(owner=owner, name=name, pr_number=pr_number)
-    return found[0] if found else None
+def repository_by_id(repository_id: int) -> Repository | None:
+    return Repository.objects.filter(pk=repository_id).first()
+
+
+def preview_by_name(owner: str, name: str, pr_number: int) -> Record | None:
+    """What the API shows of a PR's preview and its repository, by the repository's name (case-insensitively),
+    in one query: a read-only `Record` with the `API_PREVIEW` fields and `repository` (a `Record` with the
+    `API_REPOSITORY` fields); `preview_representation` and `preview_wait` take it like a Preview."""
+    with connection.cursor() as cursor:
+        cursor.execute(_PREVIEW_BY_NAME_SQL, [owner, name, pr_number])
+        row = cursor.fetchone()
+    return None if row is None else api_preview_record(row)
+
+
+def api_preview_record(row) -> Record:
+    """`API_PREVIEW` then `API_REPOSITORY` columns -> the preview's `Record`, its repository's attached."""
+    preview = API_PREVIEW.record(row[:API_PREVIEW.width])
+    preview.__dict__["repository"] = API_REPOSITORY.record(row[API_PREVIEW.width:])
+    return preview
 
 
 def preview_get(repository: Repository, pr_number: int) -> Preview | None:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.models import Schedule
@@ -19,6 +19,7 @@ from django_q.tasks import async_task, schedule
 
 from previews import github, locks, policy, selectors, tokens, validators
 from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, PullRequestState, Repository
+from previews.rows import Record
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
@@ -242,7 +243,9 @@ def preview_url(repository: Repository, namespace: str) -> str:
     return f"https://{namespace}.{repository.base_domain}"
 
 
-def _validate_request(repository: Repository, pr_number: int, request: PreviewRequest) -> dict[str, str]:
+def _validate_request(repository: Repository | None, pr_number: int, request: PreviewRequest) -> dict[str, str]:
+    """The request's images by name, or ValidationError. Without a repository, only the rules that do not depend
+    on one (`preview_touch_by_name` judges `ttl_hours` in its statement and takes no manifests)."""
     errors: dict[str, list[str]] = {}
 
     def check(field: str, fn, value) -> None:
@@ -255,11 +258,14 @@ def _validate_request(repository: Repository, pr_number: int, request: PreviewRe
     check("head_sha", validators.validate_sha, request.head_sha)
     for i, image in enumerate(request.images):
         check(f"images[{i}]", validators.validate_image, image)
-    if request.ttl_hours is not None and not 1 <= request.ttl_hours <= repository.max_ttl_hours:
+    if repository is not None and request.ttl_hours is not None and not 1 <= request.ttl_hours <= \
+            repository.max_ttl_hours:
         errors["ttl_hours"] = [f"ttl_hours must be between 1 and {repository.max_ttl_hours} for {repository}"]
     if len(request.manifests.encode()) > settings.PREVIEWS_MAX_MANIFEST_BYTES:
         errors["manifests"] = [f"manifests are larger than {settings.PREVIEWS_MAX_MANIFEST_BYTES} bytes"]
     elif request.manifests.strip():
+        if repository is None:
+            raise ValueError("manifests are judged against a repository's policy: pass the repository")
         # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
         # field instead of a failed deploy later.
         refused = policy.bundle_problems(repository, namespace_for(repository, pr_number), request.manifests)
@@ -339,6 +345,59 @@ def _upsert_unchanged(repository: Repository, pr_number: int, request: PreviewRe
         return None
     rows[0].repository = repository
     return rows[0]
+
+
+@dataclass(frozen=True)
+class TouchResult:
+    repository_id: int | None  # None: no repository of that name is configured
+    preview: Record | None  # the unchanged preview as the API shows it, touched; None: take the locked path
+
+
+def _touch_sql(title: bool, author: bool) -> str:
+    """`preview_touch_by_name`'s statement, setting title and author when given."""
+    assignments = ['"updated_at" = %s'] + ['"title" = %s'] * title + ['"author" = %s'] * author
+    return (
+        f"WITH r AS (SELECT {selectors.API_REPOSITORY.select('r')}, r.\"max_ttl_hours\" "
+        f"FROM {Repository._meta.db_table} r "
+        f'WHERE {selectors.REPOSITORY_BY_NAME_WHERE} ORDER BY r."owner", r."name" LIMIT 1), '
+        f"touched AS (UPDATE {Preview._meta.db_table} p SET {', '.join(assignments)} FROM r "
+        'WHERE p."repository_id" = r."id" AND p."pr_number" = %s AND p."desired" = %s '
+        'AND p."status" IN (%s, %s, %s) AND p."head_sha" = %s AND p."manifests" = %s AND p."images" = %s::jsonb '
+        'AND (%s::integer IS NULL OR %s::integer <= r."max_ttl_hours") '
+        f"RETURNING {selectors.API_PREVIEW.select('p')}) "
+        f"SELECT {selectors.API_REPOSITORY.select('r')}, touched.* FROM r LEFT JOIN touched ON TRUE")
+
+
+_TOUCH_SQL: dict[tuple[bool, bool], str] = {}
+
+
+def preview_touch_by_name(owner: str, name: str, pr_number: int, request: PreviewRequest) -> TouchResult:
+    """`preview_upsert`'s idempotent case for a repository known by name only, in one statement.
+
+    The API's commonest PUT (CI again for the same commit) finds the repository and touches the unchanged
+    preview in one round trip instead of two. The repository is found as `selectors.repository_get` finds it;
+    the preview is touched under exactly `_upsert_unchanged`'s conditions, plus the one repository-dependent
+    rule a request without manifests has (`ttl_hours` within the repository's maximum): when anything differs,
+    nothing is written, and the caller takes `preview_upsert` with the repository. ValidationError for a request
+    that is invalid whatever the repository. Requests with manifests are judged by the repository's policy
+    first, so they do not come here (ValueError).
+    """
+    images = _validate_request(None, pr_number, request)
+    sets = (bool(request.title), bool(request.author))
+    sql = _TOUCH_SQL.get(sets) or _TOUCH_SQL.setdefault(sets, _touch_sql(*sets))
+    params = [owner, name, timezone.now(), *(value for value in (request.title, request.author) if value),
+              pr_number, Preview.Desired.UP.value, Preview.Status.PENDING.value, Preview.Status.DEPLOYING.value,
+              Preview.Status.READY.value, request.head_sha, request.manifests, json.dumps(images), request.ttl_hours,
+              request.ttl_hours]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return TouchResult(None, None)
+    width = selectors.API_REPOSITORY.width
+    if row[width] is None:  # the preview's id: nothing was touched
+        return TouchResult(row[0], None)
+    return TouchResult(row[0], selectors.api_preview_record(row[width:] + row[:width]))
 
 
 def _check_preview_limit(repository: Repository, exclude: Preview | None = None) -> None:

@@ -15,7 +15,7 @@ from django_q.models import OrmQ
 from rest_framework import serializers as drf
 
 from previews import github, selectors, services, webhooks
-from previews.api.serializers import PreviewSerializer
+from previews.api.serializers import PreviewSerializer, PreviewUpsertSerializer, common_upsert_data
 from previews.models import ApiToken, Preview, Repository
 from tests.factories import make_preview, make_repository
 
@@ -149,14 +149,72 @@ def test_a_get_with_a_cached_token_is_one_query(repo, issued, clock, django_asse
     assert response.status_code == 200 and response.json()["pr_number"] == 42
 
 
-def test_an_idempotent_put_with_a_cached_token_is_two_queries(repo, issued, clock, django_assert_num_queries):
+def test_an_idempotent_put_with_a_cached_token_is_one_statement(repo, issued, clock, django_assert_num_queries):
     client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
     assert put(client).status_code == 201
     OrmQ.objects.all().delete()
-    with django_assert_num_queries(2):  # the repository, then one UPDATE ... RETURNING
+    with django_assert_num_queries(1):  # the repository and the conditional UPDATE ... RETURNING, in one
         response = put(client)
     assert response.status_code == 200 and response.json()["deploy_enqueued"] is False
     assert OrmQ.objects.count() == 0
+    preview = Preview.objects.select_related("repository").get(pr_number=42)
+    assert response.json() == {**drf_rendering(preview), "deploy_enqueued": False}
+
+
+def test_the_api_answers_what_drf_renders_of_the_stored_preview(repo, issued, clock):
+    """The GET's and the one-statement PUT's records (not model instances) render as DRF renders the model."""
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    assert put(client, {"head_sha": SHA, "image": IMAGE, "title": "Add “cart” ✓", "author": "mona"}).status_code == 201
+    now = timezone.now()
+    Preview.objects.filter(pr_number=42).update(
+        status="ready", ready_at=now, data_mode="schema", data_name="pr_42", data_size_bytes=12345,
+        data_size_at=now, data_reset_at=now, pinned=True, status_message="line\nbreak")
+    got = client.get(PATH)
+    preview = Preview.objects.select_related("repository").get(pr_number=42)
+    assert got.content == json.dumps(drf_rendering(preview), ensure_ascii=False, separators=(",", ":")).encode()
+    again = put(client)
+    preview.refresh_from_db()
+    assert again.json() == {**drf_rendering(preview), "deploy_enqueued": False}
+    OrmQ.objects.all().delete()
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"head_sha": SHA, "image": IMAGE, "ttl_hours": 241}, "ttl_hours"),  # over this repository's maximum (240)
+    ({"head_sha": SHA, "image": IMAGE, "ttl_hours": 0}, "ttl_hours"),
+    ({"head_sha": SHA.upper(), "image": IMAGE}, "head_sha"),
+    ({"head_sha": SHA, "image": IMAGE, "title": "x" * 301}, "title"),
+    ({"head_sha": SHA, "image": IMAGE, "title": "a\x00b"}, "title"),
+])
+def test_an_invalid_idempotent_put_is_refused_and_touches_nothing(repo, issued, clock, body, field):
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    assert put(client).status_code == 201
+    before = Preview.objects.get(pr_number=42).updated_at
+    response = put(client, body)
+    assert response.status_code == 422, response.json()
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert Preview.objects.get(pr_number=42).updated_at == before
+    OrmQ.objects.all().delete()
+
+
+def test_a_ttl_within_the_maximum_stays_on_the_one_statement_path(repo, issued, clock, django_assert_num_queries):
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    assert put(client).status_code == 201
+    with django_assert_num_queries(1):
+        response = put(client, {"head_sha": SHA, "image": IMAGE, "ttl_hours": 240})
+    assert response.status_code == 200 and response.json()["deploy_enqueued"] is False
+    OrmQ.objects.all().delete()
+
+
+def test_an_unknown_repository_and_a_foreign_scope_answer_as_before(repo, issued, clock):
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    refused = put(client, path="/api/v1/repos/acme/other/previews/42")
+    assert refused.status_code == 403 and refused.json()["detail"] == "this token may only act on acme/shop"
+    admin = Client(HTTP_AUTHORIZATION=f"Bearer {services.token_create(name='admin', repository=None)[1]}")
+    missing = put(admin, path="/api/v1/repos/acme/nope/previews/42")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "repository acme/nope is not configured in this service"
+    invalid = put(admin, {"head_sha": "nope", "image": IMAGE}, path="/api/v1/repos/acme/nope/previews/42")
+    assert invalid.status_code == 404  # the repository first, as before: then the body
 
 
 def test_misses_still_answer_as_before(repo, issued, clock, django_assert_max_num_queries):
@@ -238,19 +296,56 @@ def test_the_representation_is_what_drf_renders(repo, variant):
     assert json.dumps(PreviewSerializer(preview).data) == json.dumps(expected)
 
 
-# --- compiled queries ------------------------------------------------------------------------------------------
+# --- the plain-SQL lookups and the common-body check -----------------------------------------------------------
 
 
-def test_compiled_lookups_find_what_the_querysets_find(repo):
+def test_the_sql_lookups_find_what_the_querysets_find(repo):
     other = make_repository(owner="acme", name="other")
     preview = make_preview(repo, pr_number=42)
     make_preview(other, pr_number=42)
     assert selectors.repository_get("ACME", "SHOP") == repo
+    full = selectors.repository_get("acme", "shop")
+    assert {f.attname: getattr(full, f.attname) for f in Repository._meta.concrete_fields} == {
+        f.attname: getattr(repo, f.attname) for f in Repository._meta.concrete_fields}
     assert selectors.repository_get("acme", "nope") is None
     found = selectors.preview_by_name("Acme", "shop", 42)
-    assert found == preview and found.repository == repo and found.images == preview.images
-    assert found.expires_at == Preview.objects.get(pk=preview.pk).expires_at
+    stored = Preview.objects.get(pk=preview.pk)
+    for name in selectors.API_PREVIEW.attnames:
+        assert getattr(found, name) == getattr(stored, name), name
+    assert found.pk == preview.pk and found.repository.pk == repo.pk and found.repository.owner == "acme"
     assert selectors.preview_by_name("acme", "shop", 43) is None
+
+
+VALID_BODIES = [
+    {"head_sha": SHA, "image": IMAGE},
+    {"head_sha": SHA, "image": "registry.example.com:5000/team/app@sha256:" + "a" * 64, "title": "", "author": ""},
+    {"head_sha": SHA, "image": IMAGE, "title": "Add “cart” ✓", "author": "mona", "ttl_hours": 8784},
+    {"head_sha": SHA, "image": "app:tàg", "ttl_hours": 1, "title": "x" * 300, "author": "y" * 39},
+]
+OTHER_BODIES = [
+    {}, [], "x", None, {"head_sha": SHA}, {"image": IMAGE},
+    {"head_sha": SHA, "image": IMAGE, "manifests": ""}, {"head_sha": SHA, "images": []},
+    {"head_sha": SHA, "image": IMAGE, "extra": 1}, {"head_sha": SHA, "image": IMAGE, "ttl_hours": True},
+    {"head_sha": SHA, "image": IMAGE, "ttl_hours": "5"}, {"head_sha": SHA, "image": IMAGE, "ttl_hours": 5.0},
+    {"head_sha": SHA, "image": IMAGE, "ttl_hours": 0}, {"head_sha": SHA, "image": IMAGE, "ttl_hours": 8785},
+    {"head_sha": SHA, "image": ""}, {"head_sha": "", "image": IMAGE}, {"head_sha": SHA + "\n", "image": IMAGE},
+    {"head_sha": SHA, "image": 5}, {"head_sha": SHA, "image": "Bad Image"}, {"head_sha": SHA, "image": "a" * 513},
+    {"head_sha": SHA, "image": IMAGE, "title": None}, {"head_sha": SHA, "image": IMAGE, "title": 7},
+    {"head_sha": SHA, "image": IMAGE, "title": "x" * 301}, {"head_sha": SHA, "image": IMAGE, "author": "y" * 40},
+    {"head_sha": SHA, "image": IMAGE, "title": "a\x00"}, {"head_sha": SHA, "image": IMAGE, "author": "\ud800"},
+]
+
+
+@pytest.mark.parametrize("body", VALID_BODIES + OTHER_BODIES)
+def test_the_common_body_check_agrees_with_the_serializer(body):
+    """common_upsert_data is the serializer's validated_data for the bodies it takes, and takes no invalid one."""
+    serializer = PreviewUpsertSerializer(data=body)
+    fast = common_upsert_data(body)
+    if body in VALID_BODIES:
+        assert serializer.is_valid(), serializer.errors
+        assert fast == dict(serializer.validated_data)
+    elif fast is not None:
+        assert serializer.is_valid() and fast == dict(serializer.validated_data)
 
 
 # --- the stale-commit check: what the service knows first, GitHub only for unknown commits, tightly bound -----

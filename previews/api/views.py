@@ -27,6 +27,8 @@ from previews.api.serializers import (
     PreviewUpsertSerializer,
     ProblemSerializer,
     RepositoryCostSerializer,
+    common_upsert_data,
+    preview_representation,
 )
 from previews.models import ActorKind, Preview, Repository
 
@@ -94,18 +96,33 @@ class RepositoryScopedView(APIView):
                 request.content_type or "(none)", detail="send the body as application/json"
             )
 
+    def perform_content_negotiation(self, request, force=False):
+        """DRF's answer without its Accept parsing for what CI sends (no Accept, */* or application/json, no
+        ?format=): the one renderer, as application/json, which is what DRF's negotiation picks for these."""
+        accept = request.META.get("HTTP_ACCEPT")
+        if (accept is None or accept in ("*/*", "application/json")) and len(self.renderer_classes) == 1 \
+                and "format" not in request._request.GET and not self.format_kwarg:
+            renderer = self.renderer_classes[0]()
+            return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)
+
     def repository(self, request, owner: str, repo: str, pr: int | None = None) -> Repository:
         if isinstance(request.user, OidcUser):
             try:
                 return oidc.authorize(request.user.claims, request.user.repository, owner, repo, pr)
             except oidc.ClaimRefused as exc:
                 raise ClaimRefused(exc) from None
-        if not request.user.may_act_on(owner, repo):
-            raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
+        self.check_scope(request, owner, repo)
         repository = selectors.repository_get(owner, repo)
         if repository is None:
-            raise exceptions.NotFound(f"repository {owner}/{repo} is not configured in this service")
+            raise _repository_not_found(owner, repo)
         return repository
+
+    @staticmethod
+    def check_scope(request, owner: str, repo: str) -> None:
+        """An API token scoped to one repository acts on that one only (403)."""
+        if not request.user.may_act_on(owner, repo):
+            raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
 
     def preview(self, repository: Repository, pr: int) -> Preview:
         preview = selectors.preview_get(repository, pr)
@@ -120,8 +137,7 @@ class RepositoryScopedView(APIView):
             repository = self.repository(request, owner, repo, pr)
             self.admit(request)
             return self.preview(repository, pr)
-        if not request.user.may_act_on(owner, repo):
-            raise exceptions.PermissionDenied(f"this token may only act on {request.user.token.repository}")
+        self.check_scope(request, owner, repo)
         preview = selectors.preview_by_name(owner, repo, pr)
         if preview is None:
             repository = self.repository(request, owner, repo, pr)  # 404 when it is not configured
@@ -153,6 +169,10 @@ class RepositoryScopedView(APIView):
         return services.Actor("token", request.user.token.name)
 
 
+def _repository_not_found(owner: str, repo: str) -> exceptions.NotFound:
+    return exceptions.NotFound(f"repository {owner}/{repo} is not configured in this service")
+
+
 class PreviewDetailView(RepositoryScopedView):
     @extend_schema(
         parameters=PATH_PARAMETERS,
@@ -163,10 +183,30 @@ class PreviewDetailView(RepositoryScopedView):
     )
     def put(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        repository = self.repository(request, owner, repo, number)
-        serializer = PreviewUpsertSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        repository = None
+        data = None
+        if not isinstance(request.user, OidcUser):
+            # An API token: the scope (403), then for a common body CI's usual idempotent request in one statement
+            # that also finds the repository (404); otherwise the path below, with the repository found.
+            self.check_scope(request, owner, repo)
+            data = common_upsert_data(request.data)
+            if data is not None:
+                touched = services.preview_touch_by_name(owner, repo, number, self._preview_request(data))
+                if touched.repository_id is None:
+                    raise _repository_not_found(owner, repo)
+                if touched.preview is not None:
+                    body = preview_representation(touched.preview)
+                    body["deploy_enqueued"] = False
+                    return Response(body, status=200)
+                repository = selectors.repository_by_id(touched.repository_id)
+                if repository is None:  # deleted in between
+                    raise _repository_not_found(owner, repo)
+        if repository is None:
+            repository = self.repository(request, owner, repo, number)
+        if data is None:
+            serializer = PreviewUpsertSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
         self.admit(request, head_sha=data["head_sha"])
         result = services.preview_upsert(
             repository=repository,
@@ -174,18 +214,22 @@ class PreviewDetailView(RepositoryScopedView):
             actor=self.actor(request),
             # CI asking is not enough: the repository's opt-in policy (label, drafts) decides, as for webhooks.
             check_opt_in=True,
-            request=services.PreviewRequest(
-                head_sha=data["head_sha"],
-                images=data["image_references"],
-                manifests=data.get("manifests", ""),
-                ttl_hours=data.get("ttl_hours"),
-                title=data.get("title", ""),
-                author=data.get("author", ""),
-            ),
+            request=self._preview_request(data),
         )
-        body = PreviewSerializer(result.preview).data
+        body = preview_representation(result.preview)
         body["deploy_enqueued"] = result.deploy_enqueued
         return Response(body, status=201 if result.created else 200)
+
+    @staticmethod
+    def _preview_request(data: dict) -> services.PreviewRequest:
+        return services.PreviewRequest(
+            head_sha=data["head_sha"],
+            images=data["image_references"],
+            manifests=data.get("manifests", ""),
+            ttl_hours=data.get("ttl_hours"),
+            title=data.get("title", ""),
+            author=data.get("author", ""),
+        )
 
     @extend_schema(
         parameters=[
@@ -223,7 +267,7 @@ class PreviewDetailView(RepositoryScopedView):
                         raise exceptions.Throttled(wait=waits.RETRY_AFTER_SECONDS,
                                                    detail=f"{refused}; read without wait, or retry later")
                     preview = selectors.preview_wait(preview, int(wait))
-        return Response(PreviewSerializer(preview).data)
+        return Response(preview_representation(preview))
 
     @extend_schema(
         parameters=PATH_PARAMETERS,
