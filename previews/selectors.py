@@ -247,6 +247,7 @@ def watcher_summary() -> dict:
 
 
 PULL_INFO_CACHE_SECONDS = 60
+PULL_INFO_UNKNOWN = "unknown"  # cached when GitHub could not say (error, timeout, rate limit)
 
 
 def pull_request_info(repository: Repository, pr_number: int, ask_github: bool = False) -> optin.PullInfo | None:
@@ -257,15 +258,22 @@ def pull_request_info(repository: Repository, pr_number: int, ask_github: bool =
                               command_opt=row.command_opt)
     if not ask_github or not github.is_configured():
         return None
-    # GitHub's answer is kept for a minute, so a burst of CI requests for one PR asks GitHub once.
+    # GitHub's answer, and its not answering, are kept for a minute: a burst of CI requests for one PR asks
+    # GitHub once, and waits at most PREVIEWS_STALE_CHECK_TIMEOUT for it, as the stale-commit check does.
     key = f"pull-info:{repository.pk}:{pr_number}"
     known = cache.get(key)
     if known is None:
-        pull = github.pull_state(repository.full_name, pr_number)
+        asked_at = timezone.now()
+        pull = github.pull_state(repository.full_name, pr_number, timeout=settings.PREVIEWS_STALE_CHECK_TIMEOUT)
         if not pull.known:
+            cache.set(key, PULL_INFO_UNKNOWN, PULL_INFO_CACHE_SECONDS)
             return None
+        if pull.head_sha:  # so that the stale-commit check of the same request needs no question of its own
+            github.record_pull_head(repository.full_name, pr_number, pull.head_sha, asked_at)
         known = (pull.state == "open", pull.draft, frozenset(pull.labels))
         cache.set(key, known, PULL_INFO_CACHE_SECONDS)
+    if known == PULL_INFO_UNKNOWN:
+        return None
     is_open, draft, labels = known
     return optin.PullInfo(open=is_open, draft=draft, labels=labels,
                           command_opt=row.command_opt if row is not None else "")

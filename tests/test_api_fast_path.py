@@ -436,3 +436,51 @@ def test_recorded_heads_follow_the_prs_own_order():
     known = github.known_pull_head("acme/shop", 1)
     assert known.head_sha == "a" * 40 and set(known.earlier) == {"b" * 40, "c" * 40}
     assert github.known_pull_head("acme/shop", 2) is None
+
+
+# --- the opt-in check: webhooks first, GitHub tightly bounded, asked once ------------------------------------
+
+
+@pytest.fixture
+def label_repo(repo) -> Repository:
+    Repository.objects.filter(pk=repo.pk).update(opt_in="label")
+    repo.refresh_from_db()
+    return repo
+
+
+def test_the_opt_in_check_asks_github_within_the_bound_once_and_goes_ahead(
+        label_repo, issued, clock, fake_github, settings):
+    from django.core.cache import cache
+    cache.clear()
+    settings.PREVIEWS_STALE_CHECK_TIMEOUT = 1
+    fake_github.add_pull("acme/shop", 42, head_sha=SHA)  # no label: GitHub would say "not opted in"
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    fake_github.slow_next(5, 20, path_contains="/pulls/42")
+    started = time.monotonic()
+    response = put(client)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 201, response.json()  # no answer in time: goes ahead
+    assert elapsed < 4, f"the request waited {elapsed:.1f}s for GitHub"
+    fake_github.reset_requests()
+    Preview.objects.filter(pr_number=42).update(status="failed")  # so that the next PUT changes something
+    started = time.monotonic()
+    assert put(client).status_code == 200
+    assert time.monotonic() - started < 1 and pulls_asked(fake_github) == 0  # not answering is remembered too
+    cache.clear()
+    OrmQ.objects.all().delete()
+
+
+def test_the_opt_in_answer_serves_the_stale_check_of_the_same_request(label_repo, issued, clock, fake_github):
+    from django.core.cache import cache
+    cache.clear()
+    fake_github.add_pull("acme/shop", 42, head_sha="b" * 40)
+    fake_github.update_pull("acme/shop", 42, labels=["preview"])
+    make_preview(label_repo, pr_number=42, head_sha="a" * 40)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    response = put(client, {"head_sha": "b" * 40, "image": IMAGE})
+    assert response.status_code == 200 and response.json()["deploy_enqueued"] is True
+    assert pulls_asked(fake_github) == 1  # one question for both checks
+    known = github.known_pull_head("acme/shop", 42)
+    assert known is not None and known.head_sha == "b" * 40
+    cache.clear()
+    OrmQ.objects.all().delete()
