@@ -263,13 +263,10 @@ def pull_request_info(repository: Repository, pr_number: int, ask_github: bool =
     key = f"pull-info:{repository.pk}:{pr_number}"
     known = cache.get(key)
     if known is None:
-        asked_at = timezone.now()
         pull = github.pull_state(repository.full_name, pr_number, timeout=settings.PREVIEWS_STALE_CHECK_TIMEOUT)
         if not pull.known:
             cache.set(key, PULL_INFO_UNKNOWN, PULL_INFO_CACHE_SECONDS)
             return None
-        if pull.head_sha:  # so that the stale-commit check of the same request needs no question of its own
-            github.record_pull_head(repository.full_name, pr_number, pull.head_sha, asked_at)
         known = (pull.state == "open", pull.draft, frozenset(pull.labels))
         cache.set(key, known, PULL_INFO_CACHE_SECONDS)
     if known == PULL_INFO_UNKNOWN:

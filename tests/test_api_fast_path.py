@@ -468,19 +468,3 @@ def test_the_opt_in_check_asks_github_within_the_bound_once_and_goes_ahead(
     assert time.monotonic() - started < 1 and pulls_asked(fake_github) == 0  # not answering is remembered too
     cache.clear()
     OrmQ.objects.all().delete()
-
-
-def test_the_opt_in_answer_serves_the_stale_check_of_the_same_request(label_repo, issued, clock, fake_github):
-    from django.core.cache import cache
-    cache.clear()
-    fake_github.add_pull("acme/shop", 42, head_sha="b" * 40)
-    fake_github.update_pull("acme/shop", 42, labels=["preview"])
-    make_preview(label_repo, pr_number=42, head_sha="a" * 40)
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
-    response = put(client, {"head_sha": "b" * 40, "image": IMAGE})
-    assert response.status_code == 200 and response.json()["deploy_enqueued"] is True
-    assert pulls_asked(fake_github) == 1  # one question for both checks
-    known = github.known_pull_head("acme/shop", 42)
-    assert known is not None and known.head_sha == "b" * 40
-    cache.clear()
-    OrmQ.objects.all().delete()
