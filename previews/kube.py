@@ -7,6 +7,7 @@ failures (429, 5xx, connection errors) are retried with bounded backoff.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,47 +25,38 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from previews.cost import Workload
+from previews.gateways import errors
 from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, GATEWAY_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 logger = logging.getLogger(__name__)
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-RETRY_STATUSES = {429, 500, 502, 503, 504}
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 REQUEST_TIMEOUT = (5, 30)  # connect, read seconds
 
 
-# --- errors ---------------------------------------------------------------------------
+# --- errors: the hierarchy is previews.gateways.errors; these are the refusals of this gateway ---------------
 
 
-class KubeError(Exception):
-    """A Kubernetes API call failed; `status` is the HTTP status (0 when unreachable)."""
-
-    def __init__(self, message: str, status: int = 0, reason: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-
-
-class KubeUnavailable(KubeError):
-    """The API could not be reached or kept failing after retries."""
-
-
-class NamespaceNotOurs(KubeError):
+class NamespaceNotOurs(errors.Conflict):
     """The namespace exists without our managed-by label, or belongs to another preview; never touched."""
 
 
-class ProtectedNamespace(KubeError):
+class ProtectedNamespace(errors.GatewayError):
     """A protected namespace (kube-system, default, staging, ...) was asked for."""
 
 
-def _translate(exc: Exception, action: str) -> KubeError:
+class KindNotServed(errors.NotFound):
+    """The cluster does not serve this kind (its CRD is not installed, or the version is not served)."""
+
+
+def _translate(exc: Exception, action: str) -> errors.GatewayError:
+    """The client's exception as one of ours (the caller raises it `from exc`)."""
     if isinstance(exc, ApiException | DynamicApiError):
         status = int(getattr(exc, "status", 0) or 0)
-        message = _api_message(exc)
-        cls = KubeUnavailable if status in RETRY_STATUSES else KubeError
-        return cls(f"{action}: {message}", status=status, reason=str(getattr(exc, "reason", "") or ""))
-    return KubeUnavailable(f"{action}: the Kubernetes API is unreachable ({exc.__class__.__name__}: {exc})")
+        cls = errors.for_status(status) if status else errors.GatewayError
+        return cls(f"{action}: {_api_message(exc)}", status=status, reason=str(getattr(exc, "reason", "") or ""))
+    return errors.Unavailable(f"{action}: the Kubernetes API is unreachable ({exc.__class__.__name__}: {exc})")
 
 
 def _api_message(exc: Exception) -> str:
@@ -88,7 +80,7 @@ def _call(action: str, fn: Callable, *args, retry: bool = True, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ApiException, DynamicApiError) as exc:
-            if getattr(exc, "status", 0) not in RETRY_STATUSES or delay is None:
+            if getattr(exc, "status", 0) not in errors.RETRY_STATUSES or delay is None:
                 raise _translate(exc, action) from exc
             logger.warning("%s: HTTP %s, retry %d in %.1fs", action, exc.status, attempt + 1, delay)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -119,7 +111,7 @@ def api_client() -> client.ApiClient:
                 config.load_incluster_config(client_configuration=configuration)
                 api = client.ApiClient(configuration)
         except (config.ConfigException, OSError) as exc:
-            raise KubeUnavailable(f"no usable Kubernetes configuration: {exc}") from exc
+            raise errors.Unavailable(f"no usable Kubernetes configuration: {exc}") from exc
         _local.api = api
     return api
 
@@ -142,7 +134,7 @@ def reset_clients() -> None:
 
 
 def ping() -> str:
-    """The server's version; raises KubeUnavailable/KubeError unless the API answers us."""
+    """The server's version; raises errors.Unavailable (or another GatewayError) unless the API answers us."""
     # No retries: a readiness probe must answer quickly, and the next probe is the retry.
     version = _call("check the API", client.VersionApi(api_client()).get_code, retry=False, _request_timeout=(2, 5))
     return version.git_version
@@ -187,10 +179,8 @@ def _refuse_protected(name: str) -> None:
 def read_namespace(name: str) -> NamespaceInfo | None:
     try:
         ns = _call(f"read namespace {name}", _core().read_namespace, name, _request_timeout=REQUEST_TIMEOUT)
-    except KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    except errors.NotFound:
+        return None
     return _namespace_info(ns)
 
 
@@ -207,7 +197,8 @@ def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
                 raise NamespaceNotOurs(f"namespace {name!r} belongs to another preview ({key}="
                                        f"{existing.labels[key]!r})")
         if existing.phase == "Terminating":
-            raise KubeError(f"namespace {name!r} is still being deleted; try again when it is gone", status=409)
+            raise errors.Conflict(f"namespace {name!r} is still being deleted; try again when it is gone",
+                                  status=409)
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
     ns = _call(f"apply namespace {name}", _core().patch_namespace, name, body, field_manager=FIELD_MANAGER,
@@ -244,7 +235,7 @@ def ensure_access(namespace: str, cluster_role: str, service_account: str, label
         if result.status.allowed:
             return
         if time.monotonic() > deadline:
-            raise KubeError(f"the RoleBinding in {namespace} did not grant access within {timeout:.0f}s: "
+            raise errors.GatewayError(f"the RoleBinding in {namespace} did not grant access within {timeout:.0f}s: "
                             f"{result.status.reason or 'denied'}", status=403)
         time.sleep(0.2)
 
@@ -282,10 +273,8 @@ def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
     try:
         _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
               _request_timeout=REQUEST_TIMEOUT)
-    except KubeError as exc:
-        if exc.status == 404:
-            return DeleteOutcome(gone=True)
-        raise
+    except errors.NotFound:
+        return DeleteOutcome(gone=True)
     after = read_namespace(name)
     if after is None:
         return DeleteOutcome(gone=True)
@@ -293,10 +282,6 @@ def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
 
 
 # --- objects ---------------------------------------------------------------------------------
-
-
-class KindNotServed(KubeError):
-    """The cluster does not serve this kind (its CRD is not installed, or the version is not served)."""
 
 
 def _resource(api_version: str, kind: str):
@@ -350,12 +335,9 @@ def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) 
             name = item.metadata.name
             if (api_version, kind, name) in keep:
                 continue
-            try:
+            with contextlib.suppress(errors.NotFound):
                 _call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
                       body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise
             deleted.append(f"{kind}/{name}")
     return deleted
 
@@ -527,10 +509,10 @@ def _change_workload(kind: str, namespace: str, name: str, change: Callable[[dic
             return _call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
                          namespace=namespace, content_type="application/merge-patch+json",
                          field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            if exc.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
+        except errors.NotFound:
+            return None
+        except errors.Conflict:
+            if attempt == CONFLICT_ATTEMPTS - 1:
                 raise
     return None
 

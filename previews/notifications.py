@@ -16,6 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from previews import github, locks, services
+from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, Preview
 
 logger = logging.getLogger(__name__)
@@ -136,18 +137,18 @@ def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
         key = sync_key(preview, expiry_warning)
         if preview.github_synced_key == key:
             return "in sync"
-        errors = []
+        failures: list[errors.GatewayError] = []
         for step in (_sync_deployment, _sync_comment):
             try:
                 step(preview, expiry_warning)
-            except github.GitHubUnavailable as exc:
-                errors.append(exc)
-        if errors:
-            retry_after = max((e.retry_after or 0 for e in errors), default=0)
+            except errors.GatewayError as exc:
+                failures.append(exc)
+        if failures:
+            retry_after = max((e.retry_after or 0 for e in failures), default=0)
             delay = max(RETRY_DELAY, timedelta(seconds=retry_after))
             services.preview_note(preview_id=preview_id, action="github failed",
-                                  message="; ".join(str(e) for e in errors) + f"; retrying in {int(delay.seconds)}s",
-                                  errors=[str(e) for e in errors])
+                                  message="; ".join(str(e) for e in failures) + f"; retrying in {int(delay.seconds)}s",
+                                  errors=[str(e) for e in failures])
             services.github_sync_retry(preview_id, delay)
             Preview.objects.filter(pk=preview_id).update(github_synced_key=GITHUB_SYNC_FAILED)
             return "failed"

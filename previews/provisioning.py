@@ -25,7 +25,7 @@ from django.conf import settings
 
 from previews import data as preview_data
 from previews import kube, locks, manifests, policy, services
-from previews.gateways import preview_db
+from previews.gateways import errors, preview_db
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
@@ -116,16 +116,7 @@ def deploy(preview_id: int, generation: int) -> str:
             return "stale"
         try:
             return _deploy(preview, generation, started)
-        except kube.KubeUnavailable as exc:
-            # A transient outage never fails a preview by itself: wait, and try again.
-            services.preview_deploy_wait(
-                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
-                message=_bounded(f"The Kubernetes API is unreachable; the deploy is tried again in "
-                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
-            return "retry"
-        except kube.KubeError as exc:
-            _failed(preview_id, generation, _bounded(str(exc)), started)
-            return "failed"
+        # The data server's errors first: they are gateway errors too, with their own messages.
         except preview_db.DataUnavailable as exc:
             services.preview_deploy_wait(
                 preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
@@ -134,6 +125,16 @@ def deploy(preview_id: int, generation: int) -> str:
             return "retry"
         except preview_db.DataError as exc:
             _failed(preview_id, generation, _bounded(f"The preview's data could not be prepared: {exc}"), started)
+            return "failed"
+        except errors.Unavailable as exc:
+            # A transient outage never fails a preview by itself: wait, and try again.
+            services.preview_deploy_wait(
+                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
+                message=_bounded(f"The Kubernetes API is unreachable; the deploy is tried again in "
+                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
+            return "retry"
+        except errors.GatewayError as exc:
+            _failed(preview_id, generation, _bounded(str(exc)), started)
             return "failed"
         except Exception as exc:
             # Whatever went wrong, the generation ends failed with a message, never "deploying" forever.
@@ -261,7 +262,7 @@ def teardown(preview_id: int, generation: int) -> str:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
                                         message=f"Nothing deleted: {exc}", action="deleted")
             return "deleted"
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation,
                                         status=Preview.Status.DELETING,
                                         message=_bounded(f"Deleting failed, the sweep tries again: {exc}"),

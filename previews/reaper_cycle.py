@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from previews import github, kube, locks, reaper, selectors, services
+from previews.gateways import errors
 from previews.models import ReaperRun
 
 logger = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool, now: da
         for decision in the_plan.decisions:
             try:
                 outcome = _apply(decision)
-            except (kube.KubeError, github.GitHubUnavailable) as exc:
+            except errors.GatewayError as exc:
                 result.errors.append(f"{decision.namespace}: {exc}")
                 logger.warning("reaper: %s %s failed: %s", decision.action, decision.namespace, exc)
                 continue

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from previews import cost, github, kube, optin
 from previews.compiled import CompiledQuery
+from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 
@@ -156,7 +157,7 @@ def preview_cluster_view(preview: Preview):
         return cached
     try:
         result = (kube.namespace_overview(preview.namespace), "")
-    except kube.KubeError as exc:
+    except errors.GatewayError as exc:
         result = (None, str(exc))
     cache.set(key, result, CLUSTER_VIEW_SECONDS)
     return result
@@ -279,12 +280,12 @@ def preview_cost(preview: Preview) -> cost.Cost | None:
     """The preview's requests (None when the cluster cannot be read)."""
     try:
         return cluster_costs().get(preview.namespace, cost.Cost(cost.Requests(), cost.Requests()))
-    except kube.KubeError:
+    except errors.GatewayError:
         return None
 
 
 def repository_costs(repository: Repository) -> dict:
-    """Per live preview and in total: what is requested now, and what sleeping saves. Raises KubeError."""
+    """Per live preview and in total: what is requested now, and what sleeping saves. Raises errors.GatewayError."""
     costs = cluster_costs()
     empty = cost.Cost(cost.Requests(), cost.Requests())
     rows = []

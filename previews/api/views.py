@@ -17,7 +17,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from previews import github, kube, oidc, selectors, services, validators, webhooks
+from previews import kube, oidc, selectors, services, validators, webhooks
 from previews.api import waits
 from previews.api.auth import OidcUser, oidc_failed
 from previews.api.errors import InvalidValues, problem, problem_response
@@ -28,6 +28,7 @@ from previews.api.serializers import (
     ProblemSerializer,
     RepositoryCostSerializer,
 )
+from previews.gateways import errors
 from previews.models import ActorKind, Preview, Repository
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class RepositoryScopedView(APIView):
             raise ClaimRefused(exc) from None
         except oidc.OidcError as exc:
             raise oidc_failed(exc) from None
-        except github.GitHubUnavailable as exc:
+        except errors.GatewayError as exc:
             failure = GitHubUnavailable(f"cannot check the token's sha claim with GitHub: {exc}")
             failure.wait = exc.retry_after or 30
             raise failure from None
@@ -312,7 +313,7 @@ class RepositoryCostView(RepositoryScopedView):
         self.admit(request)
         try:
             costs = selectors.repository_costs(repository)
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             return Response(problem(503, f"the cluster could not be read: {exc}"), status=503,
                             content_type="application/problem+json")
         return Response(costs)
@@ -444,7 +445,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = f"error: {exc.__class__.__name__}"
     try:
         checks["kubernetes"] = f"ok ({kube.ping()})"
-    except kube.KubeError as exc:
+    except errors.GatewayError as exc:
         checks["kubernetes"] = f"error: {exc}"
     ready = all(v.startswith("ok") for v in checks.values())
     # The watcher is reported, not required: web serves (and tasks apply) while it restarts.

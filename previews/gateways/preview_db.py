@@ -38,6 +38,8 @@ import psycopg
 from django.conf import settings
 from psycopg import sql
 
+from previews.gateways import errors
+
 logger = logging.getLogger(__name__)
 
 SCHEMA = "schema"
@@ -53,11 +55,11 @@ SYSTEM_SCHEMA_FILTER = "left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'informatio
 # --- errors -----------------------------------------------------------------------------
 
 
-class DataError(Exception):
+class DataError(errors.GatewayError):
     """A statement on the data server failed, or the request cannot be carried out."""
 
 
-class DataUnavailable(DataError):
+class DataUnavailable(DataError, errors.Unavailable):
     """The data server is not configured or cannot be reached."""
 
 
