@@ -15,14 +15,14 @@ from django.views.decorators.http import require_GET, require_POST
 from dashboard.forms import ExtendForm, KillForm, ListFilterForm
 from previews import reaper, reaper_cycle, selectors, services
 from previews.gateways import errors
-from previews.models import Preview
+from previews.models import ActorKind, Preview
 
 PAGE_SIZE = 50
 REAPER_PAGE_SIZE = 100
 
 
 def _actor(request: HttpRequest) -> services.Actor:
-    return services.Actor("user", request.user.get_username())
+    return services.Actor(ActorKind.USER, request.user.get_username())
 
 
 def _preview_or_404(preview_id: int) -> Preview:

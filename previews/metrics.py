@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from previews import github, selectors
-from previews.models import Preview, PreviewEvent, ReaperRun
+from previews.models import EventAction, Preview, PreviewEvent, ReaperRun
 
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -53,10 +53,10 @@ class DatabaseCollector:
 
         yield self._durations("previews_deploy_duration_seconds",
                               "Deploy duration, from the task starting to ready or failed, by outcome",
-                              {"ready": "ready", "failed": "deploy failed"})
+                              {"ready": EventAction.READY, "failed": EventAction.DEPLOY_FAILED})
         yield self._durations("previews_teardown_duration_seconds",
                               "Teardown duration, from the request to the namespace being gone",
-                              {"deleted": "deleted"})
+                              {"deleted": EventAction.DELETED})
 
         failures = CounterMetricFamily("previews_task_failures", "Background tasks that raised, by task",
                                        labels=["task"])

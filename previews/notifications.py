@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from previews import github, locks, services
 from previews.gateways import errors
-from previews.models import GITHUB_SYNC_FAILED, Preview
+from previews.models import GITHUB_SYNC_FAILED, EventAction, Preview
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
         if failures:
             retry_after = max((e.retry_after or 0 for e in failures), default=0)
             delay = max(RETRY_DELAY, timedelta(seconds=retry_after))
-            services.preview_note(preview_id=preview_id, action="github failed",
+            services.preview_note(preview_id=preview_id, action=EventAction.GITHUB_FAILED,
                                   message="; ".join(str(e) for e in failures) + f"; retrying in {int(delay.seconds)}s",
                                   errors=[str(e) for e in failures])
             services.github_sync_retry(preview_id, delay)

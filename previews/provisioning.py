@@ -26,7 +26,7 @@ from django.conf import settings
 from previews import data as preview_data
 from previews import kube, locks, manifests, policy, services
 from previews.gateways import errors, preview_db
-from previews.models import Preview
+from previews.models import EventAction, Preview
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def deploy(preview_id: int, generation: int) -> str:
 
 def _failed(preview_id: int, generation: int, message: str, started: float, **details) -> None:
     services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                                message=message, action="deploy failed",
+                                message=message, action=EventAction.DEPLOY_FAILED,
                                 duration_seconds=round(time.monotonic() - started, 3), **details)
 
 
@@ -193,14 +193,14 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     # A namespace created just now holds nothing of an earlier deploy to prune.
     pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects))
     if pruned:
-        services.preview_note(preview_id=preview_id, action="pruned",
+        services.preview_note(preview_id=preview_id, action=EventAction.PRUNED,
                               message="Removed objects no longer in the manifests: " + ", ".join(pruned),
                               objects=pruned)
     # Workloads put to sleep get their remembered replicas back (a wake is a deploy); the rollout waits for them.
     woken = {} if info is None else kube.wake_workloads(namespace)
     if woken:
         rollout = {**rollout, **woken}
-        services.preview_note(preview_id=preview_id, action="woken", message="Restored the replicas of "
+        services.preview_note(preview_id=preview_id, action=EventAction.WOKEN, message="Restored the replicas of "
                               + ", ".join(sorted(woken)), workloads=sorted(woken))
     applied = services.preview_deploy_applied(
         preview_id=preview_id, generation=generation, rollout=rollout,
@@ -237,10 +237,10 @@ def _drop_data(preview: Preview) -> None:
     try:
         steps = preview_data.drop(preview)
     except preview_db.DataError as exc:
-        services.preview_note(preview_id=preview.pk, action="data drop failed",
+        services.preview_note(preview_id=preview.pk, action=EventAction.DATA_DROP_FAILED,
                               message=_bounded(f"Dropping {name} failed; the data reaper tries again: {exc}"))
         return
-    services.preview_note(preview_id=preview.pk, action="data dropped",
+    services.preview_note(preview_id=preview.pk, action=EventAction.DATA_DROPPED,
                           message=f"{name}: {', '.join(steps) or 'nothing left to drop'}", steps=steps)
 
 
@@ -260,19 +260,19 @@ def teardown(preview_id: int, generation: int) -> str:
             outcome = kube.delete_namespace(preview.namespace)
         except kube.NamespaceNotOurs as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                        message=f"Nothing deleted: {exc}", action="deleted")
+                                        message=f"Nothing deleted: {exc}", action=EventAction.DELETED)
             return "deleted"
         except errors.GatewayError as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation,
                                         status=Preview.Status.DELETING,
                                         message=_bounded(f"Deleting failed, the sweep tries again: {exc}"),
-                                        action="delete failed")
+                                        action=EventAction.DELETE_FAILED)
             return "failed"
         if outcome.gone:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                        message=f"Namespace {preview.namespace} deleted", action="deleted",
+                                        message=f"Namespace {preview.namespace} deleted", action=EventAction.DELETED,
                                         duration_seconds=round(time.monotonic() - started, 3))
             return "deleted"
-        services.preview_note(preview_id=preview_id, action="namespace terminating",
+        services.preview_note(preview_id=preview_id, action=EventAction.NAMESPACE_TERMINATING,
                               message=f"Namespace {preview.namespace} is terminating")
         return "terminating"

@@ -18,7 +18,7 @@ from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
 from previews import github, locks, policy, selectors, tokens, validators
-from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, PullRequestState, Repository
+from previews.models import ActorKind, ApiToken, EventAction, Preview, PreviewEvent, PullRequestState, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
@@ -126,7 +126,7 @@ def token_revoke(token: ApiToken) -> None:
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # one of ActorKind
+    kind: ActorKind
     name: str
     url: str = ""  # e.g. the GitHub Actions run of a workflow actor; kept in the event's details
 
@@ -162,7 +162,7 @@ class StaleCommit(PreviewConflict):
     """The request is for a commit older than the PR's current head (HTTP 409; the webhook ignores it)."""
 
 
-def _event(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+def _event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
     if actor.url:
         details["actor_url"] = actor.url
     return PreviewEvent.objects.create(
@@ -380,7 +380,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
             manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
             title=request.title, author=request.author, last_activity_at=now,
         )
-        _event(preview, actor, "created", f"Preview requested for {request.head_sha[:7]}",
+        _event(preview, actor, EventAction.CREATED, f"Preview requested for {request.head_sha[:7]}",
                head_sha=request.head_sha, images=images)
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
@@ -397,13 +397,13 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         preview.save(update_fields=["title", "author", "updated_at"])
         return UpsertResult(preview, created=False, deploy_enqueued=False)
 
-    action = "redeploy requested" if unchanged else "updated"
+    action = EventAction.REDEPLOY_REQUESTED if unchanged else EventAction.UPDATED
     if unchanged and preview.status == Preview.Status.SLEEPING:
-        action = "wake requested"
+        action = EventAction.WAKE_REQUESTED
     if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
         # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
         _check_preview_limit(repository, exclude=preview)
-        action = "reopened"
+        action = EventAction.REOPENED
     preview.head_sha, preview.images, preview.manifests = request.head_sha, images, request.manifests
     preview.desired = Preview.Desired.UP
     preview.status, preview.status_message = Preview.Status.PENDING, ""
@@ -429,7 +429,7 @@ def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, ""
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, "redeploy requested", f"Redeploy of {preview.head_sha[:7]} requested")
+        _event(preview, actor, EventAction.REDEPLOY_REQUESTED, f"Redeploy of {preview.head_sha[:7]} requested")
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -452,7 +452,7 @@ def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
     preview.generation += 1
     preview.deploy_queued_at = preview.next_attempt_at = None
     preview.save()
-    _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
+    _event(preview, actor, EventAction.DESTROY_REQUESTED, reason or "Preview deletion requested")
     _enqueue(TEARDOWN_TASK, preview)
     github_sync_enqueue(preview.pk)
     if held_slot:
@@ -477,7 +477,7 @@ def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
         # A reset is a deploy: it wakes a sleeping preview and restarts the idle clock.
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, "data reset requested",
+        _event(preview, actor, EventAction.DATA_RESET_REQUESTED,
                f"Reset of the {preview.repository.data_mode} data requested")
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
@@ -507,8 +507,8 @@ def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -
         previous = preview.expires_at
         preview.expires_at, preview.last_activity_at = wanted, now
         preview.save(update_fields=["expires_at", "last_activity_at", "updated_at"])
-        _event(preview, actor, "extended", reason.strip(), hours=hours, previous_expires_at=previous.isoformat(),
-               expires_at=wanted.isoformat())
+        _event(preview, actor, EventAction.EXTENDED, reason.strip(), hours=hours,
+               previous_expires_at=previous.isoformat(), expires_at=wanted.isoformat())
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -519,7 +519,7 @@ def preview_pin(*, preview: Preview, pinned: bool, actor: Actor) -> Preview:
         if preview.pinned != pinned:
             preview.pinned = pinned
             preview.save(update_fields=["pinned", "updated_at"])
-            _event(preview, actor, "pinned" if pinned else "unpinned")
+            _event(preview, actor, EventAction.PINNED if pinned else EventAction.UNPINNED)
             github_sync_enqueue(preview.pk)
     return preview
 
@@ -545,7 +545,7 @@ def preview_sleep(*, preview: Preview, actor: Actor, reason: str = "") -> Previe
         preview.status, preview.status_message = Preview.Status.SLEEPING, "Going to sleep: scaling to zero"
         preview.slept_at = None
         preview.save()
-        _event(preview, actor, "sleep requested", reason or "Sleep requested")
+        _event(preview, actor, EventAction.SLEEP_REQUESTED, reason or "Sleep requested")
         _enqueue(SLEEP_TASK, preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -561,7 +561,7 @@ def preview_slept(*, preview_id: int, generation: int, workloads: dict[str, int]
                                          status=Preview.Status.SLEEPING).update(
             slept_at=now, observed_generation=generation, status_message=message, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "slept", message, replicas=workloads)
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.SLEPT, message, replicas=workloads)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -595,7 +595,7 @@ def preview_wake(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, "Waking up"
         preview.last_activity_at, preview.slept_at = now, None
         preview.save()
-        _event(preview, actor, "wake requested", "Wake requested: restoring the workloads' replicas")
+        _event(preview, actor, EventAction.WAKE_REQUESTED, "Wake requested: restoring the workloads' replicas")
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -615,7 +615,7 @@ def preview_record_command(*, preview_id: int, actor: Actor, command: str, resul
         if not Preview.objects.filter(pk=preview_id).update(last_command=last, last_activity_at=now):
             return
         preview = Preview.objects.get(pk=preview_id)
-        _event(preview, actor, "command", f"{command}: {result}", comment_id=comment_id, ok=ok,
+        _event(preview, actor, EventAction.COMMAND, f"{command}: {result}", comment_id=comment_id, ok=ok,
                **({"reason": reason} if reason else {}))
         github_sync_enqueue(preview_id)
 
@@ -653,8 +653,8 @@ def pull_request_set_opt(*, repository: Repository, pr_number: int, opt: str) ->
 # --- status changes made by the workers -----------------------------------------------------
 
 
-def preview_set_status(*, preview_id: int, generation: int, status: str, message: str = "",
-                       action: str = "", **details) -> bool:
+def preview_set_status(*, preview_id: int, generation: int, status: str, action: EventAction, message: str = "",
+                       **details) -> bool:
     """Record a task's progress, but only for the generation it works on: a stale task changes nothing."""
     now = timezone.now()
     if len(message) > MAX_STATUS_MESSAGE:
@@ -670,12 +670,12 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, message
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated:
             preview = Preview.objects.get(pk=preview_id)
-            _event(preview, Actor.system(), action or status, message, **details)
+            _event(preview, Actor.system(), action, message, **details)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
 
-def preview_note(*, preview_id: int, action: str, message: str, **details) -> None:
+def preview_note(*, preview_id: int, action: EventAction, message: str, **details) -> None:
     """An event without a status change (a step done, a warning)."""
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
@@ -701,7 +701,7 @@ def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason:
             return False
         if preview.desired == Preview.Desired.DOWN:
             # Already asked for; a teardown that failed earlier is simply tried again.
-            _event(preview, REAPER, "reaped", f"{reason}: deleting again", reason=reason)
+            _event(preview, REAPER, EventAction.REAPED, f"{reason}: deleting again", reason=reason)
             _enqueue(TEARDOWN_TASK, preview)
             return True
         if preview.pinned:
@@ -720,7 +720,7 @@ def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -
         Preview.objects.filter(pk=preview_id).update(status=Preview.Status.DELETED, status_message=reason,
                                                      deleted_at=now, updated_at=now,
                                                      observed_generation=preview.generation)
-        _event(preview, REAPER, "marked deleted", reason)
+        _event(preview, REAPER, EventAction.MARKED_DELETED, reason)
         github_sync_enqueue(preview_id)
     return True
 
@@ -731,7 +731,7 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
         expiry_warned_for=expires_at).update(expiry_warned_for=expires_at)
     if updated:
         preview = Preview.objects.get(pk=preview_id)
-        _event(preview, REAPER, "expiry warning", f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
+        _event(preview, REAPER, EventAction.EXPIRY_WARNING, f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
         github_sync_enqueue(preview_id, expiry_warning=True)
     return bool(updated)
 
@@ -739,7 +739,7 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
 def preview_note_stuck(*, preview_id: int, detail: str) -> None:
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
-        _event(preview, REAPER, "namespace stuck", detail)
+        _event(preview, REAPER, EventAction.NAMESPACE_STUCK, detail)
 
 
 # --- the engine's progress: deploy tasks, the cluster watcher, the sweep ------------------------
@@ -753,7 +753,7 @@ def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
             status=Preview.Status.DEPLOYING, status_message="Rendering and applying the manifests",
             deploy_queued_at=None, next_attempt_at=None, deploy_started_at=now, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy started")
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.DEPLOY_STARTED)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -768,7 +768,7 @@ def preview_data_prepared(*, preview_id: int, generation: int, database: str, re
     with transaction.atomic():
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated and (reset or steps):
-            action = "data reset" if reset else "data created"
+            action = EventAction.DATA_RESET if reset else EventAction.DATA_CREATED
             _event(Preview.objects.get(pk=preview_id), Actor.system(), action,
                    f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
             if reset:
@@ -792,7 +792,7 @@ def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[st
                                          status=Preview.Status.DEPLOYING).update(
             applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "applied",
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.APPLIED,
                    f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
     return bool(updated)
 
@@ -809,7 +809,7 @@ def preview_deploy_wait(*, preview_id: int, generation: int, message: str, retry
             status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
             next_attempt_at=now + timedelta(seconds=retry_in), updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy waiting", message)
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.DEPLOY_WAITING, message)
     return bool(updated)
 
 
@@ -830,9 +830,9 @@ def preview_rollout_finished(*, preview_id: int, generation: int, ready: bool, m
         took = round((now - preview.deploy_started_at).total_seconds(), 3) if preview.deploy_started_at else None
         if ready:
             preview.status, preview.status_message = Preview.Status.READY, f"Ready at {preview.url}"
-            preview.ready_at, action = now, "ready"
+            preview.ready_at, action = now, EventAction.READY
         else:
-            preview.status, preview.status_message, action = Preview.Status.FAILED, message, "deploy failed"
+            preview.status, preview.status_message, action = Preview.Status.FAILED, message, EventAction.DEPLOY_FAILED
         preview.observed_generation = generation
         preview.save(update_fields=["status", "status_message", "ready_at", "observed_generation", "updated_at"])
         _event(preview, Actor.system(), action, preview.status_message, duration_seconds=took,
@@ -855,13 +855,13 @@ def preview_namespace_gone(*, namespace: str) -> str:
         if preview.desired == Preview.Desired.DOWN:
             if preview.status == Preview.Status.DELETED:
                 return "already deleted"
-            requested = (preview.events.filter(action="destroy requested", generation=preview.generation)
+            requested = (preview.events.filter(action=EventAction.DESTROY_REQUESTED, generation=preview.generation)
                          .values_list("created_at", flat=True).first())
             Preview.objects.filter(pk=preview.pk).update(
                 status=Preview.Status.DELETED, status_message=f"Namespace {namespace} deleted", deleted_at=now,
                 observed_generation=preview.generation, updated_at=now)
             preview.refresh_from_db()
-            _event(preview, Actor.system(), "deleted", preview.status_message,
+            _event(preview, Actor.system(), EventAction.DELETED, preview.status_message,
                    duration_seconds=round((now - requested).total_seconds(), 3) if requested else None)
             github_sync_enqueue(preview.pk)
             return "deleted"
@@ -884,7 +884,7 @@ def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
         for preview in lost:
             Preview.objects.filter(pk=preview.pk).update(status=Preview.Status.PENDING, status_message=message,
                                                          deploy_queued_at=None, next_attempt_at=None)
-            _event(preview, Actor.system(), "deploy requeued", message)
+            _event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
     return len(lost)
 
 

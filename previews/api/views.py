@@ -151,7 +151,7 @@ class RepositoryScopedView(APIView):
         if isinstance(request.user, OidcUser):
             claims = request.user.claims
             return services.Actor(ActorKind.WORKFLOW, claims.actor_name, url=claims.run_url)
-        return services.Actor("token", request.user.token.name)
+        return services.Actor(ActorKind.TOKEN, request.user.token.name)
 
 
 class PreviewDetailView(RepositoryScopedView):
