@@ -17,6 +17,7 @@ advisory lock so two of them never spend the same allowance.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -112,6 +113,7 @@ class CycleResult:
     plan: reaper.Plan
     snapshot: Snapshot
     done: list[str] = field(default_factory=list)
+    done_by_action: Counter[str] = field(default_factory=Counter)  # what /metrics reads
     errors: list[str] = field(default_factory=list)
 
 
@@ -147,11 +149,13 @@ def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool, now: da
                 continue
             if outcome:
                 result.done.append(f"{decision.action} {decision.namespace}: {outcome}")
+                result.done_by_action[decision.action] += 1
         _resync_github()
     by_reason = the_plan.counts()
     run.decisions = [d.as_dict() for d in the_plan.decisions]
     run.summary = {"counts": {action: sum(reasons.values()) for action, reasons in by_reason.items()},
-                   "by_reason": by_reason, "done": result.done, "managed_namespaces": len(snapshot.namespaces),
+                   "by_reason": by_reason, "done": result.done,
+                   "done_by_action": dict(result.done_by_action), "managed_namespaces": len(snapshot.namespaces),
                    "kube_calls": snapshot.kube_calls, "github_calls": snapshot.github_calls,
                    "github_unknown": snapshot.github_reasons, "breaker_tripped": the_plan.breaker_tripped,
                    "expiry_paused": the_plan.expiry_paused,

@@ -2,6 +2,17 @@
 
 from django.db import migrations, models
 
+# ReaperRun.summary["done_by_action"] (what /metrics counts) for the runs recorded before it existed: the
+# first word of each "done" line ("delete pr-7: teardown requested") is its action.
+BACKFILL_DONE_BY_ACTION = """
+UPDATE previews_reaperrun SET summary = summary || jsonb_build_object('done_by_action', (
+    SELECT coalesce(jsonb_object_agg(action, n), '{}'::jsonb) FROM (
+        SELECT split_part(line, ' ', 1) AS action, count(*) AS n
+        FROM jsonb_array_elements_text(summary -> 'done') AS line GROUP BY 1) AS counted))
+WHERE jsonb_typeof(summary -> 'done') = 'array' AND NOT summary ? 'done_by_action'
+  AND NOT summary @> '{"scope": "preview data"}'
+"""
+
 
 class Migration(migrations.Migration):
 
@@ -15,4 +26,5 @@ class Migration(migrations.Migration):
             name='action',
             field=models.CharField(choices=[('created', 'Created'), ('updated', 'Updated'), ('reopened', 'Reopened'), ('redeploy requested', 'Redeploy Requested'), ('destroy requested', 'Destroy Requested'), ('data reset requested', 'Data Reset Requested'), ('extended', 'Extended'), ('pinned', 'Pinned'), ('unpinned', 'Unpinned'), ('sleep requested', 'Sleep Requested'), ('wake requested', 'Wake Requested'), ('command', 'Command'), ('reaped', 'Reaped'), ('marked deleted', 'Marked Deleted'), ('expiry warning', 'Expiry Warning'), ('namespace stuck', 'Namespace Stuck'), ('deploy started', 'Deploy Started'), ('deploy waiting', 'Deploy Waiting'), ('deploy requeued', 'Deploy Requeued'), ('data created', 'Data Created'), ('data reset', 'Data Reset'), ('applied', 'Applied'), ('pruned', 'Pruned'), ('woken', 'Woken'), ('ready', 'Ready'), ('deploy failed', 'Deploy Failed'), ('slept', 'Slept'), ('sleep failed', 'Sleep Failed'), ('data dropped', 'Data Dropped'), ('data drop failed', 'Data Drop Failed'), ('data reaped', 'Data Reaped'), ('namespace terminating', 'Namespace Terminating'), ('delete failed', 'Delete Failed'), ('deleted', 'Deleted'), ('github failed', 'Github Failed')], max_length=40),
         ),
+        migrations.RunSQL(BACKFILL_DONE_BY_ACTION, migrations.RunSQL.noop),
     ]
