@@ -12,10 +12,9 @@ import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
-from previews import github, locks, services
+from previews import github, links, locks, services
 from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, EventAction, Preview
 
@@ -41,10 +40,6 @@ HEADLINES = {
     Preview.Status.DELETED: "⚪ Preview deleted",
     Preview.Status.SLEEPING: "💤 Preview sleeping",
 }
-
-
-def dashboard_url(preview: Preview) -> str:
-    return f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/"
 
 
 def _humanize(delta: timedelta) -> str:
@@ -78,7 +73,7 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
         if preview.pinned:
             when = "never: pinned"
         lines.append(f"| Expires | {when} |")
-    lines.append(f"| Dashboard | {dashboard_url(preview)} |")
+    lines.append(f"| Dashboard | {links.dashboard_url(preview)} |")
     if preview.data_name and status not in (Preview.Status.DELETING, Preview.Status.DELETED):
         data = f"{preview.data_mode} `{preview.data_name}`"
         if preview.data_reset_at:
@@ -96,11 +91,11 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
     if status in (Preview.Status.READY, Preview.Status.FAILED, Preview.Status.PENDING, Preview.Status.DEPLOYING):
         repo = preview.repository
         lines += ["", f"Need it longer? Comment `/preview extend 48h`, extend it on the dashboard, or `POST "
-                      f"/api/v1/repos/{repo.owner}/{repo.name}/previews/{preview.pr_number}/extend` with `hours` and "
+                      f"{links.api_path('preview-extend', repo, preview.pr_number)}` with `hours` and "
                       "`reason`. `/preview help` lists the commands."]
         if preview.data_name:
-            lines.append(f"Fresh data? Reset it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
-                         f"/previews/{preview.pr_number}/reset-data`.")
+            lines.append(f"Fresh data? Reset it on the dashboard, or `POST "
+                         f"{links.api_path('preview-reset-data', repo, preview.pr_number)}`.")
     last = command_line(preview.last_command)
     if last:
         lines += ["", last]
@@ -164,7 +159,7 @@ def _sync_deployment(preview: Preview, expiry_warning: bool) -> None:
     if target == "inactive":
         if preview.github_deployment_id and preview.github_deployment_state != "inactive":
             github.create_deployment_status(repo, preview.github_deployment_id, "inactive",
-                                            description="The preview was deleted", log_url=dashboard_url(preview))
+                                            description="The preview was deleted", log_url=links.dashboard_url(preview))
             _save_deployment(preview, state="inactive")
         return
     if not preview.github_deployment_id or preview.github_deployment_generation != preview.generation:
@@ -176,7 +171,7 @@ def _sync_deployment(preview: Preview, expiry_warning: bool) -> None:
     description = preview.status_message if target == "failure" else preview.get_status_display()
     github.create_deployment_status(
         repo, preview.github_deployment_id, target, description=description,
-        environment_url=preview.url if target == "success" else "", log_url=dashboard_url(preview))
+        environment_url=preview.url if target == "success" else "", log_url=links.dashboard_url(preview))
     _save_deployment(preview, state=target)
 
 

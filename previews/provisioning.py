@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from previews import data as preview_data
-from previews import kube, locks, manifests, policy, services
+from previews import kube, links, locks, manifests, policy, services
 from previews.gateways import errors, preview_db
 from previews.models import EventAction, Preview
 
@@ -53,7 +53,7 @@ def render_context(preview: Preview) -> manifests.RenderContext:
     repository = preview.repository
     return manifests.RenderContext(
         namespace=preview.namespace,
-        host=f"{preview.namespace}.{repository.base_domain}",
+        host=links.preview_host(repository, preview.namespace),
         labels=preview_labels(preview),
         images=dict(preview.images),
         service_name=repository.service_name,

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, REPOSITORY_LABEL
+from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROTECTED_NAMESPACES, REPOSITORY_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class ReaperSettings:
     breaker_share: float = 0.5
     breaker_min_deletions: int = 5
     expiry_warning: timedelta = timedelta(hours=24)
-    protected: frozenset[str] = frozenset({"default", "kube-system", "kube-public", "kube-node-lease", "staging"})
+    protected: frozenset[str] = PROTECTED_NAMESPACES
     slept_for: timedelta | None = None  # issue 15: delete previews asleep longer than this (None: never)
 
 

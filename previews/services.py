@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from previews import github, locks, policy, selectors, tokens, validators
+from previews import github, links, locks, policy, selectors, tokens, validators
 from previews.models import ActorKind, ApiToken, EventAction, Preview, PreviewEvent, PullRequestState, Repository
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
@@ -234,14 +234,6 @@ def github_sync_retry(preview_id: int, delay: timedelta) -> None:
              schedule_type=Schedule.ONCE, next_run=timezone.now() + delay, repeats=1)
 
 
-def namespace_for(repository: Repository, pr_number: int) -> str:
-    return f"{repository.namespace_prefix}-{pr_number}"
-
-
-def preview_url(repository: Repository, namespace: str) -> str:
-    return f"https://{namespace}.{repository.base_domain}"
-
-
 def _validate_request(repository: Repository, pr_number: int, request: PreviewRequest) -> dict[str, str]:
     errors: dict[str, list[str]] = {}
 
@@ -262,7 +254,7 @@ def _validate_request(repository: Repository, pr_number: int, request: PreviewRe
     elif request.manifests.strip():
         # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
         # field instead of a failed deploy later.
-        refused = policy.bundle_problems(repository, namespace_for(repository, pr_number), request.manifests)
+        refused = policy.bundle_problems(repository, links.namespace_for(repository, pr_number), request.manifests)
         if refused is not None:
             errors["manifests"] = [str(p) for p in refused.problems]
             if refused.total > len(refused.problems):
@@ -365,7 +357,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         if stale:
             raise StaleCommit(stale)
     if preview is None:
-        namespace = namespace_for(repository, pr_number)
+        namespace = links.namespace_for(repository, pr_number)
         if namespace in settings.PREVIEWS_PROTECTED_NAMESPACES:
             raise PreviewConflict(f"namespace {namespace!r} is protected; choose another namespace prefix for "
                                   f"{repository}")
@@ -376,7 +368,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         _check_preview_limit(repository)
         preview = Preview.objects.create(
             repository=repository, pr_number=pr_number, namespace=namespace,
-            url=preview_url(repository, namespace), head_sha=request.head_sha, images=images,
+            url=links.preview_url(repository, namespace), head_sha=request.head_sha, images=images,
             manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
             title=request.title, author=request.author, last_activity_at=now,
         )
