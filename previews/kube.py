@@ -1,8 +1,10 @@
-"""The Kubernetes gateway: the only module that imports the `kubernetes` client.
+"""The Kubernetes gateway: with its siblings the only modules that import the `kubernetes` client.
 
 Everything here speaks the project's own terms (namespaces we manage, objects
-to apply, rollout outcomes) and raises the project's own errors. Transient API
+to apply, rollout outcomes) and raises previews.gateways.errors. Transient API
 failures (429, 5xx, connection errors) are retried with bounded backoff.
+Siblings: `kube_watch.py` (the watcher's raw lists and watches) and
+`kube_view.py` (the dashboard's live view of a namespace).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -383,7 +385,7 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
                 reasons.append(f"replicaset {rs['metadata']['name']}: {cond.get('message')}")
     events = _call("list events", core.list_namespaced_event, namespace, field_selector="type=Warning",
                    _request_timeout=REQUEST_TIMEOUT).items
-    events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp, reverse=True)
+    events.sort(key=event_time, reverse=True)
     for event in events[:max_events]:
         line = f"{event.involved_object.kind} {event.involved_object.name}: {event.reason}: {event.message}"
         if line not in reasons:
@@ -391,94 +393,42 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
     return _dedupe(reasons)
 
 
+def event_time(event: client.CoreV1Event) -> datetime | None:
+    """When an event last happened: its last timestamp, else its event time, else when it was created."""
+    return event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+
+
 def _dedupe(lines: list[str]) -> list[str]:
     seen: set[str] = set()
     return [x for x in lines if not (x in seen or seen.add(x))]
-
-
-# --- a live view for people ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkloadView:
-    kind: str
-    name: str
-    ready: int
-    desired: int
-
-
-@dataclass(frozen=True)
-class PodView:
-    name: str
-    phase: str
-    ready: bool
-    restarts: int
-    waiting: str  # e.g. "ImagePullBackOff: Back-off pulling image ..." or ""
-
-
-@dataclass(frozen=True)
-class EventView:
-    type: str
-    reason: str
-    object: str
-    message: str
-    at: datetime | None
-
-
-@dataclass(frozen=True)
-class NamespaceOverview:
-    exists: bool
-    phase: str = ""
-    workloads: list[WorkloadView] = field(default_factory=list)
-    pods: list[PodView] = field(default_factory=list)
-    events: list[EventView] = field(default_factory=list)
-
-
-def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOverview:
-    """Deployments and StatefulSets with ready counts, pods with phase and waiting reason, recent events."""
-    info = read_namespace(namespace)
-    if info is None:
-        return NamespaceOverview(exists=False)
-    workloads = []
-    for kind in ("Deployment", "StatefulSet"):
-        for item in _call(f"list {kind}", _resource("apps/v1", kind).get, namespace=namespace,
-                          _request_timeout=REQUEST_TIMEOUT).items:
-            obj = item.to_dict()
-            status = obj.get("status") or {}
-            workloads.append(WorkloadView(kind, obj["metadata"]["name"], status.get("readyReplicas") or 0,
-                                          (obj.get("spec") or {}).get("replicas", 1)))
-    core = _core()
-    pods = []
-    for pod in _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items:
-        statuses = pod.status.container_statuses or []
-        waiting = [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
-                   for cs in statuses if cs.state and cs.state.waiting and cs.state.waiting.reason]
-        pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
-            cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting)))
-    raw_events = _call("list events", core.list_namespaced_event, namespace,
-                       _request_timeout=REQUEST_TIMEOUT).items
-    raw_events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp, reverse=True)
-    events = [EventView(e.type or "", e.reason or "", f"{e.involved_object.kind}/{e.involved_object.name}",
-                        e.message or "", e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
-              for e in raw_events[:max_events]]
-    return NamespaceOverview(True, info.phase, sorted(workloads, key=lambda w: (w.kind, w.name)),
-                             sorted(pods, key=lambda p: p.name), events)
 
 
 # --- sleep and wake --------------------------------------------------------------------------
 
 SLEEP_ANNOTATION = "previews.dev/sleep-replicas"
 SLEEP_FIELD_MANAGER = "pr-previews-sleep"
-SLEEP_KINDS = ("Deployment", "StatefulSet")
+SCALABLE_KINDS = ("Deployment", "StatefulSet")  # what sleeps, what the costs and the cluster view count
 MAX_REMEMBERED_REPLICAS = 1000  # the annotation is also writable by a manifest: never trust it beyond this
 
 
-def _workloads(namespace: str) -> list[tuple[str, dict]]:
+def list_workloads(namespace: str | None = None) -> list[tuple[str, dict]]:
+    """(kind, object) of every Deployment and StatefulSet in one namespace, or in every one of ours (a labelled
+    list, in pages of LIST_PAGE_SIZE)."""
     result = []
-    for kind in SLEEP_KINDS:
-        for item in _call(f"list {kind} in {namespace}", _resource("apps/v1", kind).get, namespace=namespace,
-                          _request_timeout=REQUEST_TIMEOUT).items:
-            result.append((kind, item.to_dict()))
+    for kind in SCALABLE_KINDS:
+        resource = _resource("apps/v1", kind)
+        token = None
+        while True:
+            if namespace:
+                page = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+                             _request_timeout=REQUEST_TIMEOUT)
+            else:
+                page = _call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
+                             _continue=token, _request_timeout=REQUEST_TIMEOUT)
+            result.extend((kind, item.to_dict()) for item in page.items)
+            token = None if namespace else getattr(page.metadata, "continue", None)
+            if not token:
+                break
     return result
 
 
@@ -532,7 +482,7 @@ def sleep_workloads(namespace: str) -> dict[str, int]:
     wake restores them. Returns "Kind/name" -> remembered replicas.
     """
     remembered: dict[str, int] = {}
-    for kind, listed in _workloads(namespace):
+    for kind, listed in list_workloads(namespace):
         key = f"{kind}/{listed['metadata']['name']}"
 
         def change(obj: dict, key: str = key) -> dict | None:
@@ -557,7 +507,7 @@ def wake_workloads(namespace: str) -> dict[str, int]:
     which is what the rollout has to reach.
     """
     woken: dict[str, int] = {}
-    for kind, listed in _workloads(namespace):
+    for kind, listed in list_workloads(namespace):
         if SLEEP_ANNOTATION not in (listed["metadata"].get("annotations") or {}):
             continue
 
@@ -580,27 +530,13 @@ def wake_workloads(namespace: str) -> dict[str, int]:
 def workload_requests(namespace: str | None = None) -> dict[str, list[Workload]]:
     """Deployments and StatefulSets with their pod specs, by namespace: one namespace, or every one of ours."""
     result: dict[str, list[Workload]] = {}
-    for kind in SLEEP_KINDS:
-        resource = _resource("apps/v1", kind)
-        token = None
-        while True:
-            if namespace:
-                page = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
-                             _request_timeout=REQUEST_TIMEOUT)
-            else:
-                page = _call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
-                             _continue=token, _request_timeout=REQUEST_TIMEOUT)
-            for item in page.items:
-                obj = item.to_dict()
-                meta, spec = obj["metadata"], obj.get("spec") or {}
-                replicas = spec.get("replicas")
-                asleep = _remembered(meta.get("annotations") or {})
-                result.setdefault(meta["namespace"], []).append(Workload(
-                    kind, meta["name"], 1 if replicas is None else int(replicas),
-                    asleep if replicas == 0 else None, ((spec.get("template") or {}).get("spec") or {})))
-            token = None if namespace else getattr(page.metadata, "continue", None)
-            if not token:
-                break
+    for kind, obj in list_workloads(namespace):
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        replicas = spec.get("replicas")
+        asleep = _remembered(meta.get("annotations") or {})
+        result.setdefault(meta["namespace"], []).append(Workload(
+            kind, meta["name"], 1 if replicas is None else int(replicas),
+            asleep if replicas == 0 else None, ((spec.get("template") or {}).get("spec") or {})))
     return result
 
 

@@ -11,7 +11,7 @@ from django.db import DatabaseError
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import cost, github, kube, optin
+from previews import cost, github, kube, kube_view, optin
 from previews.compiled import CompiledQuery
 from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
@@ -156,7 +156,7 @@ def preview_cluster_view(preview: Preview):
     if cached is not None:
         return cached
     try:
-        result = (kube.namespace_overview(preview.namespace), "")
+        result = (kube_view.namespace_overview(preview.namespace), "")
     except errors.GatewayError as exc:
         result = (None, str(exc))
     cache.set(key, result, CLUSTER_VIEW_SECONDS)
