@@ -140,6 +140,9 @@ if REDIS_URL:
 PREVIEWS_PUBLIC_URL = env.str("PREVIEWS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
 # Namespaces that are never created, adopted or deleted, whatever a label says.
 PREVIEWS_PROTECTED_NAMESPACES = sorted(PROTECTED_NAMESPACES | set(env.list("PREVIEWS_PROTECTED_NAMESPACES", [])))
+# The cluster: a kubeconfig file (kubectl's own variable) and context, or, without KUBECONFIG, the in-cluster
+# ServiceAccount.
+PREVIEWS_KUBECONFIG = env.str("KUBECONFIG", "")
 PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
@@ -317,3 +320,6 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# Metrics of several gunicorn workers are merged through this directory (prometheus_client's multiprocess mode).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", "")

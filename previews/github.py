@@ -10,7 +10,6 @@ are not even attempted until the reset time.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,8 +22,6 @@ from github import Auth, Github, GithubException, GithubIntegration
 
 from previews.gateways import errors
 from previews.models import GitHubState
-
-logger = logging.getLogger(__name__)
 
 COMMENT_MARKER = "<!-- pr-previews:status-comment -->"
 BACKOFF_KEY = "backoff"
@@ -41,6 +38,11 @@ class OpenPulls:
     reason: str = ""
     api_calls: int = 0
     not_modified: int = 0  # pages answered 304 from our ETag cache
+
+    @property
+    def open_numbers(self) -> frozenset[int] | None:
+        """The open numbers when known, None when unknown: what the reaper plans with."""
+        return self.numbers if self.known else None
 
     def is_open(self, number: int) -> bool | None:
         """True/False when known; None when unknown (never read None as closed)."""

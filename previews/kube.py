@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -99,10 +98,10 @@ _local = threading.local()
 
 
 def api_client() -> client.ApiClient:
-    """One ApiClient per thread, from KUBECONFIG if set, else the in-cluster service account."""
+    """One ApiClient per thread, from the kubeconfig if set (KUBECONFIG), else the in-cluster service account."""
     api = getattr(_local, "api", None)
     if api is None:
-        kubeconfig = os.environ.get("KUBECONFIG")
+        kubeconfig = settings.PREVIEWS_KUBECONFIG
         try:
             if kubeconfig:
                 api = config.new_client_from_config(

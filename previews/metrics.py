@@ -13,7 +13,6 @@ processes or pods run:
 from __future__ import annotations
 
 import hmac
-import os
 
 from django.conf import settings
 from django.db.models import Count, F, FloatField, IntegerField, Min, Q, Sum
@@ -139,8 +138,8 @@ def _reaper_deletions() -> int:
 
 def registry() -> CollectorRegistry:
     reg = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(reg)
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        multiprocess.MultiProcessCollector(reg, path=settings.PROMETHEUS_MULTIPROC_DIR)
     else:
         reg.register(REQUEST_LATENCY)
     reg.register(DatabaseCollector())

@@ -40,7 +40,9 @@ class Repository(models.Model):
         blank=True, help_text="Multi-document YAML applied to each preview, unless CI sends its own."
     )
     image_name = models.CharField(
-        max_length=300, blank=True, help_text="The image whose tag a PR's build replaces, e.g. ghcr.io/acme/shop."
+        max_length=300, blank=True,
+        help_text="Which of a PR's images runs the data migrate command when CI sends several, e.g. "
+                  "ghcr.io/acme/shop (the manifests' images are replaced by name, whatever this says).",
     )
     image_template = models.CharField(
         max_length=300,
@@ -210,10 +212,6 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         scope = self.repository.full_name if self.repository_id else "admin"
         return f"{self.name} ({scope}, pvw_{self.prefix}_…)"
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
 
 
 class DesiredState(models.TextChoices):

@@ -9,7 +9,6 @@ retry, and every reaper cycle picks up previews that are out of sync).
 from __future__ import annotations
 
 import hashlib
-import logging
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -17,8 +16,6 @@ from django.utils import timezone
 from previews import github, links, locks, services
 from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, EventAction, Preview
-
-logger = logging.getLogger(__name__)
 
 RETRY_DELAY = timedelta(seconds=60)
 

@@ -31,7 +31,7 @@ from previews.models import EventAction, Preview
 logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
-class Plan:
+class DeployPlan:
     """Everything a deploy applies, rendered and validated before the cluster is touched."""
 
     namespace_labels: dict[str, str]
@@ -66,7 +66,7 @@ def render_context(preview: Preview) -> manifests.RenderContext:
     )
 
 
-def plan_deploy(preview: Preview) -> Plan:
+def plan_deploy(preview: Preview) -> DeployPlan:
     """Render and validate everything; raises ManifestError before anything is applied."""
     ctx = render_context(preview)
     source = preview.manifests or preview.repository.manifest_template
@@ -90,7 +90,7 @@ def plan_deploy(preview: Preview) -> Plan:
         "previews.dev/expires-at": preview.expires_at.isoformat(),
     }
     selector = ",".join(f"{k}={v}" for k, v in ctx.labels.items())
-    return Plan(labels, annotations, guardrails, objects, selector)
+    return DeployPlan(labels, annotations, guardrails, objects, selector)
 
 
 def _current(preview_id: int, generation: int, desired: str) -> bool:
@@ -208,7 +208,7 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     return "applied" if applied else "superseded"
 
 
-def _prepare_data(preview: Preview, generation: int, plan: Plan) -> list[dict]:
+def _prepare_data(preview: Preview, generation: int, plan: DeployPlan) -> list[dict]:
     """Ensure (or reset) the preview's data before anything is applied; the objects that go with it."""
     ctx = render_context(preview)
     prepared = preview_data.prepare(preview, ctx, generation)

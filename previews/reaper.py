@@ -23,7 +23,6 @@ Three guards, each for the deletions whose evidence it can vouch for:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -31,8 +30,6 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROTECTED_NAMESPACES, REPOSITORY_LABEL
-
-logger = logging.getLogger(__name__)
 
 # Actions
 DELETE = "delete"
@@ -210,11 +207,12 @@ def clock_disagreement(now: datetime, clocks: Clocks, tolerance: timedelta) -> s
             f"{clocks.api_server:%H:%M:%S} UTC); expiry deletions are paused until they agree")
 
 
-# The open PRs of each repository (by id): a set when GitHub answered, None when unknown.
-OpenPrs = Mapping[int, frozenset[int] | None]
+# The open PRs of each repository (by id): `github.OpenPulls.open_numbers`, a set when GitHub answered, None when
+# unknown.
+OpenPullsByRepository = Mapping[int, frozenset[int] | None]
 
 
-def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecord], open_prs: OpenPrs,
+def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecord], open_prs: OpenPullsByRepository,
          now: datetime, settings: ReaperSettings, *, clocks: Clocks, allowance: float) -> Plan:
     """Decide, for every managed namespace and every live preview record, what to do and why.
 
@@ -236,8 +234,8 @@ def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecor
     return result
 
 
-def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_prs: OpenPrs, now: datetime,
-                      settings: ReaperSettings) -> Decision:
+def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_prs: OpenPullsByRepository,
+                      now: datetime, settings: ReaperSettings) -> Decision:
     keep = _factory(KEEP, ns, record)
     delete = _factory(DELETE, ns, record)
     if ns.name in settings.protected:

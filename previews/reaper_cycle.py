@@ -52,7 +52,7 @@ def reaper_settings() -> reaper.ReaperSettings:
 class Snapshot:
     namespaces: list[reaper.ClusterNamespace]
     previews: list[reaper.PreviewRecord]
-    open_prs: dict[int, frozenset[int] | None]
+    open_prs: reaper.OpenPullsByRepository
     github_reasons: dict[str, str] = field(default_factory=dict)
     kube_calls: int = 0
     github_calls: int = 0
@@ -74,7 +74,7 @@ def take_snapshot() -> Snapshot:
     for repository_id, full_name in sorted({(p.repository_id, p.repository) for p in previews}):
         result = github.open_pull_numbers(full_name)
         calls += result.api_calls
-        open_prs[repository_id] = result.numbers if result.known else None
+        open_prs[repository_id] = result.open_numbers
         if not result.known:
             reasons[full_name] = result.reason
     return Snapshot(namespaces, previews, open_prs, reasons, kube_calls=listing.requests, github_calls=calls,

@@ -57,14 +57,6 @@ def validate_repo_name(value: str) -> None:
         )
 
 
-def validate_full_name(value: str) -> None:
-    owner, sep, name = (value or "").partition("/")
-    if not sep:
-        raise ValidationError(f"{value!r} is not 'owner/name'", code="invalid_full_name")
-    validate_owner(owner)
-    validate_repo_name(name)
-
-
 def validate_dns_label(value: str) -> None:
     if len(value or "") > MAX_NAMESPACE_LENGTH:
         raise ValidationError(

@@ -25,7 +25,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -39,8 +38,6 @@ from django.conf import settings
 from psycopg import sql
 
 from previews.gateways import errors
-
-logger = logging.getLogger(__name__)
 
 SCHEMA = "schema"
 DATABASE = "database"

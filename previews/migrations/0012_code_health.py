@@ -26,5 +26,10 @@ class Migration(migrations.Migration):
             name='action',
             field=models.CharField(choices=[('created', 'Created'), ('updated', 'Updated'), ('reopened', 'Reopened'), ('redeploy requested', 'Redeploy Requested'), ('destroy requested', 'Destroy Requested'), ('data reset requested', 'Data Reset Requested'), ('extended', 'Extended'), ('pinned', 'Pinned'), ('unpinned', 'Unpinned'), ('sleep requested', 'Sleep Requested'), ('wake requested', 'Wake Requested'), ('command', 'Command'), ('reaped', 'Reaped'), ('marked deleted', 'Marked Deleted'), ('expiry warning', 'Expiry Warning'), ('namespace stuck', 'Namespace Stuck'), ('deploy started', 'Deploy Started'), ('deploy waiting', 'Deploy Waiting'), ('deploy requeued', 'Deploy Requeued'), ('data created', 'Data Created'), ('data reset', 'Data Reset'), ('applied', 'Applied'), ('pruned', 'Pruned'), ('woken', 'Woken'), ('ready', 'Ready'), ('deploy failed', 'Deploy Failed'), ('slept', 'Slept'), ('sleep failed', 'Sleep Failed'), ('data dropped', 'Data Dropped'), ('data drop failed', 'Data Drop Failed'), ('data reaped', 'Data Reaped'), ('namespace terminating', 'Namespace Terminating'), ('delete failed', 'Delete Failed'), ('deleted', 'Deleted'), ('github failed', 'Github Failed')], max_length=40),
         ),
+        migrations.AlterField(
+            model_name='repository',
+            name='image_name',
+            field=models.CharField(blank=True, help_text="Which of a PR's images runs the data migrate command when CI sends several, e.g. ghcr.io/acme/shop (the manifests' images are replaced by name, whatever this says).", max_length=300),
+        ),
         migrations.RunSQL(BACKFILL_DONE_BY_ACTION, migrations.RunSQL.noop),
     ]
