@@ -118,21 +118,13 @@ def deploy(preview_id: int, generation: int) -> str:
             return _deploy(preview, generation, started)
         # The data server's errors first: they are gateway errors too, with their own messages.
         except preview_db.DataUnavailable as exc:
-            services.preview_deploy_wait(
-                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
-                message=_bounded(f"The preview data server is unreachable; the deploy is tried again in "
-                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
-            return "retry"
+            return _retry_later(preview_id, generation, "The preview data server", exc)
         except preview_db.DataError as exc:
             _failed(preview_id, generation, _bounded(f"The preview's data could not be prepared: {exc}"), started)
             return "failed"
         except errors.Unavailable as exc:
             # A transient outage never fails a preview by itself: wait, and try again.
-            services.preview_deploy_wait(
-                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
-                message=_bounded(f"The Kubernetes API is unreachable; the deploy is tried again in "
-                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
-            return "retry"
+            return _retry_later(preview_id, generation, "The Kubernetes API", exc)
         except errors.GatewayError as exc:
             _failed(preview_id, generation, _bounded(str(exc)), started)
             return "failed"
@@ -144,6 +136,14 @@ def deploy(preview_id: int, generation: int) -> str:
             return "failed"
         finally:
             services.deploy_slots_fill(preview.repository_id)
+
+
+def _retry_later(preview_id: int, generation: int, what: str, exc: Exception) -> str:
+    services.preview_deploy_wait(
+        preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
+        message=_bounded(f"{what} is unreachable; the deploy is tried again in "
+                         f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
+    return "retry"
 
 
 def _failed(preview_id: int, generation: int, message: str, started: float, **details) -> None:
