@@ -190,7 +190,7 @@ def _guard(action: str) -> None:
     until = backoff_until()
     if until is not None:
         raise errors.Unavailable(f"{action}: waiting for GitHub's rate limit until {until:%H:%M:%S} UTC",
-                                status=429, retry_after=int((until - timezone.now()).total_seconds()) + 1)
+                                 status=429, retry_after=int((until - timezone.now()).total_seconds()) + 1)
 
 
 def _error(action: str, exc: Exception, timeout: float | None = None) -> errors.GatewayError:
