@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -196,10 +197,18 @@ def read_namespace(name: str) -> NamespaceInfo | None:
     return _namespace_info(ns)
 
 
-def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, str]) -> NamespaceInfo:
-    """Create or update our namespace. Refuses protected names and namespaces someone else owns."""
+_READ = object()
+
+
+def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, str],
+                     existing: NamespaceInfo | object | None = _READ) -> NamespaceInfo:
+    """Create or update our namespace. Refuses protected names and namespaces someone else owns.
+
+    `existing` is what a `read_namespace` of the caller just returned (it is read here otherwise).
+    """
     _refuse_protected(name)
-    existing = read_namespace(name)
+    if existing is _READ:
+        existing = read_namespace(name)
     if existing is not None:
         if not existing.managed:
             raise NamespaceNotOurs(f"namespace {name!r} already exists and is not managed by this service; "
@@ -357,25 +366,64 @@ def _resource(api_version: str, kind: str):
 
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+# Kinds whose controllers create pods: applied after everything else of the same call, so the
+# ConfigMaps, Secrets, ServiceAccounts and claims their pods use exist before the first pod does.
+POD_CREATING_KINDS = frozenset(("Deployment", "StatefulSet", "Job", "CronJob"))
+APPLY_CONCURRENCY = 6
+
+_apply_pool: tuple[int, ThreadPoolExecutor] | None = None
+_apply_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A small per-process pool (django-q forks its workers, and threads do not survive a fork)."""
+    global _apply_pool
+    with _apply_pool_lock:
+        if _apply_pool is None or _apply_pool[0] != os.getpid():
+            _apply_pool = (os.getpid(), ThreadPoolExecutor(APPLY_CONCURRENCY, thread_name_prefix="kube-apply"))
+        return _apply_pool[1]
+
+
+def apply_waves(objects: list[dict]) -> list[list[dict]]:
+    """The objects in the order they are applied: everything else first, then what creates pods."""
+    first = [o for o in objects if o["kind"] not in POD_CREATING_KINDS]
+    then = [o for o in objects if o["kind"] in POD_CREATING_KINDS]
+    return [wave for wave in (first, then) if wave]
 
 
 def apply_objects(objects: list[dict], track: tuple[str, ...] = WORKLOAD_KINDS) -> dict[str, int]:
     """Server-side apply each object under our field manager, taking ownership of conflicting fields.
+
+    The objects of one wave (`apply_waves`) are applied concurrently: a deploy costs a few round
+    trips instead of one per object. When some fail, the first failing object (in manifest order)
+    raises, after the rest of its wave has finished; later waves are not applied.
 
     Returns the objects of the `track` kinds among them ("Kind/name": workloads, and routes whose
     status readiness waits for) with the metadata.generation the server gave each, which is what a
     rollout of this apply has to reach.
     """
     workloads: dict[str, int] = {}
-    for obj in objects:
-        meta = obj["metadata"]
-        resource = _resource(obj["apiVersion"], obj["kind"])
-        applied = _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
-                        body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
-                        force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
-        if obj["kind"] in track:
-            workloads[f"{obj['kind']}/{meta['name']}"] = int(applied.metadata.generation or 0)
+    for wave in apply_waves(objects):
+        # Resolved in the calling thread: the discovery client is per thread, requests may be shared.
+        calls = [(obj, _resource(obj["apiVersion"], obj["kind"])) for obj in wave]
+        if len(calls) == 1:
+            results = [_apply_one(*calls[0])]
+        else:
+            futures = [_pool().submit(_apply_one, obj, resource) for obj, resource in calls]
+            results = [future.exception() or future.result() for future in futures]
+        for (obj, _), result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            if obj["kind"] in track:
+                workloads[f"{obj['kind']}/{obj['metadata']['name']}"] = int(result.metadata.generation or 0)
     return workloads
+
+
+def _apply_one(obj: dict, resource):
+    meta = obj["metadata"]
+    return _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
+                 body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
+                 force_conflicts=True, _request_timeout=REQUEST_TIMEOUT)
 
 
 def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) -> list[str]:

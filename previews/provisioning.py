@@ -176,7 +176,7 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     data_objects = _prepare_data(preview, generation, plan)
     if not current():
         return "superseded"
-    kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)
+    kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations, existing=info)
     if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
         kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
                            settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)

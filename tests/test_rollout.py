@@ -165,6 +165,25 @@ def test_a_namespace_whose_service_account_is_not_there_yet_is_still_progressing
     assert 'serviceaccount "default" not found' in verdict.reasons[0]
 
 
+def test_a_quota_the_quota_controller_has_not_counted_yet_is_still_progressing():
+    refused = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                "message": 'pods "web-abc-x" is forbidden: status unknown for quota: preview-quota, '
+                           'resources: pods'}]
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset(conditions=refused))))
+    assert verdict.state == State.PROGRESSING
+    assert "status unknown for quota" in verdict.reasons[0]
+
+
+def test_an_exceeded_quota_is_failing():
+    refused = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                "message": 'pods "web-abc-x" is forbidden: exceeded quota: preview-quota, requested: pods=1, '
+                           'used: pods=1, limited: pods=1'}]
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset(conditions=refused))))
+    assert verdict.state == State.FAILING
+
+
 def test_a_progress_deadline_exceeded_is_failing():
     condition = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
                   "message": 'ReplicaSet "web-abc" has timed out progressing.'}]

@@ -261,9 +261,10 @@ def _owned_by(objects: NamespaceObjects, owner: tuple[str, str], expected: set[t
 
 
 def _namespace_still_starting(message: str) -> bool:
-    """A pod refused because the new namespace's ServiceAccount does not exist yet: the controllers retry
-    once the ServiceAccount controller catches up (seen taking over a minute on a busy control plane)."""
-    return 'serviceaccount "' in message and "not found" in message
+    """A pod refused because the new namespace is not fully set up yet: its ServiceAccount does not exist
+    (seen taking over a minute on a busy control plane), or the quota controller has not counted its
+    ResourceQuota yet ("status unknown for quota"). The controllers retry once those catch up."""
+    return ('serviceaccount "' in message and "not found" in message) or "status unknown for quota" in message
 
 
 def _still_missing_pods(kind: str, name: str, objects: NamespaceObjects) -> bool:
