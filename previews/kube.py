@@ -155,6 +155,7 @@ class NamespaceInfo:
     created_at: datetime
     phase: str  # Active or Terminating
     deletion_started_at: datetime | None
+    resource_version: str = ""  # as read: a delete preconditioned on it applies only to the namespace as seen
 
     @property
     def managed(self) -> bool:
@@ -171,6 +172,7 @@ def _namespace_info(ns: client.V1Namespace) -> NamespaceInfo:
         created_at=meta.creation_timestamp,
         phase=(ns.status.phase if ns.status else None) or "Active",
         deletion_started_at=meta.deletion_timestamp,
+        resource_version=meta.resource_version or "",
     )
 
 
@@ -260,13 +262,15 @@ def list_managed_namespaces() -> list[NamespaceInfo]:
 class DeleteOutcome:
     gone: bool  # True when the namespace no longer exists
     terminating_since: datetime | None = None
+    changed: bool = False  # a listed delete only: the namespace is not as listed (see delete_listed_namespace)
 
 
 def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
     """Delete one of our namespaces. 404 counts as done; never force-finalizes.
 
-    With `uid`, the delete applies only to that exact namespace (a precondition),
-    so a namespace recreated under the same name is not deleted by mistake.
+    One read (is it ours, which UID) and one delete preconditioned on that UID. With `uid`, the delete
+    applies only to that exact namespace, so a namespace recreated under the same name is not deleted
+    by mistake.
     """
     _refuse_protected(name)
     info = read_namespace(name)
@@ -279,17 +283,55 @@ def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
                                "left alone")
     if info.phase == "Terminating":
         return DeleteOutcome(gone=False, terminating_since=info.deletion_started_at)
-    body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=info.uid),
-                                  propagation_policy="Background")
     try:
-        _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
-              _request_timeout=REQUEST_TIMEOUT)
+        return _delete(name, client.V1Preconditions(uid=info.uid))
+    except errors.Conflict:  # terminating since the read (or changed): say what it is now
+        after = read_namespace(name)
+        return DeleteOutcome(gone=after is None, terminating_since=after.deletion_started_at if after else None)
+
+
+def delete_listed_namespace(name: str, uid: str, resource_version: str) -> DeleteOutcome:
+    """Delete a namespace exactly as a labelled list showed it: one request, no read.
+
+    The delete is preconditioned on the listed UID and resourceVersion, so it applies only if the namespace
+    is the one listed and unchanged since (still carrying our managed-by label). If it is not (relabelled,
+    re-applied, recreated, already terminating), nothing is deleted and the outcome says `changed`: the
+    caller takes the careful path (`delete_namespace`, which reads and checks). 404 counts as done.
+    """
+    _refuse_protected(name)
+    if not uid or not resource_version:
+        return DeleteOutcome(gone=False, changed=True)
+    try:
+        return _delete(name, client.V1Preconditions(uid=uid, resource_version=resource_version))
+    except errors.Conflict:
+        return DeleteOutcome(gone=False, changed=True)
+
+
+def _delete(name: str, preconditions: client.V1Preconditions) -> DeleteOutcome:
+    """One preconditioned DELETE; its answer (the namespace, now terminating) says what became of it."""
+    body = client.V1DeleteOptions(preconditions=preconditions, propagation_policy="Background")
+    try:
+        response = _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
+                         _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
     except errors.NotFound:
         return DeleteOutcome(gone=True)
-    after = read_namespace(name)
-    if after is None:
-        return DeleteOutcome(gone=True)
-    return DeleteOutcome(gone=False, terminating_since=after.deletion_started_at)
+    try:
+        answer = json.loads(response.data or b"{}")
+    except ValueError:
+        answer = {}
+    if answer.get("kind") != "Namespace":
+        return DeleteOutcome(gone=True)  # a Status: deleted outright (no finalizers left)
+    started = (answer.get("metadata") or {}).get("deletionTimestamp")
+    return DeleteOutcome(gone=False, terminating_since=_rfc3339(started))
+
+
+def _rfc3339(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 # --- objects ---------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -276,3 +278,73 @@ def teardown(preview_id: int, generation: int) -> str:
         services.preview_note(preview_id=preview_id, action=EventAction.NAMESPACE_TERMINATING,
                               message=f"Namespace {preview.namespace} is terminating")
         return "terminating"
+
+
+# --- many deletes at once (the reaper's) ---------------------------------------------------------
+
+DELETE_THREADS = 8  # namespace deletes in flight at once (each one request; the API server queues the rest)
+DELETE_CHUNK = 100  # previews whose locks are held at a time while their deletes are issued
+
+
+@dataclass(frozen=True)
+class ListedNamespace:
+    """A namespace as the reaper's labelled list showed it (what its delete is preconditioned on)."""
+
+    name: str
+    uid: str
+    resource_version: str
+
+
+def delete_listed(namespaces: list[ListedNamespace], careful: Callable[[ListedNamespace], kube.DeleteOutcome],
+                  ) -> list[kube.DeleteOutcome | errors.GatewayError]:
+    """Delete each namespace exactly as listed (one preconditioned request, `kube.delete_listed_namespace`),
+    DELETE_THREADS at a time; one that changed since it was listed goes the `careful` way instead (a read,
+    the checks, a delete). The outcome of each, in order, or the GatewayError it met: one failure never stops
+    the rest. Bounded: at most len(namespaces) requests (two or three for a changed one), each with a timeout.
+    """
+    def one(ns: ListedNamespace) -> kube.DeleteOutcome | errors.GatewayError:
+        try:
+            outcome = kube.delete_listed_namespace(ns.name, ns.uid, ns.resource_version)
+            return careful(ns) if outcome.changed else outcome
+        except errors.GatewayError as exc:
+            return exc
+
+    if len(namespaces) <= 1:
+        return [one(ns) for ns in namespaces]
+    with ThreadPoolExecutor(max_workers=min(DELETE_THREADS, len(namespaces)), thread_name_prefix="delete") as pool:
+        return list(pool.map(one, namespaces))
+
+
+def teardown_many(reaped: list[tuple[services.Reaped, ListedNamespace]]) -> list[services.TeardownIssued]:
+    """`teardown` for many reaped previews at once: issue their namespace deletes and return; records each.
+
+    As a teardown task does, each delete is issued while holding the preview's deploy lock, so it never races
+    a deploy that could recreate the namespace: the locks of DELETE_CHUNK previews are taken at once (those
+    taken by a running task are not waited for: that preview gets its teardown task, which waits). A namespace
+    changed since the listing is deleted after reading it as the teardown task does (still ours? then delete).
+    The watcher marks each preview deleted when its namespace is gone.
+    """
+    issued: list[services.TeardownIssued] = []
+
+    def careful(ns: ListedNamespace) -> kube.DeleteOutcome:
+        return kube.delete_namespace(ns.name)
+
+    for start in range(0, len(reaped), DELETE_CHUNK):
+        chunk = reaped[start:start + DELETE_CHUNK]
+        locked = locks.try_advisory_locks(locks.DEPLOY, [r.preview_id for r, _ns in chunk])
+        try:
+            mine = [(r, ns) for r, ns in chunk if r.preview_id in locked]
+            outcomes = delete_listed([ns for _r, ns in mine], careful)
+        finally:
+            locks.advisory_unlock_many(locks.DEPLOY, locked)
+        issued += [services.TeardownIssued(r.preview_id, r.generation, r.namespace, "busy")
+                   for r, _ns in chunk if r.preview_id not in locked]
+        for (r, _ns), outcome in zip(mine, outcomes, strict=True):
+            if isinstance(outcome, errors.GatewayError):
+                word = "not ours" if isinstance(outcome, kube.NamespaceNotOurs) else "failed"
+                issued.append(services.TeardownIssued(r.preview_id, r.generation, r.namespace, word, str(outcome)))
+            else:
+                issued.append(services.TeardownIssued(r.preview_id, r.generation, r.namespace,
+                                                      "gone" if outcome.gone else "terminating"))
+    services.previews_teardown_issued(issued=issued)
+    return issued

@@ -71,6 +71,7 @@ class ClusterNamespace:
     labels: Mapping[str, str]
     created_at: datetime
     terminating_since: datetime | None = None
+    resource_version: str = ""  # as listed: the delete is preconditioned on it (and the UID)
 
     @property
     def managed(self) -> bool:
@@ -117,6 +118,7 @@ class Decision:
     detail: str = ""
     generation: int | None = None
     expires_at: datetime | None = None
+    resource_version: str = ""
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -344,7 +346,8 @@ def _rate_limit(result: Plan) -> None:
 def _factory(action: str, ns: ClusterNamespace, record: PreviewRecord | None):
     def make(reason: str, detail: str = "") -> Decision:
         return Decision(action, reason, ns.name, record.id if record else None, ns.uid, detail,
-                        record.generation if record else None, record.expires_at if record else None)
+                        record.generation if record else None, record.expires_at if record else None,
+                        ns.resource_version)
     return make
 
 

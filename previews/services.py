@@ -23,6 +23,8 @@ from previews.models import ActorKind, ApiToken, EventAction, Preview, PreviewEv
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
 GITHUB_SYNC_TASK = "previews.tasks.sync_github"
+GITHUB_SYNC_MANY_TASK = "previews.tasks.sync_github_many"
+GITHUB_SYNC_BATCH = 50  # previews per batched sync task (a mass deletion queues 20 tasks per 1000, not 1000)
 SLEEP_TASK = "previews.tasks.sleep_preview"
 MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
 
@@ -226,6 +228,20 @@ def github_sync_enqueue(preview_id: int, expiry_warning: bool = False) -> None:
     if github.is_configured():
         transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, expiry_warning,
                                                  task_name=f"sync_github:{preview_id}"))
+
+
+def github_sync_enqueue_many(preview_ids: list[int]) -> None:
+    """Tell many PRs, after commit, in tasks of GITHUB_SYNC_BATCH previews each (each one synced as alone)."""
+    ids = sorted(set(preview_ids))
+    if not ids or not github.is_configured():
+        return
+    batches = [ids[i:i + GITHUB_SYNC_BATCH] for i in range(0, len(ids), GITHUB_SYNC_BATCH)]
+
+    def enqueue() -> None:
+        for batch in batches:
+            async_task(GITHUB_SYNC_MANY_TASK, batch, task_name=f"sync_github_many:{batch[0]}:{len(batch)}")
+
+    transaction.on_commit(enqueue)
 
 
 def github_sync_retry(preview_id: int, delay: timedelta) -> None:
@@ -700,6 +716,138 @@ def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason:
             return False  # pinned since the plan (a pin changes neither generation nor expiry)
         _destroy_locked(preview, REAPER, f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
     return True
+
+
+REAP_CHUNK = 200  # previews reaped per transaction (their row locks are held until it commits)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A preview the reaper's bulk destroy brought down."""
+
+    preview_id: int
+    generation: int  # the new one, of the destroy
+    namespace: str
+    direct: bool  # the caller issues its namespace delete itself; False: a teardown task was queued
+
+
+def previews_reap(*, decisions) -> tuple[list[Reaped], list[int]]:
+    """`preview_reap` for many previews at once (the reaper's deletions): ([reaped], [skipped preview ids]).
+
+    Each preview is checked under its row lock against the plan (same generation and expiry, not pinned since)
+    and destroyed in the same transaction, as `preview_reap` does, with its "destroy requested" event; its PR is
+    told in batched sync tasks. Previews are handled REAP_CHUNK at a time, one transaction each, rows locked
+    in id order. A preview with data on the shared server, or already being deleted, gets the teardown task
+    (which drops its data first, or tries again); every other one is returned `direct`: the caller issues
+    the namespace delete (`provisioning.teardown_many`) instead of a task per preview.
+    """
+    wanted = [d for d in decisions if d.preview_id is not None]
+    reaped: list[Reaped] = []
+    skipped: list[int] = []
+    for start in range(0, len(wanted), REAP_CHUNK):
+        chunk = wanted[start:start + REAP_CHUNK]
+        with transaction.atomic():
+            done, passed = _reap_chunk(chunk)
+        reaped += done
+        skipped += passed
+    return reaped, skipped
+
+
+def _reap_chunk(chunk) -> tuple[list[Reaped], list[int]]:
+    now = timezone.now()
+    rows = {p.pk: p for p in Preview.objects.select_for_update().filter(pk__in=[d.preview_id for d in chunk])
+            .order_by("pk")}
+    changed: list[Preview] = []
+    events: list[PreviewEvent] = []
+    reaped: list[Reaped] = []
+    skipped: list[int] = []
+    slots: set[int] = set()
+    for decision in chunk:
+        preview = rows.get(decision.preview_id)
+        if preview is None or preview.generation != decision.generation or preview.expires_at != decision.expires_at:
+            skipped.append(decision.preview_id)
+            continue
+        if preview.desired == Preview.Desired.DOWN:
+            # Already asked for; a teardown that failed earlier is simply tried again, by its task.
+            events.append(_event_row(preview, REAPER, "reaped", f"{decision.reason}: deleting again",
+                                     reason=decision.reason))
+            _enqueue(TEARDOWN_TASK, preview)
+            reaped.append(Reaped(preview.pk, preview.generation, preview.namespace, direct=False))
+            continue
+        if preview.pinned:
+            skipped.append(preview.pk)  # pinned since the plan (a pin changes neither generation nor expiry)
+            continue
+        if preview.deploy_queued_at is not None:
+            slots.add(preview.repository_id)  # its queued deploy is now stale: the slot goes to the next one
+        reason = f"Reaper: {decision.reason}" + (f" ({decision.detail})" if decision.detail else "")
+        preview.desired, preview.status, preview.status_message = Preview.Desired.DOWN, Preview.Status.DELETING, reason
+        preview.generation += 1
+        preview.deploy_queued_at = preview.next_attempt_at = None
+        preview.updated_at = now
+        changed.append(preview)
+        events.append(_event_row(preview, REAPER, "destroy requested", reason))
+        direct = not preview.data_name
+        if not direct:
+            _enqueue(TEARDOWN_TASK, preview)
+        reaped.append(Reaped(preview.pk, preview.generation, preview.namespace, direct=direct))
+    Preview.objects.bulk_update(changed, ["desired", "status", "status_message", "generation", "deploy_queued_at",
+                                          "next_attempt_at", "updated_at"])
+    PreviewEvent.objects.bulk_create(events)
+    github_sync_enqueue_many([p.pk for p in changed])
+    for repository_id in sorted(slots):
+        transaction.on_commit(lambda repository_id=repository_id: deploy_slots_fill(repository_id))
+    return reaped, skipped
+
+
+def _event_row(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    """An unsaved event, for bulk_create (what `_event` saves one at a time)."""
+    return PreviewEvent(preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action,
+                        message=message, details=details, generation=preview.generation)
+
+
+@dataclass(frozen=True)
+class TeardownIssued:
+    """What became of one namespace delete that `provisioning.teardown_many` issued for a reaped preview."""
+
+    preview_id: int
+    generation: int
+    namespace: str
+    outcome: str  # "terminating", "gone", "failed", "not ours" or "busy" (a deploy or teardown holds it)
+    message: str = ""
+
+
+def previews_teardown_issued(*, issued: list[TeardownIssued]) -> dict[str, int]:
+    """Record the deletes issued for reaped previews, as the teardown task records its one; counts by outcome.
+
+    Terminating: a "namespace terminating" event each (in one statement); the watcher marks them deleted.
+    Gone or not ours: deleted now. Failed: "delete failed" with the reason, and the sweep tries again. Busy
+    (another task of that preview held its lock): its teardown task is queued, which waits for the lock.
+    Each only for the generation that issued it.
+    """
+    counts: dict[str, int] = {}
+    terminating = [i for i in issued if i.outcome == "terminating"]
+    if terminating:
+        current = set(Preview.objects.filter(pk__in=[i.preview_id for i in terminating], desired=Preview.Desired.DOWN)
+                      .values_list("pk", "generation"))
+        PreviewEvent.objects.bulk_create([
+            PreviewEvent(preview_id=i.preview_id, actor_kind=REAPER.kind, actor=REAPER.name, generation=i.generation,
+                         action="namespace terminating", message=f"Namespace {i.namespace} is terminating")
+            for i in terminating if (i.preview_id, i.generation) in current])
+    for item in issued:
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+        if item.outcome == "gone":
+            preview_set_status(preview_id=item.preview_id, generation=item.generation, status=Preview.Status.DELETED,
+                               message=f"Namespace {item.namespace} deleted", action="deleted")
+        elif item.outcome == "not ours":
+            preview_set_status(preview_id=item.preview_id, generation=item.generation, status=Preview.Status.DELETED,
+                               message=f"Nothing deleted: {item.message}", action="deleted")
+        elif item.outcome == "failed":
+            preview_set_status(preview_id=item.preview_id, generation=item.generation,
+                               status=Preview.Status.DELETING, message=f"Deleting failed, the sweep tries again: "
+                               f"{item.message}"[:2000], action="delete failed")
+        elif item.outcome == "busy":
+            preview_teardown_retry(preview_id=item.preview_id)
+    return counts
 
 
 def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -> bool:
