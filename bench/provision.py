@@ -139,14 +139,14 @@ def run_ours(repository: Any, index: int, actor: Any, watcher: Any) -> tuple[Run
     """Upsert preview `index`, deploy it synchronously, and step the watcher until it is ready (or failed).
 
     Returns the run and the preview (or None)."""
-    from previews import provisioning, services
+    from previews import links, provisioning, services
     from previews.models import Preview
     from previews.services import PreviewRequest
 
     sha = secrets.token_hex(20)
     request = PreviewRequest(head_sha=sha, images=(f"ghcr.io/demo/shop:pr-{index}-{sha[:7]}",),
                              title=f"bench preview {index}", author="bench")
-    run = Run(index, services.namespace_for(repository, index))
+    run = Run(index, links.namespace_for(repository, index))
     watcher.step(wait=0)  # untimed: what the watches delivered meanwhile (kubectl's namespace) is processed first
     started = time.perf_counter()
     try:

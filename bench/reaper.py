@@ -722,7 +722,7 @@ def comparison(meta: dict, cycles: list[dict], base: dict) -> dict:
 
 REAL_TIMEOUT = 1800.0  # seconds to wait for every namespace to be gone, in each of the two runs
 POLL = 0.5  # seconds between polls of the namespaces' states
-QUEUE_FUNCS = ("previews.tasks.teardown_preview", "previews.tasks.sync_github")
+QUEUE_FUNCS = ("previews.tasks.teardown_preview", "previews.tasks.sync_github", "previews.tasks.sync_github_many")
 
 
 def namespace_states() -> dict[str, bool] | None:
@@ -974,8 +974,9 @@ def print_real_report(report: dict) -> None:
           f"{meta['reaper']['deletions_per_minute'] * meta['reaper']['interval_minutes']} a cycle), breaker "
           f"{meta['reaper']['breaker_percent']}%, interval {meta['reaper']['interval_minutes']} min; a real qcluster "
           f"({meta['q_workers']} workers){', watcher ' + real['watcher'] if real['watcher'] else ', no watcher'}")
-    print("ours: real reaper cycles (snapshot narrowed to this run's namespaces: the cluster is shared), deletions "
-          "through services.preview_reap, teardown tasks run by the qcluster; cycles every interval until all gone")
+    print("ours: real reaper cycles (snapshot narrowed to this run's namespaces: the cluster is shared); each "
+          "cycle brings the previews down through the services and issues their namespace deletes itself; the "
+          "qcluster runs the PR syncs, the watcher records the ends; cycles every interval until all gone")
     print(f"setup: {setup['seconds']:.1f}s ({n} namespaces in {setup['namespaces_seconds']:.1f}s)")
     print()
     for i, cycle in enumerate(ours["cycles"], start=1):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -94,25 +95,25 @@ class Env:
 
 
 def parse_database_url(name: str, url: str) -> dict:
+    """A postgres:// URL as Django's DATABASES entry, parsed by dj-database-url (quoting, query options such as
+    ?sslmode=require become OPTIONS); what it would accept silently (another engine, no host or database, a bad
+    port) stops start-up here with the variable's name."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ImproperlyConfigured(
             f"{name}={url!r} must be a postgres:// URL, e.g. postgres://user@127.0.0.1:5432/dbname"
         )
-    database = parts.path.lstrip("/")
-    if not parts.hostname or not database:
+    if not parts.hostname or not parts.path.lstrip("/"):
         raise ImproperlyConfigured(f"{name}={url!r} needs a host and a database name")
     try:
-        port = parts.port
+        parts.port  # noqa: B018 (urlsplit checks the port only when it is read)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={url!r} has an invalid port") from None
-    return {
-        "ENGINE": "config.postgres",  # Django's, with a health check without a round trip (config/postgres)
-        "NAME": unquote(database),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname,
-        "PORT": str(port or 5432),
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
-    }
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except dj_database_url.ParseError as exc:
+        raise ImproperlyConfigured(f"{name}={url!r} is not a valid URL: {exc}") from None
+    config["PORT"] = str(config["PORT"] or 5432)
+    # Django's backend, with a health check without a round trip (config/postgres/base.py).
+    config["ENGINE"] = "config.postgres"
+    return config

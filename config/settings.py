@@ -9,7 +9,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import Env, parse_database_url
-from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS, DNS_SUBDOMAIN_RE, ROUTING_MODES
+from previews.manifests import DEFAULT_INGRESS_ANNOTATIONS, PROTECTED_NAMESPACES, ROUTING_MODES
+from previews.validators import DNS_SUBDOMAIN_RE
 
 env = Env()
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -141,10 +142,10 @@ if REDIS_URL:
 # --- previews -------------------------------------------------------------------
 PREVIEWS_PUBLIC_URL = env.str("PREVIEWS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
 # Namespaces that are never created, adopted or deleted, whatever a label says.
-PREVIEWS_PROTECTED_NAMESPACES = sorted(
-    {"default", "kube-system", "kube-public", "kube-node-lease", "staging"}
-    | set(env.list("PREVIEWS_PROTECTED_NAMESPACES", []))
-)
+PREVIEWS_PROTECTED_NAMESPACES = sorted(PROTECTED_NAMESPACES | set(env.list("PREVIEWS_PROTECTED_NAMESPACES", [])))
+# The cluster: a kubeconfig file (kubectl's own variable) and context, or, without KUBECONFIG, the in-cluster
+# ServiceAccount.
+PREVIEWS_KUBECONFIG = env.str("KUBECONFIG", "")
 PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
@@ -322,3 +323,6 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# Metrics of several gunicorn workers are merged through this directory (prometheus_client's multiprocess mode).
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", "")

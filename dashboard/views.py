@@ -13,15 +13,16 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.forms import ExtendForm, KillForm, ListFilterForm
-from previews import kube, reaper, reaper_cycle, selectors, services
-from previews.models import Preview
+from previews import reaper, reaper_cycle, selectors, services
+from previews.gateways import errors
+from previews.models import ActorKind, Preview
 
 PAGE_SIZE = 50
 REAPER_PAGE_SIZE = 100
 
 
 def _actor(request: HttpRequest) -> services.Actor:
-    return services.Actor("user", request.user.get_username())
+    return services.Actor(ActorKind.USER, request.user.get_username())
 
 
 def _preview_or_404(preview_id: int) -> Preview:
@@ -151,7 +152,7 @@ def costs(request: HttpRequest) -> HttpResponse:
     error, rows = "", []
     try:
         rows = selectors.all_repository_costs()
-    except kube.KubeError as exc:
+    except errors.GatewayError as exc:
         error = f"The cluster could not be read: {exc}"
     return render(request, "dashboard/costs.html", {"repositories": rows, "error": error})
 
@@ -190,7 +191,7 @@ def reaper_plan(request: HttpRequest) -> HttpResponse:
     context: dict = {"query": request.GET.copy()}
     try:
         plan, snapshot = reaper_cycle.preview_plan()
-    except kube.KubeError as exc:
+    except errors.GatewayError as exc:
         error = f"The cluster could not be read, so there is no plan: {exc}"
     if plan is not None:
         deletions = sorted(plan.deletions, key=reaper.urgency)

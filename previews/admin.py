@@ -3,6 +3,7 @@ from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
 from previews import github, services
+from previews.gateways import errors
 from previews.models import ApiToken, Preview, PreviewEvent, Repository
 
 
@@ -19,7 +20,7 @@ class RepositoryAdmin(admin.ModelAdmin):
                 obj.github_repository_id, obj.github_owner_id = github.repository_ids(obj.full_name)
                 messages.info(request, f"GitHub ids of {obj} filled in: repository {obj.github_repository_id}, "
                                        f"owner {obj.github_owner_id}.")
-            except github.GitHubUnavailable as exc:
+            except errors.GatewayError as exc:
                 messages.warning(request, f"GitHub ids not filled in (GitHub Actions OIDC stays off): {exc}")
         super().save_model(request, obj, form, change)
 

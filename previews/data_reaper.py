@@ -27,7 +27,7 @@ from django.utils import timezone
 from previews import data as preview_data
 from previews import locks, services
 from previews.gateways import preview_db
-from previews.models import Preview, ReaperRun
+from previews.models import EventAction, Preview, ReaperRun
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _drop(decision: DataDecision) -> str:
         else:
             steps = preview_db.drop(mode, decision.name, owner)
         if preview is not None:
-            services.preview_note(preview_id=preview.pk, action="data reaped",
+            services.preview_note(preview_id=preview.pk, action=EventAction.DATA_REAPED,
                                   message=f"{decision.name}: {decision.reason} ({decision.detail}): "
                                           + (", ".join(steps) or "nothing left"), steps=steps)
     return ", ".join(steps) or "nothing left"

@@ -10,7 +10,6 @@ are not even attempted until the reset time.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,23 +20,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from github import Auth, Github, GithubException, GithubIntegration
 
+from previews.gateways import errors
 from previews.models import GitHubState
-
-logger = logging.getLogger(__name__)
 
 COMMENT_MARKER = "<!-- pr-previews:status-comment -->"
 BACKOFF_KEY = "backoff"
 RATE_LIMIT_KEY = "rate_limit"
 MAX_LIST_PAGES = 50  # 5000 open PRs: a runaway pagination stops here (and counts as unknown)
-
-
-class GitHubUnavailable(Exception):
-    """GitHub could not be asked, or did not answer usefully. The state of things there is unknown."""
-
-    def __init__(self, message: str, status: int = 0, retry_after: int | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -49,6 +38,11 @@ class OpenPulls:
     reason: str = ""
     api_calls: int = 0
     not_modified: int = 0  # pages answered 304 from our ETag cache
+
+    @property
+    def open_numbers(self) -> frozenset[int] | None:
+        """The open numbers when known, None when unknown: what the reaper plans with."""
+        return self.numbers if self.known else None
 
     def is_open(self, number: int) -> bool | None:
         """True/False when known; None when unknown (never read None as closed)."""
@@ -141,7 +135,7 @@ def _ours(comment, login: str) -> bool:
 
 def _client(timeout: float | None = None) -> Github:
     if not is_configured():
-        raise GitHubUnavailable("GitHub is not configured (set GITHUB_TOKEN or the GITHUB_APP_* settings)")
+        raise errors.Unavailable("GitHub is not configured (set GITHUB_TOKEN or the GITHUB_APP_* settings)")
     # retry=None: our callers decide about retries; PyGithub's own would hold a task for minutes.
     return Github(auth=_auth(), base_url=settings.GITHUB_API_URL, timeout=timeout or settings.GITHUB_TIMEOUT,
                   retry=None,
@@ -195,22 +189,25 @@ def _guard(action: str) -> None:
     """Refuse at once, without calling GitHub, while backing off after a rate limit."""
     until = backoff_until()
     if until is not None:
-        raise GitHubUnavailable(f"{action}: waiting for GitHub's rate limit until {until:%H:%M:%S} UTC",
-                                status=429, retry_after=int((until - timezone.now()).total_seconds()) + 1)
+        raise errors.Unavailable(f"{action}: waiting for GitHub's rate limit until {until:%H:%M:%S} UTC",
+                                 status=429, retry_after=int((until - timezone.now()).total_seconds()) + 1)
 
 
-def _unavailable(action: str, exc: Exception, timeout: float | None = None) -> GitHubUnavailable:
+def _error(action: str, exc: Exception, timeout: float | None = None) -> errors.GatewayError:
+    """PyGithub's (or the transport's) exception as one of ours: a rate limit, a timeout, no connection, 429 or
+    5xx is Unavailable; 404 NotFound, 409 Conflict; any other answer a GatewayError with its status."""
     if isinstance(exc, GithubException):
         message = exc.data.get("message", "") if isinstance(exc.data, dict) else str(exc.data or "")
         retry_after = _retry_after(exc.status, exc.headers or {}, message)
         _record_rate_limit(exc.headers or {})
         if retry_after:
             _put_state(BACKOFF_KEY, until=timezone.now() + timedelta(seconds=retry_after))
-        return GitHubUnavailable(f"{action}: GitHub answered {exc.status} {message}".strip(), status=exc.status,
-                                 retry_after=retry_after)
+        cls = errors.Unavailable if retry_after else errors.for_status(exc.status)
+        return cls(f"{action}: GitHub answered {exc.status} {message}".strip(), status=exc.status,
+                   retry_after=retry_after)
     if isinstance(exc, requests.exceptions.Timeout):
-        return GitHubUnavailable(f"{action}: GitHub did not answer within {timeout or settings.GITHUB_TIMEOUT}s")
-    return GitHubUnavailable(f"{action}: GitHub could not be reached ({exc.__class__.__name__}: {exc})")
+        return errors.Unavailable(f"{action}: GitHub did not answer within {timeout or settings.GITHUB_TIMEOUT}s")
+    return errors.Unavailable(f"{action}: GitHub could not be reached ({exc.__class__.__name__}: {exc})")
 
 
 FAILURES = (GithubException, requests.exceptions.RequestException, OSError, ValueError, KeyError, TypeError)
@@ -255,10 +252,10 @@ def open_pull_numbers(full_name: str) -> OpenPulls:
                 raise GithubException(status, {"message": message}, response_headers)
             numbers.extend(result.numbers)
             page = result.next_page
-    except GitHubUnavailable as exc:
+    except errors.GatewayError as exc:
         return OpenPulls(known=False, reason=str(exc), api_calls=calls)
     except FAILURES as exc:
-        return OpenPulls(known=False, reason=str(_unavailable(f"list open PRs of {full_name}", exc)),
+        return OpenPulls(known=False, reason=str(_error(f"list open PRs of {full_name}", exc)),
                          api_calls=calls)
     return OpenPulls(known=True, numbers=frozenset(numbers), api_calls=calls, not_modified=not_modified)
 
@@ -293,10 +290,10 @@ def pull_state(full_name: str, number: int, timeout: float | None = None) -> Pul
         return PullState(state=state, title=pull.title or "", author=pull.user.login if pull.user else "",
                          head_sha=pull.head.sha if pull.head else "", draft=bool(pull.draft),
                          labels=tuple(label.name for label in pull.labels))
-    except GitHubUnavailable as exc:
+    except errors.GatewayError as exc:
         return PullState(state="unknown", reason=str(exc))
     except FAILURES as exc:
-        return PullState(state="unknown", reason=str(_unavailable(f"read PR #{number} of {full_name}", exc, timeout)))
+        return PullState(state="unknown", reason=str(_error(f"read PR #{number} of {full_name}", exc, timeout)))
 
 
 # --- what this service knows of a PR's head, without asking ----------------------------------------
@@ -355,31 +352,35 @@ def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: dateti
 
 
 def commit_parents(full_name: str, sha: str) -> list[str]:
-    """The parent SHAs of a commit (immutable). Raises GitHubUnavailable (status 404: no such commit)."""
+    """The parent SHAs of a commit (immutable). Raises errors.NotFound when there is no such commit (GitHub
+    answers 404, or 422 for a SHA it cannot resolve), another errors.GatewayError when GitHub cannot say."""
     action = f"read commit {sha[:7]} of {full_name}"
     try:
         _guard(action)
         return [parent.sha for parent in _client().get_repo(full_name).get_commit(sha).parents]
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        error = _error(action, exc)
+        if error.status == 422:
+            error = errors.NotFound(str(error), status=422)
+        raise error from exc
 
 
 def repository_ids(full_name: str) -> tuple[int, int]:
-    """GitHub's immutable (repository id, owner id). Raises GitHubUnavailable."""
+    """GitHub's immutable (repository id, owner id). Raises errors.GatewayError."""
     action = f"read repository {full_name}"
     try:
         _guard(action)
         repo = _client().get_repo(full_name)  # lazy: the first attribute read fetches it
         return int(repo.id), int(repo.owner.id)
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        raise _error(action, exc) from exc
 
 
-# --- writes: each raises GitHubUnavailable on failure --------------------------------------------
+# --- writes: each raises errors.GatewayError on failure --------------------------------------------
 
 
 def upsert_comment(full_name: str, number: int, body: str, known_comment_id: int | None = None) -> int:
@@ -407,10 +408,10 @@ def upsert_comment(full_name: str, number: int, body: str, known_comment_id: int
                     comment.edit(text)
                 return comment.id
         return issue.create_comment(text).id
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        raise _error(action, exc) from exc
 
 
 def create_deployment(full_name: str, sha: str, environment: str, description: str) -> Deployment:
@@ -421,10 +422,10 @@ def create_deployment(full_name: str, sha: str, environment: str, description: s
             ref=sha, environment=environment, description=description[:140], auto_merge=False,
             required_contexts=[], transient_environment=True, production_environment=False)
         return Deployment(id=deployment.id, environment=environment)
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        raise _error(action, exc) from exc
 
 
 def create_deployment_status(full_name: str, deployment_id: int, state: str, *, description: str = "",
@@ -440,10 +441,10 @@ def create_deployment_status(full_name: str, deployment_id: int, state: str, *, 
         if log_url:
             kwargs["target_url"] = log_url
         deployment.create_status(state, **kwargs)
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        raise _error(action, exc) from exc
 
 
 REACTIONS = frozenset({"+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"})
@@ -457,10 +458,10 @@ def add_reaction(full_name: str, number: int, comment_id: int, content: str) -> 
     try:
         _guard(action)
         _client().get_repo(full_name).get_issue(number).get_comment(comment_id).create_reaction(content)
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        raise _error(action, exc) from exc
 
 
 def create_comment(full_name: str, number: int, body: str) -> int:
@@ -469,7 +470,7 @@ def create_comment(full_name: str, number: int, body: str) -> int:
     try:
         _guard(action)
         return _client().get_repo(full_name).get_issue(number).create_comment(body).id
-    except GitHubUnavailable:
+    except errors.GatewayError:
         raise
     except FAILURES as exc:
-        raise _unavailable(action, exc) from exc
+        raise _error(action, exc) from exc

@@ -1,12 +1,15 @@
-"""The Kubernetes gateway: the only module that imports the `kubernetes` client.
+"""The Kubernetes gateway: with its siblings the only modules that import the `kubernetes` client.
 
 Everything here speaks the project's own terms (namespaces we manage, objects
-to apply, rollout outcomes) and raises the project's own errors. Transient API
+to apply, rollout outcomes) and raises previews.gateways.errors. Transient API
 failures (429, 5xx, connection errors) are retried with bounded backoff.
+Siblings: `kube_watch.py` (the watcher's raw lists and watches) and
+`kube_view.py` (the dashboard's live view of a namespace).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
@@ -25,47 +28,38 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from previews.cost import Workload
+from previews.gateways import errors
 from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, GATEWAY_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 logger = logging.getLogger(__name__)
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
-RETRY_STATUSES = {429, 500, 502, 503, 504}
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 REQUEST_TIMEOUT = (5, 30)  # connect, read seconds
 
 
-# --- errors ---------------------------------------------------------------------------
+# --- errors: the hierarchy is previews.gateways.errors; these are the refusals of this gateway ---------------
 
 
-class KubeError(Exception):
-    """A Kubernetes API call failed; `status` is the HTTP status (0 when unreachable)."""
-
-    def __init__(self, message: str, status: int = 0, reason: str = ""):
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-
-
-class KubeUnavailable(KubeError):
-    """The API could not be reached or kept failing after retries."""
-
-
-class NamespaceNotOurs(KubeError):
+class NamespaceNotOurs(errors.Conflict):
     """The namespace exists without our managed-by label, or belongs to another preview; never touched."""
 
 
-class ProtectedNamespace(KubeError):
+class ProtectedNamespace(errors.GatewayError):
     """A protected namespace (kube-system, default, staging, ...) was asked for."""
 
 
-def _translate(exc: Exception, action: str) -> KubeError:
+class KindNotServed(errors.NotFound):
+    """The cluster does not serve this kind (its CRD is not installed, or the version is not served)."""
+
+
+def _translate(exc: Exception, action: str) -> errors.GatewayError:
+    """The client's exception as one of ours (the caller raises it `from exc`)."""
     if isinstance(exc, ApiException | DynamicApiError):
         status = int(getattr(exc, "status", 0) or 0)
-        message = _api_message(exc)
-        cls = KubeUnavailable if status in RETRY_STATUSES else KubeError
-        return cls(f"{action}: {message}", status=status, reason=str(getattr(exc, "reason", "") or ""))
-    return KubeUnavailable(f"{action}: the Kubernetes API is unreachable ({exc.__class__.__name__}: {exc})")
+        cls = errors.for_status(status) if status else errors.GatewayError
+        return cls(f"{action}: {_api_message(exc)}", status=status, reason=str(getattr(exc, "reason", "") or ""))
+    return errors.Unavailable(f"{action}: the Kubernetes API is unreachable ({exc.__class__.__name__}: {exc})")
 
 
 def _api_message(exc: Exception) -> str:
@@ -89,7 +83,7 @@ def _call(action: str, fn: Callable, *args, retry: bool = True, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (ApiException, DynamicApiError) as exc:
-            if getattr(exc, "status", 0) not in RETRY_STATUSES or delay is None:
+            if getattr(exc, "status", 0) not in errors.RETRY_STATUSES or delay is None:
                 raise _translate(exc, action) from exc
             logger.warning("%s: HTTP %s, retry %d in %.1fs", action, exc.status, attempt + 1, delay)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -106,10 +100,10 @@ _local = threading.local()
 
 
 def api_client() -> client.ApiClient:
-    """One ApiClient per thread, from KUBECONFIG if set, else the in-cluster service account."""
+    """One ApiClient per thread, from the kubeconfig if set (KUBECONFIG), else the in-cluster service account."""
     api = getattr(_local, "api", None)
     if api is None:
-        kubeconfig = os.environ.get("KUBECONFIG")
+        kubeconfig = settings.PREVIEWS_KUBECONFIG
         try:
             if kubeconfig:
                 api = config.new_client_from_config(
@@ -120,7 +114,7 @@ def api_client() -> client.ApiClient:
                 config.load_incluster_config(client_configuration=configuration)
                 api = client.ApiClient(configuration)
         except (config.ConfigException, OSError) as exc:
-            raise KubeUnavailable(f"no usable Kubernetes configuration: {exc}") from exc
+            raise errors.Unavailable(f"no usable Kubernetes configuration: {exc}") from exc
         _local.api = api
     return api
 
@@ -143,7 +137,7 @@ def reset_clients() -> None:
 
 
 def ping() -> str:
-    """The server's version; raises KubeUnavailable/KubeError unless the API answers us."""
+    """The server's version; raises errors.Unavailable (or another GatewayError) unless the API answers us."""
     # No retries: a readiness probe must answer quickly, and the next probe is the retry.
     version = _call("check the API", client.VersionApi(api_client()).get_code, retry=False, _request_timeout=(2, 5))
     return version.git_version
@@ -161,6 +155,7 @@ class NamespaceInfo:
     created_at: datetime
     phase: str  # Active or Terminating
     deletion_started_at: datetime | None
+    resource_version: str = ""  # as read: a delete preconditioned on it applies only to the namespace as seen
 
     @property
     def managed(self) -> bool:
@@ -177,6 +172,7 @@ def _namespace_info(ns: client.V1Namespace) -> NamespaceInfo:
         created_at=meta.creation_timestamp,
         phase=(ns.status.phase if ns.status else None) or "Active",
         deletion_started_at=meta.deletion_timestamp,
+        resource_version=meta.resource_version or "",
     )
 
 
@@ -188,10 +184,8 @@ def _refuse_protected(name: str) -> None:
 def read_namespace(name: str) -> NamespaceInfo | None:
     try:
         ns = _call(f"read namespace {name}", _core().read_namespace, name, _request_timeout=REQUEST_TIMEOUT)
-    except KubeError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    except errors.NotFound:
+        return None
     return _namespace_info(ns)
 
 
@@ -216,7 +210,8 @@ def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
                 raise NamespaceNotOurs(f"namespace {name!r} belongs to another preview ({key}="
                                        f"{existing.labels[key]!r})")
         if existing.phase == "Terminating":
-            raise KubeError(f"namespace {name!r} is still being deleted; try again when it is gone", status=409)
+            raise errors.Conflict(f"namespace {name!r} is still being deleted; try again when it is gone",
+                                  status=409)
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
     ns = _call(f"apply namespace {name}", _core().patch_namespace, name, body, field_manager=FIELD_MANAGER,
@@ -253,7 +248,7 @@ def ensure_access(namespace: str, cluster_role: str, service_account: str, label
         if result.status.allowed:
             return
         if time.monotonic() > deadline:
-            raise KubeError(f"the RoleBinding in {namespace} did not grant access within {timeout:.0f}s: "
+            raise errors.GatewayError(f"the RoleBinding in {namespace} did not grant access within {timeout:.0f}s: "
                             f"{result.status.reason or 'denied'}", status=403)
         time.sleep(0.2)
 
@@ -267,13 +262,15 @@ def list_managed_namespaces() -> list[NamespaceInfo]:
 class DeleteOutcome:
     gone: bool  # True when the namespace no longer exists
     terminating_since: datetime | None = None
+    changed: bool = False  # a listed delete only: the namespace is not as listed (see delete_listed_namespace)
 
 
 def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
     """Delete one of our namespaces. 404 counts as done; never force-finalizes.
 
-    With `uid`, the delete applies only to that exact namespace (a precondition),
-    so a namespace recreated under the same name is not deleted by mistake.
+    One read (is it ours, which UID) and one delete preconditioned on that UID. With `uid`, the delete
+    applies only to that exact namespace, so a namespace recreated under the same name is not deleted
+    by mistake.
     """
     _refuse_protected(name)
     info = read_namespace(name)
@@ -286,26 +283,58 @@ def delete_namespace(name: str, uid: str | None = None) -> DeleteOutcome:
                                "left alone")
     if info.phase == "Terminating":
         return DeleteOutcome(gone=False, terminating_since=info.deletion_started_at)
-    body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=info.uid),
-                                  propagation_policy="Background")
     try:
-        _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
-              _request_timeout=REQUEST_TIMEOUT)
-    except KubeError as exc:
-        if exc.status == 404:
-            return DeleteOutcome(gone=True)
-        raise
-    after = read_namespace(name)
-    if after is None:
+        return _delete(name, client.V1Preconditions(uid=info.uid))
+    except errors.Conflict:  # terminating since the read (or changed): say what it is now
+        after = read_namespace(name)
+        return DeleteOutcome(gone=after is None, terminating_since=after.deletion_started_at if after else None)
+
+
+def delete_listed_namespace(name: str, uid: str, resource_version: str) -> DeleteOutcome:
+    """Delete a namespace exactly as a labelled list showed it: one request, no read.
+
+    The delete is preconditioned on the listed UID and resourceVersion, so it applies only if the namespace
+    is the one listed and unchanged since (still carrying our managed-by label). If it is not (relabelled,
+    re-applied, recreated, already terminating), nothing is deleted and the outcome says `changed`: the
+    caller takes the careful path (`delete_namespace`, which reads and checks). 404 counts as done.
+    """
+    _refuse_protected(name)
+    if not uid or not resource_version:
+        return DeleteOutcome(gone=False, changed=True)
+    try:
+        return _delete(name, client.V1Preconditions(uid=uid, resource_version=resource_version))
+    except errors.Conflict:
+        return DeleteOutcome(gone=False, changed=True)
+
+
+def _delete(name: str, preconditions: client.V1Preconditions) -> DeleteOutcome:
+    """One preconditioned DELETE; its answer (the namespace, now terminating) says what became of it."""
+    body = client.V1DeleteOptions(preconditions=preconditions, propagation_policy="Background")
+    try:
+        response = _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
+                         _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+    except errors.NotFound:
         return DeleteOutcome(gone=True)
-    return DeleteOutcome(gone=False, terminating_since=after.deletion_started_at)
+    try:
+        answer = json.loads(response.data or b"{}")
+    except ValueError:
+        answer = {}
+    if answer.get("kind") != "Namespace":
+        return DeleteOutcome(gone=True)  # a Status: deleted outright (no finalizers left)
+    started = (answer.get("metadata") or {}).get("deletionTimestamp")
+    return DeleteOutcome(gone=False, terminating_since=_rfc3339(started))
+
+
+def _rfc3339(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 # --- objects ---------------------------------------------------------------------------------
-
-
-class KindNotServed(KubeError):
-    """The cluster does not serve this kind (its CRD is not installed, or the version is not served)."""
 
 
 def _resource(api_version: str, kind: str):
@@ -398,12 +427,9 @@ def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) 
             name = item.metadata.name
             if (api_version, kind, name) in keep:
                 continue
-            try:
+            with contextlib.suppress(errors.NotFound):
                 _call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
                       body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
-            except KubeError as exc:
-                if exc.status != 404:
-                    raise
             deleted.append(f"{kind}/{name}")
     return deleted
 
@@ -449,7 +475,7 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
                 reasons.append(f"replicaset {rs['metadata']['name']}: {cond.get('message')}")
     events = _call("list events", core.list_namespaced_event, namespace, field_selector="type=Warning",
                    _request_timeout=REQUEST_TIMEOUT).items
-    events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp, reverse=True)
+    events.sort(key=event_time, reverse=True)
     for event in events[:max_events]:
         line = f"{event.involved_object.kind} {event.involved_object.name}: {event.reason}: {event.message}"
         if line not in reasons:
@@ -457,94 +483,42 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
     return _dedupe(reasons)
 
 
+def event_time(event: client.CoreV1Event) -> datetime | None:
+    """When an event last happened: its last timestamp, else its event time, else when it was created."""
+    return event.last_timestamp or event.event_time or event.metadata.creation_timestamp
+
+
 def _dedupe(lines: list[str]) -> list[str]:
     seen: set[str] = set()
     return [x for x in lines if not (x in seen or seen.add(x))]
-
-
-# --- a live view for people ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkloadView:
-    kind: str
-    name: str
-    ready: int
-    desired: int
-
-
-@dataclass(frozen=True)
-class PodView:
-    name: str
-    phase: str
-    ready: bool
-    restarts: int
-    waiting: str  # e.g. "ImagePullBackOff: Back-off pulling image ..." or ""
-
-
-@dataclass(frozen=True)
-class EventView:
-    type: str
-    reason: str
-    object: str
-    message: str
-    at: datetime | None
-
-
-@dataclass(frozen=True)
-class NamespaceOverview:
-    exists: bool
-    phase: str = ""
-    workloads: list[WorkloadView] = field(default_factory=list)
-    pods: list[PodView] = field(default_factory=list)
-    events: list[EventView] = field(default_factory=list)
-
-
-def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOverview:
-    """Deployments and StatefulSets with ready counts, pods with phase and waiting reason, recent events."""
-    info = read_namespace(namespace)
-    if info is None:
-        return NamespaceOverview(exists=False)
-    workloads = []
-    for kind in ("Deployment", "StatefulSet"):
-        for item in _call(f"list {kind}", _resource("apps/v1", kind).get, namespace=namespace,
-                          _request_timeout=REQUEST_TIMEOUT).items:
-            obj = item.to_dict()
-            status = obj.get("status") or {}
-            workloads.append(WorkloadView(kind, obj["metadata"]["name"], status.get("readyReplicas") or 0,
-                                          (obj.get("spec") or {}).get("replicas", 1)))
-    core = _core()
-    pods = []
-    for pod in _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items:
-        statuses = pod.status.container_statuses or []
-        waiting = [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
-                   for cs in statuses if cs.state and cs.state.waiting and cs.state.waiting.reason]
-        pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
-            cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting)))
-    raw_events = _call("list events", core.list_namespaced_event, namespace,
-                       _request_timeout=REQUEST_TIMEOUT).items
-    raw_events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp, reverse=True)
-    events = [EventView(e.type or "", e.reason or "", f"{e.involved_object.kind}/{e.involved_object.name}",
-                        e.message or "", e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
-              for e in raw_events[:max_events]]
-    return NamespaceOverview(True, info.phase, sorted(workloads, key=lambda w: (w.kind, w.name)),
-                             sorted(pods, key=lambda p: p.name), events)
 
 
 # --- sleep and wake --------------------------------------------------------------------------
 
 SLEEP_ANNOTATION = "previews.dev/sleep-replicas"
 SLEEP_FIELD_MANAGER = "pr-previews-sleep"
-SLEEP_KINDS = ("Deployment", "StatefulSet")
+SCALABLE_KINDS = ("Deployment", "StatefulSet")  # what sleeps, what the costs and the cluster view count
 MAX_REMEMBERED_REPLICAS = 1000  # the annotation is also writable by a manifest: never trust it beyond this
 
 
-def _workloads(namespace: str) -> list[tuple[str, dict]]:
+def list_workloads(namespace: str | None = None) -> list[tuple[str, dict]]:
+    """(kind, object) of every Deployment and StatefulSet in one namespace, or in every one of ours (a labelled
+    list, in pages of LIST_PAGE_SIZE)."""
     result = []
-    for kind in SLEEP_KINDS:
-        for item in _call(f"list {kind} in {namespace}", _resource("apps/v1", kind).get, namespace=namespace,
-                          _request_timeout=REQUEST_TIMEOUT).items:
-            result.append((kind, item.to_dict()))
+    for kind in SCALABLE_KINDS:
+        resource = _resource("apps/v1", kind)
+        token = None
+        while True:
+            if namespace:
+                page = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+                             _request_timeout=REQUEST_TIMEOUT)
+            else:
+                page = _call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
+                             _continue=token, _request_timeout=REQUEST_TIMEOUT)
+            result.extend((kind, item.to_dict()) for item in page.items)
+            token = None if namespace else getattr(page.metadata, "continue", None)
+            if not token:
+                break
     return result
 
 
@@ -575,10 +549,10 @@ def _change_workload(kind: str, namespace: str, name: str, change: Callable[[dic
             return _call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
                          namespace=namespace, content_type="application/merge-patch+json",
                          field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            if exc.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
+        except errors.NotFound:
+            return None
+        except errors.Conflict:
+            if attempt == CONFLICT_ATTEMPTS - 1:
                 raise
     return None
 
@@ -598,7 +572,7 @@ def sleep_workloads(namespace: str) -> dict[str, int]:
     wake restores them. Returns "Kind/name" -> remembered replicas.
     """
     remembered: dict[str, int] = {}
-    for kind, listed in _workloads(namespace):
+    for kind, listed in list_workloads(namespace):
         key = f"{kind}/{listed['metadata']['name']}"
 
         def change(obj: dict, key: str = key) -> dict | None:
@@ -623,7 +597,7 @@ def wake_workloads(namespace: str) -> dict[str, int]:
     which is what the rollout has to reach.
     """
     woken: dict[str, int] = {}
-    for kind, listed in _workloads(namespace):
+    for kind, listed in list_workloads(namespace):
         if SLEEP_ANNOTATION not in (listed["metadata"].get("annotations") or {}):
             continue
 
@@ -646,27 +620,13 @@ def wake_workloads(namespace: str) -> dict[str, int]:
 def workload_requests(namespace: str | None = None) -> dict[str, list[Workload]]:
     """Deployments and StatefulSets with their pod specs, by namespace: one namespace, or every one of ours."""
     result: dict[str, list[Workload]] = {}
-    for kind in SLEEP_KINDS:
-        resource = _resource("apps/v1", kind)
-        token = None
-        while True:
-            if namespace:
-                page = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
-                             _request_timeout=REQUEST_TIMEOUT)
-            else:
-                page = _call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
-                             _continue=token, _request_timeout=REQUEST_TIMEOUT)
-            for item in page.items:
-                obj = item.to_dict()
-                meta, spec = obj["metadata"], obj.get("spec") or {}
-                replicas = spec.get("replicas")
-                asleep = _remembered(meta.get("annotations") or {})
-                result.setdefault(meta["namespace"], []).append(Workload(
-                    kind, meta["name"], 1 if replicas is None else int(replicas),
-                    asleep if replicas == 0 else None, ((spec.get("template") or {}).get("spec") or {})))
-            token = None if namespace else getattr(page.metadata, "continue", None)
-            if not token:
-                break
+    for kind, obj in list_workloads(namespace):
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        replicas = spec.get("replicas")
+        asleep = _remembered(meta.get("annotations") or {})
+        result.setdefault(meta["namespace"], []).append(Workload(
+            kind, meta["name"], 1 if replicas is None else int(replicas),
+            asleep if replicas == 0 else None, ((spec.get("template") or {}).get("spec") or {})))
     return result
 
 

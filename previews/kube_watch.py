@@ -1,6 +1,6 @@
 """The Kubernetes gateway for the cluster watcher: label-selected lists and watches as plain dicts.
 
-A sibling of `kube.py` (which owns the client configuration and error types).
+A sibling of `kube.py` (which owns the client configuration); errors are previews.gateways.errors.
 Objects come back as the JSON the API server sent, not as the client's model
 classes: the watcher keeps a small summary of each, and deserialising every
 pod of a thousand previews into Python models would cost more memory and CPU
@@ -19,7 +19,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from previews.kube import MANAGED_SELECTOR, KubeError, KubeUnavailable, _translate, api_client
+from previews.gateways import errors
+from previews.kube import MANAGED_SELECTOR, _translate, api_client
 from previews.manifests import GATEWAY_GROUP
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,11 @@ WATCHED_KINDS: tuple[WatchedKind, ...] = (
 )
 
 
-class KindAbsent(KubeError):
+class KindAbsent(errors.NotFound):
     """The cluster does not serve this (optional) kind: there is nothing of it to list or watch."""
 
 
-class WatchExpired(KubeError):
+class WatchExpired(errors.Gone):
     """The resourceVersion is too old (410 Gone): list again, then watch from the new version."""
 
 
@@ -105,7 +106,7 @@ def list_objects(kind: WatchedKind) -> tuple[list[dict], str]:
         try:
             body = json.loads(response.data)
         except ValueError as exc:
-            raise KubeUnavailable(f"list {kind.kind}: the API answered something that is not JSON") from exc
+            raise errors.Unavailable(f"list {kind.kind}: the API answered something that is not JSON") from exc
         finally:
             response.release_conn()
         items.extend(body.get("items") or [])
@@ -119,7 +120,7 @@ def watch_objects(kind: WatchedKind, resource_version: str, timeout_seconds: int
     """Changes after `resource_version`, with bookmarks, until the server ends the watch.
 
     Raises WatchExpired when the version is too old (the caller lists again) and
-    KubeUnavailable when the connection fails (the caller reconnects from the
+    errors.Unavailable when the connection fails (the caller reconnects from the
     last version it saw).
     """
     # The read timeout only has to outlast the server's own timeout and bookmark interval.
@@ -141,7 +142,7 @@ def watch_objects(kind: WatchedKind, resource_version: str, timeout_seconds: int
                 if code == 410:
                     raise WatchExpired(f"watch {kind.kind}: {obj.get('message', 'too old resource version')}",
                                        status=410)
-                raise KubeUnavailable(f"watch {kind.kind}: {obj.get('message', 'error')}", status=int(code or 0))
+                raise errors.Unavailable(f"watch {kind.kind}: {obj.get('message', 'error')}", status=int(code or 0))
             version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             yield WatchEvent(str(event.get("type")), obj, version)
     except (urllib3.exceptions.HTTPError, OSError) as exc:

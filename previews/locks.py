@@ -32,3 +32,22 @@ def repository_slots_lock(repository_id: int) -> None:
     """Serialise the counting and handing out of one repository's deploy slots until the transaction ends."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SLOTS, repository_id])
+
+
+def try_advisory_locks(kind: int, keys: list[int]) -> set[int]:
+    """Take the session-level advisory locks (kind, key) that are free right now, in one statement; the keys
+    taken. Release them with `advisory_unlock_many`. Keep `keys` short (a hundred or so): each held lock takes
+    a slot of the server's shared lock table."""
+    if not keys:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT k FROM unnest(%s::int[]) AS k WHERE pg_try_advisory_lock(%s::int, k)",
+                       [sorted(set(keys)), kind])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def advisory_unlock_many(kind: int, keys: set[int] | list[int]) -> None:
+    if not keys:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s::int, k) FROM unnest(%s::int[]) AS k", [kind, sorted(keys)])

@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from previews.validators import IMAGE_RE
+from previews.validators import DNS_SUBDOMAIN_RE, IMAGE_RE, parse_image_name
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "pr-previews"
+# Namespaces never created, adopted or deleted, whatever a label says (PREVIEWS_PROTECTED_NAMESPACES adds more).
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease", "staging"})
 REPOSITORY_LABEL = "previews.dev/repository-id"
 PR_LABEL = "previews.dev/pr"
 FIELD_MANAGER = "pr-previews"
@@ -240,7 +242,6 @@ SECRET_TYPES = ("Opaque", "kubernetes.io/tls", "kubernetes.io/dockerconfigjson",
                 "kubernetes.io/basic-auth", "kubernetes.io/ssh-auth")
 PDB_SPEC_FIELDS = frozenset({"selector", "maxUnavailable", "unhealthyPodEvictionPolicy"})
 PERCENT_RE = re.compile(r"(100|[1-9][0-9]?)%")
-DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 SIMPLE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -1055,12 +1056,8 @@ def _validate_hpa(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator
 
 def override_image(reference: str, images: dict[str, str]) -> str:
     """kustomize-style: if the reference's name (without tag/digest) is overridden, use the override."""
-    match = IMAGE_RE.fullmatch(reference)
-    if not match:
-        return reference
-    registry = match.group("registry")
-    name = f"{registry}/{match.group('path')}" if registry else match.group("path")
-    return images.get(name, reference)
+    name = parse_image_name(reference)
+    return reference if name is None else images.get(name, reference)
 
 
 def render(objects: list[dict], ctx: RenderContext) -> list[dict]:

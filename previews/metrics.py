@@ -13,11 +13,9 @@ processes or pods run:
 from __future__ import annotations
 
 import hmac
-import os
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Count, F, FloatField, Min, Q, Sum
+from django.db.models import Count, F, FloatField, IntegerField, Min, Q, Sum
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
@@ -26,8 +24,8 @@ from django_q.models import Failure
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from previews import github, selectors
-from previews.models import Preview, PreviewEvent, ReaperRun
+from previews import data_reaper, github, reaper, selectors
+from previews.models import EventAction, Preview, PreviewEvent, ReaperRun
 
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -53,10 +51,10 @@ class DatabaseCollector:
 
         yield self._durations("previews_deploy_duration_seconds",
                               "Deploy duration, from the task starting to ready or failed, by outcome",
-                              {"ready": "ready", "failed": "deploy failed"})
+                              {"ready": EventAction.READY, "failed": EventAction.DEPLOY_FAILED})
         yield self._durations("previews_teardown_duration_seconds",
                               "Teardown duration, from the request to the namespace being gone",
-                              {"deleted": "deleted"})
+                              {"deleted": EventAction.DELETED})
 
         failures = CounterMetricFamily("previews_task_failures", "Background tasks that raised, by task",
                                        labels=["task"])
@@ -69,12 +67,12 @@ class DatabaseCollector:
                                                                    "delete")
         deleted.add_metric([], _reaper_deletions())
         yield deleted
-        # The data reaper records its cycles as ReaperRun rows too (scope "preview data"); this is the namespaces'.
-        last = runs.exclude(summary__contains={"scope": "preview data"}).order_by("-started_at").first()
+        # The data reaper records its cycles as ReaperRun rows too (its own scope); this is the namespaces'.
+        last = runs.exclude(summary__contains={"scope": data_reaper.SCOPE}).order_by("-started_at").first()
         unknown = GaugeMetricFamily("previews_reaper_kept_unknown", "Namespaces the last reaper cycle kept "
                                                                     "because their PR state was unknown")
-        decisions = last.decisions if last else []
-        unknown.add_metric([], sum(1 for d in decisions if d.get("reason") == "PR state unknown"))
+        kept = (last.summary.get("by_reason") or {}).get(reaper.KEEP) or {} if last is not None else {}
+        unknown.add_metric([], kept.get(reaper.PR_UNKNOWN, 0))
         yield unknown
         trips = CounterMetricFamily("previews_reaper_breaker_trips", "Reaper cycles in which the circuit breaker "
                                                                      "held deletions")
@@ -133,19 +131,15 @@ class DatabaseCollector:
 
 
 def _reaper_deletions() -> int:
-    """Deletions carried out by real (not dry) reaper runs, counted in SQL rather than by loading every run."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM previews_reaperrun AS run, jsonb_array_elements_text(CASE WHEN "
-            "jsonb_typeof(run.summary -> 'done') = 'array' THEN run.summary -> 'done' ELSE '[]' END) AS d "
-            "WHERE NOT run.dry_run AND d LIKE 'delete %%'")
-        return cursor.fetchone()[0]
+    """Deletions carried out by real (not dry) reaper runs: the sum of each run's `done_by_action`, in SQL."""
+    issued = Cast(KT(f"summary__done_by_action__{reaper.DELETE}"), IntegerField())
+    return ReaperRun.objects.filter(dry_run=False).aggregate(n=Sum(issued))["n"] or 0
 
 
 def registry() -> CollectorRegistry:
     reg = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(reg)
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        multiprocess.MultiProcessCollector(reg, path=settings.PROMETHEUS_MULTIPROC_DIR)
     else:
         reg.register(REQUEST_LATENCY)
     reg.register(DatabaseCollector())

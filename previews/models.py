@@ -40,7 +40,9 @@ class Repository(models.Model):
         blank=True, help_text="Multi-document YAML applied to each preview, unless CI sends its own."
     )
     image_name = models.CharField(
-        max_length=300, blank=True, help_text="The image whose tag a PR's build replaces, e.g. ghcr.io/acme/shop."
+        max_length=300, blank=True,
+        help_text="Which of a PR's images runs the data migrate command when CI sends several, e.g. "
+                  "ghcr.io/acme/shop (the manifests' images are replaced by name, whatever this says).",
     )
     image_template = models.CharField(
         max_length=300,
@@ -211,10 +213,6 @@ class ApiToken(models.Model):
         scope = self.repository.full_name if self.repository_id else "admin"
         return f"{self.name} ({scope}, pvw_{self.prefix}_…)"
 
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
-
 
 class DesiredState(models.TextChoices):
     UP = "up"
@@ -239,6 +237,51 @@ class ActorKind(models.TextChoices):
     REAPER = "reaper"
     SYSTEM = "system"
     WORKFLOW = "workflow"  # a GitHub Actions run, authenticated by its OIDC token
+
+
+class EventAction(models.TextChoices):
+    """What a `PreviewEvent` records: the timeline's vocabulary (metrics and the services match these values)."""
+
+    # Requests (by a person, CI, a webhook, a PR command or the reaper)
+    CREATED = "created"
+    UPDATED = "updated"
+    REOPENED = "reopened"
+    REDEPLOY_REQUESTED = "redeploy requested"
+    DESTROY_REQUESTED = "destroy requested"
+    DATA_RESET_REQUESTED = "data reset requested"
+    EXTENDED = "extended"
+    PINNED = "pinned"
+    UNPINNED = "unpinned"
+    SLEEP_REQUESTED = "sleep requested"
+    WAKE_REQUESTED = "wake requested"
+    COMMAND = "command"
+    # The reaper
+    REAPED = "reaped"
+    MARKED_DELETED = "marked deleted"
+    EXPIRY_WARNING = "expiry warning"
+    NAMESPACE_STUCK = "namespace stuck"
+    # The engine: deploy
+    DEPLOY_STARTED = "deploy started"
+    DEPLOY_WAITING = "deploy waiting"
+    DEPLOY_REQUEUED = "deploy requeued"
+    DATA_CREATED = "data created"
+    DATA_RESET = "data reset"
+    APPLIED = "applied"
+    PRUNED = "pruned"
+    WOKEN = "woken"
+    READY = "ready"
+    DEPLOY_FAILED = "deploy failed"
+    # The engine: sleep and teardown
+    SLEPT = "slept"
+    SLEEP_FAILED = "sleep failed"
+    DATA_DROPPED = "data dropped"
+    DATA_DROP_FAILED = "data drop failed"
+    DATA_REAPED = "data reaped"
+    NAMESPACE_TERMINATING = "namespace terminating"
+    DELETE_FAILED = "delete failed"
+    DELETED = "deleted"
+    # GitHub
+    GITHUB_FAILED = "github failed"
 
 
 class Preview(models.Model):
@@ -354,12 +397,13 @@ class PreviewEvent(models.Model):
     """Append-only timeline: the audit log and the dashboard's history."""
 
     ActorKind = ActorKind
+    Action = EventAction
 
     preview = models.ForeignKey(Preview, on_delete=models.CASCADE, related_name="events")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
     actor = models.CharField(max_length=150, blank=True, help_text="User name, token name, delivery id, ...")
-    action = models.CharField(max_length=40)
+    action = models.CharField(max_length=40, choices=EventAction.choices)
     message = models.TextField(blank=True)
     details = models.JSONField(default=dict, blank=True)
     generation = models.PositiveIntegerField(null=True, blank=True)

@@ -9,16 +9,13 @@ retry, and every reaper cycle picks up previews that are out of sync).
 from __future__ import annotations
 
 import hashlib
-import logging
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.utils import timezone
 
-from previews import github, locks, services
-from previews.models import GITHUB_SYNC_FAILED, Preview
-
-logger = logging.getLogger(__name__)
+from previews import github, links, locks, services
+from previews.gateways import errors
+from previews.models import GITHUB_SYNC_FAILED, EventAction, Preview
 
 RETRY_DELAY = timedelta(seconds=60)
 
@@ -40,10 +37,6 @@ HEADLINES = {
     Preview.Status.DELETED: "⚪ Preview deleted",
     Preview.Status.SLEEPING: "💤 Preview sleeping",
 }
-
-
-def dashboard_url(preview: Preview) -> str:
-    return f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/"
 
 
 def _humanize(delta: timedelta) -> str:
@@ -77,7 +70,7 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
         if preview.pinned:
             when = "never: pinned"
         lines.append(f"| Expires | {when} |")
-    lines.append(f"| Dashboard | {dashboard_url(preview)} |")
+    lines.append(f"| Dashboard | {links.dashboard_url(preview)} |")
     if preview.data_name and status not in (Preview.Status.DELETING, Preview.Status.DELETED):
         data = f"{preview.data_mode} `{preview.data_name}`"
         if preview.data_reset_at:
@@ -95,11 +88,11 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
     if status in (Preview.Status.READY, Preview.Status.FAILED, Preview.Status.PENDING, Preview.Status.DEPLOYING):
         repo = preview.repository
         lines += ["", f"Need it longer? Comment `/preview extend 48h`, extend it on the dashboard, or `POST "
-                      f"/api/v1/repos/{repo.owner}/{repo.name}/previews/{preview.pr_number}/extend` with `hours` and "
+                      f"{links.api_path('preview-extend', repo, preview.pr_number)}` with `hours` and "
                       "`reason`. `/preview help` lists the commands."]
         if preview.data_name:
-            lines.append(f"Fresh data? Reset it on the dashboard, or `POST /api/v1/repos/{repo.owner}/{repo.name}"
-                         f"/previews/{preview.pr_number}/reset-data`.")
+            lines.append(f"Fresh data? Reset it on the dashboard, or `POST "
+                         f"{links.api_path('preview-reset-data', repo, preview.pr_number)}`.")
     last = command_line(preview.last_command)
     if last:
         lines += ["", last]
@@ -136,18 +129,18 @@ def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
         key = sync_key(preview, expiry_warning)
         if preview.github_synced_key == key:
             return "in sync"
-        errors = []
+        failures: list[errors.GatewayError] = []
         for step in (_sync_deployment, _sync_comment):
             try:
                 step(preview, expiry_warning)
-            except github.GitHubUnavailable as exc:
-                errors.append(exc)
-        if errors:
-            retry_after = max((e.retry_after or 0 for e in errors), default=0)
+            except errors.GatewayError as exc:
+                failures.append(exc)
+        if failures:
+            retry_after = max((e.retry_after or 0 for e in failures), default=0)
             delay = max(RETRY_DELAY, timedelta(seconds=retry_after))
-            services.preview_note(preview_id=preview_id, action="github failed",
-                                  message="; ".join(str(e) for e in errors) + f"; retrying in {int(delay.seconds)}s",
-                                  errors=[str(e) for e in errors])
+            services.preview_note(preview_id=preview_id, action=EventAction.GITHUB_FAILED,
+                                  message="; ".join(str(e) for e in failures) + f"; retrying in {int(delay.seconds)}s",
+                                  errors=[str(e) for e in failures])
             services.github_sync_retry(preview_id, delay)
             Preview.objects.filter(pk=preview_id).update(github_synced_key=GITHUB_SYNC_FAILED)
             return "failed"
@@ -163,7 +156,7 @@ def _sync_deployment(preview: Preview, expiry_warning: bool) -> None:
     if target == "inactive":
         if preview.github_deployment_id and preview.github_deployment_state != "inactive":
             github.create_deployment_status(repo, preview.github_deployment_id, "inactive",
-                                            description="The preview was deleted", log_url=dashboard_url(preview))
+                                            description="The preview was deleted", log_url=links.dashboard_url(preview))
             _save_deployment(preview, state="inactive")
         return
     if not preview.github_deployment_id or preview.github_deployment_generation != preview.generation:
@@ -175,7 +168,7 @@ def _sync_deployment(preview: Preview, expiry_warning: bool) -> None:
     description = preview.status_message if target == "failure" else preview.get_status_display()
     github.create_deployment_status(
         repo, preview.github_deployment_id, target, description=description,
-        environment_url=preview.url if target == "success" else "", log_url=dashboard_url(preview))
+        environment_url=preview.url if target == "success" else "", log_url=links.dashboard_url(preview))
     _save_deployment(preview, state=target)
 
 

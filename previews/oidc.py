@@ -28,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from previews import github
+from previews.gateways import errors
 from previews.models import OidcTokenUse, Repository
 
 logger = logging.getLogger(__name__)
@@ -365,10 +366,8 @@ def check_sha(claims: GitHubClaims, head_sha: str) -> None:
     if parents is None:
         try:
             parents = github.commit_parents(claims.repository, claims.sha)
-        except github.GitHubUnavailable as exc:
-            if exc.status in (404, 422):
-                raise ClaimRefused("sha", f"{claims.sha[:7]} is not a commit of {claims.repository}") from None
-            raise
+        except errors.NotFound:
+            raise ClaimRefused("sha", f"{claims.sha[:7]} is not a commit of {claims.repository}") from None
         if len(_parents_cache) > 4096:
             _parents_cache.clear()
         _parents_cache[key] = parents

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from previews import manifests
+from previews import links, manifests
 from previews.models import Repository
 
 
@@ -56,7 +56,7 @@ def guardrails(repository: Repository) -> manifests.Guardrails:
 def request_context(repository: Repository, namespace: str) -> manifests.RenderContext:
     """The render context of a preview that may not exist yet: enough to judge a bundle at request time."""
     return manifests.RenderContext(
-        namespace=namespace, host=f"{namespace}.{repository.base_domain}", labels={},
+        namespace=namespace, host=links.preview_host(repository, namespace), labels={},
         service_name=repository.service_name, service_port=repository.service_port,
         tls_secret_name=repository.tls_secret_name, ingress_class=settings.PREVIEWS_INGRESS_CLASS,
         policy=manifest_policy(repository), routing=routing(repository), gateway=gateway(),

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from previews import commands, github, optin, selectors, services, validators, webhooks
+from previews.gateways import errors
 from previews.models import ActorKind, CommentCommand, Preview, PullRequestState, Repository
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def answer(full_name: str, number: int, comment_id: int, reaction: str, reply: s
         github.add_reaction(full_name, number, comment_id, reaction)
         if reply:
             github.create_comment(full_name, number, reply)
-    except github.GitHubUnavailable as exc:
+    except errors.GatewayError as exc:
         logger.warning("answering comment %s on %s#%s failed: %s", comment_id, full_name, number, exc)
         return "failed"
     return "answered"

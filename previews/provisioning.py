@@ -19,19 +19,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from previews import data as preview_data
-from previews import kube, locks, manifests, policy, services
-from previews.gateways import preview_db
-from previews.models import Preview
+from previews import kube, links, locks, manifests, policy, services
+from previews.gateways import errors, preview_db
+from previews.models import EventAction, Preview
 
 logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
-class Plan:
+class DeployPlan:
     """Everything a deploy applies, rendered and validated before the cluster is touched."""
 
     namespace_labels: dict[str, str]
@@ -53,7 +55,7 @@ def render_context(preview: Preview) -> manifests.RenderContext:
     repository = preview.repository
     return manifests.RenderContext(
         namespace=preview.namespace,
-        host=f"{preview.namespace}.{repository.base_domain}",
+        host=links.preview_host(repository, preview.namespace),
         labels=preview_labels(preview),
         images=dict(preview.images),
         service_name=repository.service_name,
@@ -66,7 +68,7 @@ def render_context(preview: Preview) -> manifests.RenderContext:
     )
 
 
-def plan_deploy(preview: Preview) -> Plan:
+def plan_deploy(preview: Preview) -> DeployPlan:
     """Render and validate everything; raises ManifestError before anything is applied."""
     ctx = render_context(preview)
     source = preview.manifests or preview.repository.manifest_template
@@ -90,7 +92,7 @@ def plan_deploy(preview: Preview) -> Plan:
         "previews.dev/expires-at": preview.expires_at.isoformat(),
     }
     selector = ",".join(f"{k}={v}" for k, v in ctx.labels.items())
-    return Plan(labels, annotations, guardrails, objects, selector)
+    return DeployPlan(labels, annotations, guardrails, objects, selector)
 
 
 def _current(preview_id: int, generation: int, desired: str) -> bool:
@@ -116,24 +118,17 @@ def deploy(preview_id: int, generation: int) -> str:
             return "stale"
         try:
             return _deploy(preview, generation, started)
-        except kube.KubeUnavailable as exc:
-            # A transient outage never fails a preview by itself: wait, and try again.
-            services.preview_deploy_wait(
-                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
-                message=_bounded(f"The Kubernetes API is unreachable; the deploy is tried again in "
-                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
-            return "retry"
-        except kube.KubeError as exc:
-            _failed(preview_id, generation, _bounded(str(exc)), started)
-            return "failed"
+        # The data server's errors first: they are gateway errors too, with their own messages.
         except preview_db.DataUnavailable as exc:
-            services.preview_deploy_wait(
-                preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
-                message=_bounded(f"The preview data server is unreachable; the deploy is tried again in "
-                                 f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
-            return "retry"
+            return _retry_later(preview_id, generation, "The preview data server", exc)
         except preview_db.DataError as exc:
             _failed(preview_id, generation, _bounded(f"The preview's data could not be prepared: {exc}"), started)
+            return "failed"
+        except errors.Unavailable as exc:
+            # A transient outage never fails a preview by itself: wait, and try again.
+            return _retry_later(preview_id, generation, "The Kubernetes API", exc)
+        except errors.GatewayError as exc:
+            _failed(preview_id, generation, _bounded(str(exc)), started)
             return "failed"
         except Exception as exc:
             # Whatever went wrong, the generation ends failed with a message, never "deploying" forever.
@@ -145,9 +140,17 @@ def deploy(preview_id: int, generation: int) -> str:
             services.deploy_slots_fill(preview.repository_id)
 
 
+def _retry_later(preview_id: int, generation: int, what: str, exc: Exception) -> str:
+    services.preview_deploy_wait(
+        preview_id=preview_id, generation=generation, retry_in=settings.PREVIEWS_DEPLOY_RETRY_SECONDS,
+        message=_bounded(f"{what} is unreachable; the deploy is tried again in "
+                         f"{settings.PREVIEWS_DEPLOY_RETRY_SECONDS}s ({exc})"))
+    return "retry"
+
+
 def _failed(preview_id: int, generation: int, message: str, started: float, **details) -> None:
     services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
-                                message=message, action="deploy failed",
+                                message=message, action=EventAction.DEPLOY_FAILED,
                                 duration_seconds=round(time.monotonic() - started, 3), **details)
 
 
@@ -192,14 +195,14 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     # A namespace created just now holds nothing of an earlier deploy to prune.
     pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects))
     if pruned:
-        services.preview_note(preview_id=preview_id, action="pruned",
+        services.preview_note(preview_id=preview_id, action=EventAction.PRUNED,
                               message="Removed objects no longer in the manifests: " + ", ".join(pruned),
                               objects=pruned)
     # Workloads put to sleep get their remembered replicas back (a wake is a deploy); the rollout waits for them.
     woken = {} if info is None else kube.wake_workloads(namespace)
     if woken:
         rollout = {**rollout, **woken}
-        services.preview_note(preview_id=preview_id, action="woken", message="Restored the replicas of "
+        services.preview_note(preview_id=preview_id, action=EventAction.WOKEN, message="Restored the replicas of "
                               + ", ".join(sorted(woken)), workloads=sorted(woken))
     applied = services.preview_deploy_applied(
         preview_id=preview_id, generation=generation, rollout=rollout,
@@ -207,7 +210,7 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     return "applied" if applied else "superseded"
 
 
-def _prepare_data(preview: Preview, generation: int, plan: Plan) -> list[dict]:
+def _prepare_data(preview: Preview, generation: int, plan: DeployPlan) -> list[dict]:
     """Ensure (or reset) the preview's data before anything is applied; the objects that go with it."""
     ctx = render_context(preview)
     prepared = preview_data.prepare(preview, ctx, generation)
@@ -236,10 +239,10 @@ def _drop_data(preview: Preview) -> None:
     try:
         steps = preview_data.drop(preview)
     except preview_db.DataError as exc:
-        services.preview_note(preview_id=preview.pk, action="data drop failed",
+        services.preview_note(preview_id=preview.pk, action=EventAction.DATA_DROP_FAILED,
                               message=_bounded(f"Dropping {name} failed; the data reaper tries again: {exc}"))
         return
-    services.preview_note(preview_id=preview.pk, action="data dropped",
+    services.preview_note(preview_id=preview.pk, action=EventAction.DATA_DROPPED,
                           message=f"{name}: {', '.join(steps) or 'nothing left to drop'}", steps=steps)
 
 
@@ -259,19 +262,89 @@ def teardown(preview_id: int, generation: int) -> str:
             outcome = kube.delete_namespace(preview.namespace)
         except kube.NamespaceNotOurs as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                        message=f"Nothing deleted: {exc}", action="deleted")
+                                        message=f"Nothing deleted: {exc}", action=EventAction.DELETED)
             return "deleted"
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             services.preview_set_status(preview_id=preview_id, generation=generation,
                                         status=Preview.Status.DELETING,
                                         message=_bounded(f"Deleting failed, the sweep tries again: {exc}"),
-                                        action="delete failed")
+                                        action=EventAction.DELETE_FAILED)
             return "failed"
         if outcome.gone:
             services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                        message=f"Namespace {preview.namespace} deleted", action="deleted",
+                                        message=f"Namespace {preview.namespace} deleted", action=EventAction.DELETED,
                                         duration_seconds=round(time.monotonic() - started, 3))
             return "deleted"
-        services.preview_note(preview_id=preview_id, action="namespace terminating",
+        services.preview_note(preview_id=preview_id, action=EventAction.NAMESPACE_TERMINATING,
                               message=f"Namespace {preview.namespace} is terminating")
         return "terminating"
+
+
+# --- many deletes at once (the reaper's) ---------------------------------------------------------
+
+DELETE_THREADS = 8  # namespace deletes in flight at once (each one request; the API server queues the rest)
+DELETE_CHUNK = 100  # previews whose locks are held at a time while their deletes are issued
+
+
+@dataclass(frozen=True)
+class ListedNamespace:
+    """A namespace as the reaper's labelled list showed it (what its delete is preconditioned on)."""
+
+    name: str
+    uid: str
+    resource_version: str
+
+
+def delete_listed(namespaces: list[ListedNamespace], careful: Callable[[ListedNamespace], kube.DeleteOutcome],
+                  ) -> list[kube.DeleteOutcome | errors.GatewayError]:
+    """Delete each namespace exactly as listed (one preconditioned request, `kube.delete_listed_namespace`),
+    DELETE_THREADS at a time; one that changed since it was listed goes the `careful` way instead (a read,
+    the checks, a delete). The outcome of each, in order, or the GatewayError it met: one failure never stops
+    the rest. Bounded: at most len(namespaces) requests (two or three for a changed one), each with a timeout.
+    """
+    def one(ns: ListedNamespace) -> kube.DeleteOutcome | errors.GatewayError:
+        try:
+            outcome = kube.delete_listed_namespace(ns.name, ns.uid, ns.resource_version)
+            return careful(ns) if outcome.changed else outcome
+        except errors.GatewayError as exc:
+            return exc
+
+    if len(namespaces) <= 1:
+        return [one(ns) for ns in namespaces]
+    with ThreadPoolExecutor(max_workers=min(DELETE_THREADS, len(namespaces)), thread_name_prefix="delete") as pool:
+        return list(pool.map(one, namespaces))
+
+
+def teardown_many(reaped: list[tuple[services.Reaped, ListedNamespace]]) -> list[services.TeardownIssued]:
+    """`teardown` for many reaped previews at once: issue their namespace deletes and return; records each.
+
+    As a teardown task does, each delete is issued while holding the preview's deploy lock, so it never races
+    a deploy that could recreate the namespace: the locks of DELETE_CHUNK previews are taken at once (those
+    taken by a running task are not waited for: that preview gets its teardown task, which waits). A namespace
+    changed since the listing is deleted after reading it as the teardown task does (still ours? then delete).
+    The watcher marks each preview deleted when its namespace is gone.
+    """
+    issued: list[services.TeardownIssued] = []
+
+    def careful(ns: ListedNamespace) -> kube.DeleteOutcome:
+        return kube.delete_namespace(ns.name)
+
+    for start in range(0, len(reaped), DELETE_CHUNK):
+        chunk = reaped[start:start + DELETE_CHUNK]
+        locked = locks.try_advisory_locks(locks.DEPLOY, [r.preview_id for r, _ns in chunk])
+        try:
+            mine = [(r, ns) for r, ns in chunk if r.preview_id in locked]
+            outcomes = delete_listed([ns for _r, ns in mine], careful)
+        finally:
+            locks.advisory_unlock_many(locks.DEPLOY, locked)
+        issued += [services.TeardownIssued(r.preview_id, r.generation, r.namespace, "busy")
+                   for r, _ns in chunk if r.preview_id not in locked]
+        for (r, _ns), outcome in zip(mine, outcomes, strict=True):
+            if isinstance(outcome, errors.GatewayError):
+                word = "not ours" if isinstance(outcome, kube.NamespaceNotOurs) else "failed"
+                issued.append(services.TeardownIssued(r.preview_id, r.generation, r.namespace, word, str(outcome)))
+            else:
+                issued.append(services.TeardownIssued(r.preview_id, r.generation, r.namespace,
+                                                      "gone" if outcome.gone else "terminating"))
+    services.previews_teardown_issued(issued=issued)
+    return issued

@@ -23,16 +23,13 @@ Three guards, each for the deletions whose evidence it can vouch for:
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, REPOSITORY_LABEL
-
-logger = logging.getLogger(__name__)
+from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROTECTED_NAMESPACES, REPOSITORY_LABEL
 
 # Actions
 DELETE = "delete"
@@ -74,6 +71,7 @@ class ClusterNamespace:
     labels: Mapping[str, str]
     created_at: datetime
     terminating_since: datetime | None = None
+    resource_version: str = ""  # as listed: the delete is preconditioned on it (and the UID)
 
     @property
     def managed(self) -> bool:
@@ -106,7 +104,7 @@ class ReaperSettings:
     breaker_share: float = 0.5
     breaker_min_deletions: int = 5
     expiry_warning: timedelta = timedelta(hours=24)
-    protected: frozenset[str] = frozenset({"default", "kube-system", "kube-public", "kube-node-lease", "staging"})
+    protected: frozenset[str] = PROTECTED_NAMESPACES
     slept_for: timedelta | None = None  # issue 15: delete previews asleep longer than this (None: never)
 
 
@@ -120,6 +118,7 @@ class Decision:
     detail: str = ""
     generation: int | None = None
     expires_at: datetime | None = None
+    resource_version: str = ""
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -210,11 +209,12 @@ def clock_disagreement(now: datetime, clocks: Clocks, tolerance: timedelta) -> s
             f"{clocks.api_server:%H:%M:%S} UTC); expiry deletions are paused until they agree")
 
 
-# The open PRs of each repository (by id): a set when GitHub answered, None when unknown.
-OpenPrs = Mapping[int, frozenset[int] | None]
+# The open PRs of each repository (by id): `github.OpenPulls.open_numbers`, a set when GitHub answered, None when
+# unknown.
+OpenPullsByRepository = Mapping[int, frozenset[int] | None]
 
 
-def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecord], open_prs: OpenPrs,
+def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecord], open_prs: OpenPullsByRepository,
          now: datetime, settings: ReaperSettings, *, clocks: Clocks, allowance: float) -> Plan:
     """Decide, for every managed namespace and every live preview record, what to do and why.
 
@@ -236,8 +236,8 @@ def plan(namespaces: Iterable[ClusterNamespace], previews: Iterable[PreviewRecor
     return result
 
 
-def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_prs: OpenPrs, now: datetime,
-                      settings: ReaperSettings) -> Decision:
+def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_prs: OpenPullsByRepository,
+                      now: datetime, settings: ReaperSettings) -> Decision:
     keep = _factory(KEEP, ns, record)
     delete = _factory(DELETE, ns, record)
     if ns.name in settings.protected:
@@ -346,7 +346,8 @@ def _rate_limit(result: Plan) -> None:
 def _factory(action: str, ns: ClusterNamespace, record: PreviewRecord | None):
     def make(reason: str, detail: str = "") -> Decision:
         return Decision(action, reason, ns.name, record.id if record else None, ns.uid, detail,
-                        record.generation if record else None, record.expires_at if record else None)
+                        record.generation if record else None, record.expires_at if record else None,
+                        ns.resource_version)
     return make
 
 

@@ -17,6 +17,7 @@ advisory lock so two of them never spend the same allowance.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,7 +26,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from previews import github, kube, locks, reaper, selectors, services
+from previews import github, kube, locks, provisioning, reaper, selectors, services
+from previews.gateways import errors
 from previews.models import ReaperRun
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def reaper_settings() -> reaper.ReaperSettings:
 class Snapshot:
     namespaces: list[reaper.ClusterNamespace]
     previews: list[reaper.PreviewRecord]
-    open_prs: dict[int, frozenset[int] | None]
+    open_prs: reaper.OpenPullsByRepository
     github_reasons: dict[str, str] = field(default_factory=dict)
     kube_calls: int = 0
     github_calls: int = 0
@@ -64,7 +66,8 @@ def take_snapshot() -> Snapshot:
     database_time = _database_clock()
     listing = kube.list_managed_namespaces_with_clock()
     namespaces = [reaper.ClusterNamespace(name=ns.name, uid=ns.uid, labels=ns.labels, created_at=ns.created_at,
-                                          terminating_since=ns.deletion_started_at)
+                                          terminating_since=ns.deletion_started_at,
+                                          resource_version=ns.resource_version)
                   for ns in listing.namespaces]
     open_prs: dict[int, frozenset[int] | None] = {}
     reasons: dict[str, str] = {}
@@ -72,7 +75,7 @@ def take_snapshot() -> Snapshot:
     for repository_id, full_name in sorted({(p.repository_id, p.repository) for p in previews}):
         result = github.open_pull_numbers(full_name)
         calls += result.api_calls
-        open_prs[repository_id] = result.numbers if result.known else None
+        open_prs[repository_id] = result.open_numbers
         if not result.known:
             reasons[full_name] = result.reason
     return Snapshot(namespaces, previews, open_prs, reasons, kube_calls=listing.requests, github_calls=calls,
@@ -111,7 +114,12 @@ class CycleResult:
     plan: reaper.Plan
     snapshot: Snapshot
     done: list[str] = field(default_factory=list)
+    done_by_action: Counter[str] = field(default_factory=Counter)  # what /metrics reads
     errors: list[str] = field(default_factory=list)
+
+    def did(self, action: str, namespace: str, outcome: str) -> None:
+        self.done.append(f"{action} {namespace}: {outcome}")
+        self.done_by_action[action] += 1
 
 
 def run_cycle(*, dry_run: bool = False, now: datetime | None = None) -> CycleResult:
@@ -137,20 +145,24 @@ def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool, now: da
     if the_plan.alert:
         logger.error("reaper: %s", the_plan.alert)
     if not dry_run:
+        _delete(the_plan.deletions, result)
         for decision in the_plan.decisions:
+            if decision.action == reaper.DELETE:
+                continue
             try:
                 outcome = _apply(decision)
-            except (kube.KubeError, github.GitHubUnavailable) as exc:
+            except errors.GatewayError as exc:
                 result.errors.append(f"{decision.namespace}: {exc}")
                 logger.warning("reaper: %s %s failed: %s", decision.action, decision.namespace, exc)
                 continue
             if outcome:
-                result.done.append(f"{decision.action} {decision.namespace}: {outcome}")
+                result.did(decision.action, decision.namespace, outcome)
         _resync_github()
     by_reason = the_plan.counts()
     run.decisions = [d.as_dict() for d in the_plan.decisions]
     run.summary = {"counts": {action: sum(reasons.values()) for action, reasons in by_reason.items()},
-                   "by_reason": by_reason, "done": result.done, "managed_namespaces": len(snapshot.namespaces),
+                   "by_reason": by_reason, "done": result.done,
+                   "done_by_action": dict(result.done_by_action), "managed_namespaces": len(snapshot.namespaces),
                    "kube_calls": snapshot.kube_calls, "github_calls": snapshot.github_calls,
                    "github_unknown": snapshot.github_reasons, "breaker_tripped": the_plan.breaker_tripped,
                    "expiry_paused": the_plan.expiry_paused,
@@ -164,15 +176,52 @@ def execute(the_plan: reaper.Plan, snapshot: Snapshot, *, dry_run: bool, now: da
     return result
 
 
+def _listed(decision: reaper.Decision) -> provisioning.ListedNamespace:
+    return provisioning.ListedNamespace(decision.namespace, decision.uid, decision.resource_version)
+
+
+def _delete(deletions: list[reaper.Decision], result: CycleResult) -> None:
+    """Issue the plan's deletions and return (most urgent first, as planned): no task per namespace.
+
+    Previews: brought down through the services in bulk (each checked against the plan under its row lock,
+    with its event; PRs told in batched tasks), then their namespace deletes issued here, each one request
+    preconditioned on the UID and resourceVersion the listing showed (`provisioning.teardown_many`); a
+    preview with data, or one a task is busy with, gets its teardown task instead. Orphans: the same
+    preconditioned delete; one changed since the listing is read and deleted only if it is still ours and
+    has the listed UID.
+    """
+    previews = sorted((d for d in deletions if d.preview_id is not None), key=reaper.urgency)
+    orphans = sorted((d for d in deletions if d.preview_id is None), key=reaper.urgency)
+    by_preview = {d.preview_id: d for d in previews}
+    reaped, skipped = services.previews_reap(decisions=previews)
+    for preview_id in skipped:
+        result.done.append(f"delete {by_preview[preview_id].namespace}: skipped: the preview changed since the plan")
+    for r in reaped:
+        if not r.direct:
+            result.did(reaper.DELETE, r.namespace, "teardown requested")
+    issued = provisioning.teardown_many([(r, _listed(by_preview[r.preview_id])) for r in reaped if r.direct])
+    for item in issued:
+        if item.outcome == "failed":
+            result.errors.append(f"{item.namespace}: {item.message}")
+            logger.warning("reaper: delete %s failed: %s", item.namespace, item.message)
+        elif item.outcome == "busy":
+            result.did(reaper.DELETE, item.namespace, "teardown requested (a task was busy with it)")
+        else:
+            result.did(reaper.DELETE, item.namespace, item.outcome)
+
+    def careful(ns: provisioning.ListedNamespace) -> kube.DeleteOutcome:
+        return kube.delete_namespace(ns.name, uid=ns.uid)
+
+    for decision, outcome in zip(orphans, provisioning.delete_listed([_listed(d) for d in orphans], careful),
+                                 strict=True):
+        if isinstance(outcome, errors.GatewayError):
+            result.errors.append(f"{decision.namespace}: {outcome}")
+            logger.warning("reaper: delete %s failed: %s", decision.namespace, outcome)
+        else:
+            result.did(reaper.DELETE, decision.namespace, "gone" if outcome.gone else "terminating")
+
+
 def _apply(decision: reaper.Decision) -> str:
-    if decision.action == reaper.DELETE:
-        if decision.preview_id is None:
-            outcome = kube.delete_namespace(decision.namespace, uid=decision.uid)
-            return "gone" if outcome.gone else "terminating"
-        requested = services.preview_reap(preview_id=decision.preview_id, generation=decision.generation,
-                                          expires_at=decision.expires_at, reason=decision.reason,
-                                          detail=decision.detail)
-        return "teardown requested" if requested else "skipped: the preview changed since the plan"
     if decision.action == reaper.MARK_DELETED:
         marked = services.preview_mark_gone(preview_id=decision.preview_id, generation=decision.generation,
                                             reason=f"{decision.reason}: {decision.detail}")

@@ -11,7 +11,8 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import cost, github, kube, optin
+from previews import cost, github, kube, kube_view, optin
+from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 from previews.rows import Columns, Record
@@ -181,8 +182,8 @@ def preview_cluster_view(preview: Preview):
     if cached is not None:
         return cached
     try:
-        result = (kube.namespace_overview(preview.namespace), "")
-    except kube.KubeError as exc:
+        result = (kube_view.namespace_overview(preview.namespace), "")
+    except errors.GatewayError as exc:
         result = (None, str(exc))
     cache.set(key, result, CLUSTER_VIEW_SECONDS)
     return result
@@ -310,12 +311,12 @@ def preview_cost(preview: Preview) -> cost.Cost | None:
     """The preview's requests (None when the cluster cannot be read)."""
     try:
         return cluster_costs().get(preview.namespace, cost.Cost(cost.Requests(), cost.Requests()))
-    except kube.KubeError:
+    except errors.GatewayError:
         return None
 
 
 def repository_costs(repository: Repository) -> dict:
-    """Per live preview and in total: what is requested now, and what sleeping saves. Raises KubeError."""
+    """Per live preview and in total: what is requested now, and what sleeping saves. Raises errors.GatewayError."""
     costs = cluster_costs()
     empty = cost.Cost(cost.Requests(), cost.Requests())
     rows = []

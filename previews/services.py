@@ -17,13 +17,15 @@ from django.utils import timezone
 from django_q.models import Schedule
 from django_q.tasks import async_task, schedule
 
-from previews import github, locks, policy, selectors, tokens, validators
-from previews.models import ActorKind, ApiToken, Preview, PreviewEvent, PullRequestState, Repository
+from previews import github, links, locks, policy, selectors, tokens, validators
+from previews.models import ActorKind, ApiToken, EventAction, Preview, PreviewEvent, PullRequestState, Repository
 from previews.rows import Record
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
 GITHUB_SYNC_TASK = "previews.tasks.sync_github"
+GITHUB_SYNC_MANY_TASK = "previews.tasks.sync_github_many"
+GITHUB_SYNC_BATCH = 50  # previews per batched sync task (a mass deletion queues 20 tasks per 1000, not 1000)
 SLEEP_TASK = "previews.tasks.sleep_preview"
 MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
 
@@ -127,7 +129,7 @@ def token_revoke(token: ApiToken) -> None:
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # one of ActorKind
+    kind: ActorKind
     name: str
     url: str = ""  # e.g. the GitHub Actions run of a workflow actor; kept in the event's details
 
@@ -163,7 +165,7 @@ class StaleCommit(PreviewConflict):
     """The request is for a commit older than the PR's current head (HTTP 409; the webhook ignores it)."""
 
 
-def _event(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+def _event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
     if actor.url:
         details["actor_url"] = actor.url
     return PreviewEvent.objects.create(
@@ -229,18 +231,24 @@ def github_sync_enqueue(preview_id: int, expiry_warning: bool = False) -> None:
                                                  task_name=f"sync_github:{preview_id}"))
 
 
+def github_sync_enqueue_many(preview_ids: list[int]) -> None:
+    """Tell many PRs, after commit, in tasks of GITHUB_SYNC_BATCH previews each (each one synced as alone)."""
+    ids = sorted(set(preview_ids))
+    if not ids or not github.is_configured():
+        return
+    batches = [ids[i:i + GITHUB_SYNC_BATCH] for i in range(0, len(ids), GITHUB_SYNC_BATCH)]
+
+    def enqueue() -> None:
+        for batch in batches:
+            async_task(GITHUB_SYNC_MANY_TASK, batch, task_name=f"sync_github_many:{batch[0]}:{len(batch)}")
+
+    transaction.on_commit(enqueue)
+
+
 def github_sync_retry(preview_id: int, delay: timedelta) -> None:
     """A one-off retry of the GitHub sync after `delay` (the reaper also retries every cycle)."""
     schedule(GITHUB_SYNC_TASK, preview_id, name=f"github-retry-{preview_id}-{timezone.now().timestamp():.0f}",
              schedule_type=Schedule.ONCE, next_run=timezone.now() + delay, repeats=1)
-
-
-def namespace_for(repository: Repository, pr_number: int) -> str:
-    return f"{repository.namespace_prefix}-{pr_number}"
-
-
-def preview_url(repository: Repository, namespace: str) -> str:
-    return f"https://{namespace}.{repository.base_domain}"
 
 
 def _validate_request(repository: Repository | None, pr_number: int, request: PreviewRequest) -> dict[str, str]:
@@ -268,7 +276,7 @@ def _validate_request(repository: Repository | None, pr_number: int, request: Pr
             raise ValueError("manifests are judged against a repository's policy: pass the repository")
         # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
         # field instead of a failed deploy later.
-        refused = policy.bundle_problems(repository, namespace_for(repository, pr_number), request.manifests)
+        refused = policy.bundle_problems(repository, links.namespace_for(repository, pr_number), request.manifests)
         if refused is not None:
             errors["manifests"] = [str(p) for p in refused.problems]
             if refused.total > len(refused.problems):
@@ -424,7 +432,7 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         if stale:
             raise StaleCommit(stale)
     if preview is None:
-        namespace = namespace_for(repository, pr_number)
+        namespace = links.namespace_for(repository, pr_number)
         if namespace in settings.PREVIEWS_PROTECTED_NAMESPACES:
             raise PreviewConflict(f"namespace {namespace!r} is protected; choose another namespace prefix for "
                                   f"{repository}")
@@ -435,11 +443,11 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         _check_preview_limit(repository)
         preview = Preview.objects.create(
             repository=repository, pr_number=pr_number, namespace=namespace,
-            url=preview_url(repository, namespace), head_sha=request.head_sha, images=images,
+            url=links.preview_url(repository, namespace), head_sha=request.head_sha, images=images,
             manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
             title=request.title, author=request.author, last_activity_at=now,
         )
-        _event(preview, actor, "created", f"Preview requested for {request.head_sha[:7]}",
+        _event(preview, actor, EventAction.CREATED, f"Preview requested for {request.head_sha[:7]}",
                head_sha=request.head_sha, images=images)
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
@@ -456,13 +464,13 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         preview.save(update_fields=["title", "author", "updated_at"])
         return UpsertResult(preview, created=False, deploy_enqueued=False)
 
-    action = "redeploy requested" if unchanged else "updated"
+    action = EventAction.REDEPLOY_REQUESTED if unchanged else EventAction.UPDATED
     if unchanged and preview.status == Preview.Status.SLEEPING:
-        action = "wake requested"
+        action = EventAction.WAKE_REQUESTED
     if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
         # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
         _check_preview_limit(repository, exclude=preview)
-        action = "reopened"
+        action = EventAction.REOPENED
     preview.head_sha, preview.images, preview.manifests = request.head_sha, images, request.manifests
     preview.desired = Preview.Desired.UP
     preview.status, preview.status_message = Preview.Status.PENDING, ""
@@ -488,7 +496,7 @@ def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, ""
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, "redeploy requested", f"Redeploy of {preview.head_sha[:7]} requested")
+        _event(preview, actor, EventAction.REDEPLOY_REQUESTED, f"Redeploy of {preview.head_sha[:7]} requested")
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -511,7 +519,7 @@ def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
     preview.generation += 1
     preview.deploy_queued_at = preview.next_attempt_at = None
     preview.save()
-    _event(preview, actor, "destroy requested", reason or "Preview deletion requested")
+    _event(preview, actor, EventAction.DESTROY_REQUESTED, reason or "Preview deletion requested")
     _enqueue(TEARDOWN_TASK, preview)
     github_sync_enqueue(preview.pk)
     if held_slot:
@@ -536,7 +544,7 @@ def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
         # A reset is a deploy: it wakes a sleeping preview and restarts the idle clock.
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, "data reset requested",
+        _event(preview, actor, EventAction.DATA_RESET_REQUESTED,
                f"Reset of the {preview.repository.data_mode} data requested")
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
@@ -566,8 +574,8 @@ def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -
         previous = preview.expires_at
         preview.expires_at, preview.last_activity_at = wanted, now
         preview.save(update_fields=["expires_at", "last_activity_at", "updated_at"])
-        _event(preview, actor, "extended", reason.strip(), hours=hours, previous_expires_at=previous.isoformat(),
-               expires_at=wanted.isoformat())
+        _event(preview, actor, EventAction.EXTENDED, reason.strip(), hours=hours,
+               previous_expires_at=previous.isoformat(), expires_at=wanted.isoformat())
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -578,7 +586,7 @@ def preview_pin(*, preview: Preview, pinned: bool, actor: Actor) -> Preview:
         if preview.pinned != pinned:
             preview.pinned = pinned
             preview.save(update_fields=["pinned", "updated_at"])
-            _event(preview, actor, "pinned" if pinned else "unpinned")
+            _event(preview, actor, EventAction.PINNED if pinned else EventAction.UNPINNED)
             github_sync_enqueue(preview.pk)
     return preview
 
@@ -604,7 +612,7 @@ def preview_sleep(*, preview: Preview, actor: Actor, reason: str = "") -> Previe
         preview.status, preview.status_message = Preview.Status.SLEEPING, "Going to sleep: scaling to zero"
         preview.slept_at = None
         preview.save()
-        _event(preview, actor, "sleep requested", reason or "Sleep requested")
+        _event(preview, actor, EventAction.SLEEP_REQUESTED, reason or "Sleep requested")
         _enqueue(SLEEP_TASK, preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -620,7 +628,7 @@ def preview_slept(*, preview_id: int, generation: int, workloads: dict[str, int]
                                          status=Preview.Status.SLEEPING).update(
             slept_at=now, observed_generation=generation, status_message=message, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "slept", message, replicas=workloads)
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.SLEPT, message, replicas=workloads)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -654,7 +662,7 @@ def preview_wake(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, "Waking up"
         preview.last_activity_at, preview.slept_at = now, None
         preview.save()
-        _event(preview, actor, "wake requested", "Wake requested: restoring the workloads' replicas")
+        _event(preview, actor, EventAction.WAKE_REQUESTED, "Wake requested: restoring the workloads' replicas")
         _request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -674,7 +682,7 @@ def preview_record_command(*, preview_id: int, actor: Actor, command: str, resul
         if not Preview.objects.filter(pk=preview_id).update(last_command=last, last_activity_at=now):
             return
         preview = Preview.objects.get(pk=preview_id)
-        _event(preview, actor, "command", f"{command}: {result}", comment_id=comment_id, ok=ok,
+        _event(preview, actor, EventAction.COMMAND, f"{command}: {result}", comment_id=comment_id, ok=ok,
                **({"reason": reason} if reason else {}))
         github_sync_enqueue(preview_id)
 
@@ -712,8 +720,8 @@ def pull_request_set_opt(*, repository: Repository, pr_number: int, opt: str) ->
 # --- status changes made by the workers -----------------------------------------------------
 
 
-def preview_set_status(*, preview_id: int, generation: int, status: str, message: str = "",
-                       action: str = "", **details) -> bool:
+def preview_set_status(*, preview_id: int, generation: int, status: str, action: EventAction, message: str = "",
+                       **details) -> bool:
     """Record a task's progress, but only for the generation it works on: a stale task changes nothing."""
     now = timezone.now()
     if len(message) > MAX_STATUS_MESSAGE:
@@ -729,12 +737,12 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, message
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated:
             preview = Preview.objects.get(pk=preview_id)
-            _event(preview, Actor.system(), action or status, message, **details)
+            _event(preview, Actor.system(), action, message, **details)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
 
-def preview_note(*, preview_id: int, action: str, message: str, **details) -> None:
+def preview_note(*, preview_id: int, action: EventAction, message: str, **details) -> None:
     """An event without a status change (a step done, a warning)."""
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
@@ -760,13 +768,145 @@ def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason:
             return False
         if preview.desired == Preview.Desired.DOWN:
             # Already asked for; a teardown that failed earlier is simply tried again.
-            _event(preview, REAPER, "reaped", f"{reason}: deleting again", reason=reason)
+            _event(preview, REAPER, EventAction.REAPED, f"{reason}: deleting again", reason=reason)
             _enqueue(TEARDOWN_TASK, preview)
             return True
         if preview.pinned:
             return False  # pinned since the plan (a pin changes neither generation nor expiry)
         _destroy_locked(preview, REAPER, f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
     return True
+
+
+REAP_CHUNK = 200  # previews reaped per transaction (their row locks are held until it commits)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A preview the reaper's bulk destroy brought down."""
+
+    preview_id: int
+    generation: int  # the new one, of the destroy
+    namespace: str
+    direct: bool  # the caller issues its namespace delete itself; False: a teardown task was queued
+
+
+def previews_reap(*, decisions) -> tuple[list[Reaped], list[int]]:
+    """`preview_reap` for many previews at once (the reaper's deletions): ([reaped], [skipped preview ids]).
+
+    Each preview is checked under its row lock against the plan (same generation and expiry, not pinned since)
+    and destroyed in the same transaction, as `preview_reap` does, with its "destroy requested" event; its PR is
+    told in batched sync tasks. Previews are handled REAP_CHUNK at a time, one transaction each, rows locked
+    in id order. A preview with data on the shared server, or already being deleted, gets the teardown task
+    (which drops its data first, or tries again); every other one is returned `direct`: the caller issues
+    the namespace delete (`provisioning.teardown_many`) instead of a task per preview.
+    """
+    wanted = [d for d in decisions if d.preview_id is not None]
+    reaped: list[Reaped] = []
+    skipped: list[int] = []
+    for start in range(0, len(wanted), REAP_CHUNK):
+        chunk = wanted[start:start + REAP_CHUNK]
+        with transaction.atomic():
+            done, passed = _reap_chunk(chunk)
+        reaped += done
+        skipped += passed
+    return reaped, skipped
+
+
+def _reap_chunk(chunk) -> tuple[list[Reaped], list[int]]:
+    now = timezone.now()
+    rows = {p.pk: p for p in Preview.objects.select_for_update().filter(pk__in=[d.preview_id for d in chunk])
+            .order_by("pk")}
+    changed: list[Preview] = []
+    events: list[PreviewEvent] = []
+    reaped: list[Reaped] = []
+    skipped: list[int] = []
+    slots: set[int] = set()
+    for decision in chunk:
+        preview = rows.get(decision.preview_id)
+        if preview is None or preview.generation != decision.generation or preview.expires_at != decision.expires_at:
+            skipped.append(decision.preview_id)
+            continue
+        if preview.desired == Preview.Desired.DOWN:
+            # Already asked for; a teardown that failed earlier is simply tried again, by its task.
+            events.append(_event_row(preview, REAPER, "reaped", f"{decision.reason}: deleting again",
+                                     reason=decision.reason))
+            _enqueue(TEARDOWN_TASK, preview)
+            reaped.append(Reaped(preview.pk, preview.generation, preview.namespace, direct=False))
+            continue
+        if preview.pinned:
+            skipped.append(preview.pk)  # pinned since the plan (a pin changes neither generation nor expiry)
+            continue
+        if preview.deploy_queued_at is not None:
+            slots.add(preview.repository_id)  # its queued deploy is now stale: the slot goes to the next one
+        reason = f"Reaper: {decision.reason}" + (f" ({decision.detail})" if decision.detail else "")
+        preview.desired, preview.status, preview.status_message = Preview.Desired.DOWN, Preview.Status.DELETING, reason
+        preview.generation += 1
+        preview.deploy_queued_at = preview.next_attempt_at = None
+        preview.updated_at = now
+        changed.append(preview)
+        events.append(_event_row(preview, REAPER, "destroy requested", reason))
+        direct = not preview.data_name
+        if not direct:
+            _enqueue(TEARDOWN_TASK, preview)
+        reaped.append(Reaped(preview.pk, preview.generation, preview.namespace, direct=direct))
+    Preview.objects.bulk_update(changed, ["desired", "status", "status_message", "generation", "deploy_queued_at",
+                                          "next_attempt_at", "updated_at"])
+    PreviewEvent.objects.bulk_create(events)
+    github_sync_enqueue_many([p.pk for p in changed])
+    for repository_id in sorted(slots):
+        transaction.on_commit(lambda repository_id=repository_id: deploy_slots_fill(repository_id))
+    return reaped, skipped
+
+
+def _event_row(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    """An unsaved event, for bulk_create (what `_event` saves one at a time)."""
+    return PreviewEvent(preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action,
+                        message=message, details=details, generation=preview.generation)
+
+
+@dataclass(frozen=True)
+class TeardownIssued:
+    """What became of one namespace delete that `provisioning.teardown_many` issued for a reaped preview."""
+
+    preview_id: int
+    generation: int
+    namespace: str
+    outcome: str  # "terminating", "gone", "failed", "not ours" or "busy" (a deploy or teardown holds it)
+    message: str = ""
+
+
+def previews_teardown_issued(*, issued: list[TeardownIssued]) -> dict[str, int]:
+    """Record the deletes issued for reaped previews, as the teardown task records its one; counts by outcome.
+
+    Terminating: a "namespace terminating" event each (in one statement); the watcher marks them deleted.
+    Gone or not ours: deleted now. Failed: "delete failed" with the reason, and the sweep tries again. Busy
+    (another task of that preview held its lock): its teardown task is queued, which waits for the lock.
+    Each only for the generation that issued it.
+    """
+    counts: dict[str, int] = {}
+    terminating = [i for i in issued if i.outcome == "terminating"]
+    if terminating:
+        current = set(Preview.objects.filter(pk__in=[i.preview_id for i in terminating], desired=Preview.Desired.DOWN)
+                      .values_list("pk", "generation"))
+        PreviewEvent.objects.bulk_create([
+            PreviewEvent(preview_id=i.preview_id, actor_kind=REAPER.kind, actor=REAPER.name, generation=i.generation,
+                         action="namespace terminating", message=f"Namespace {i.namespace} is terminating")
+            for i in terminating if (i.preview_id, i.generation) in current])
+    for item in issued:
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+        if item.outcome == "gone":
+            preview_set_status(preview_id=item.preview_id, generation=item.generation, status=Preview.Status.DELETED,
+                               message=f"Namespace {item.namespace} deleted", action="deleted")
+        elif item.outcome == "not ours":
+            preview_set_status(preview_id=item.preview_id, generation=item.generation, status=Preview.Status.DELETED,
+                               message=f"Nothing deleted: {item.message}", action="deleted")
+        elif item.outcome == "failed":
+            preview_set_status(preview_id=item.preview_id, generation=item.generation,
+                               status=Preview.Status.DELETING, message=f"Deleting failed, the sweep tries again: "
+                               f"{item.message}"[:2000], action="delete failed")
+        elif item.outcome == "busy":
+            preview_teardown_retry(preview_id=item.preview_id)
+    return counts
 
 
 def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -> bool:
@@ -779,7 +919,7 @@ def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -
         Preview.objects.filter(pk=preview_id).update(status=Preview.Status.DELETED, status_message=reason,
                                                      deleted_at=now, updated_at=now,
                                                      observed_generation=preview.generation)
-        _event(preview, REAPER, "marked deleted", reason)
+        _event(preview, REAPER, EventAction.MARKED_DELETED, reason)
         github_sync_enqueue(preview_id)
     return True
 
@@ -790,7 +930,7 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
         expiry_warned_for=expires_at).update(expiry_warned_for=expires_at)
     if updated:
         preview = Preview.objects.get(pk=preview_id)
-        _event(preview, REAPER, "expiry warning", f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
+        _event(preview, REAPER, EventAction.EXPIRY_WARNING, f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
         github_sync_enqueue(preview_id, expiry_warning=True)
     return bool(updated)
 
@@ -798,7 +938,7 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
 def preview_note_stuck(*, preview_id: int, detail: str) -> None:
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
-        _event(preview, REAPER, "namespace stuck", detail)
+        _event(preview, REAPER, EventAction.NAMESPACE_STUCK, detail)
 
 
 # --- the engine's progress: deploy tasks, the cluster watcher, the sweep ------------------------
@@ -812,7 +952,7 @@ def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
             status=Preview.Status.DEPLOYING, status_message="Rendering and applying the manifests",
             deploy_queued_at=None, next_attempt_at=None, deploy_started_at=now, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy started")
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.DEPLOY_STARTED)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -827,7 +967,7 @@ def preview_data_prepared(*, preview_id: int, generation: int, database: str, re
     with transaction.atomic():
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated and (reset or steps):
-            action = "data reset" if reset else "data created"
+            action = EventAction.DATA_RESET if reset else EventAction.DATA_CREATED
             _event(Preview.objects.get(pk=preview_id), Actor.system(), action,
                    f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
             if reset:
@@ -851,7 +991,7 @@ def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[st
                                          status=Preview.Status.DEPLOYING).update(
             applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "applied",
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.APPLIED,
                    f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
     return bool(updated)
 
@@ -868,7 +1008,7 @@ def preview_deploy_wait(*, preview_id: int, generation: int, message: str, retry
             status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
             next_attempt_at=now + timedelta(seconds=retry_in), updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), "deploy waiting", message)
+            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.DEPLOY_WAITING, message)
     return bool(updated)
 
 
@@ -889,9 +1029,9 @@ def preview_rollout_finished(*, preview_id: int, generation: int, ready: bool, m
         took = round((now - preview.deploy_started_at).total_seconds(), 3) if preview.deploy_started_at else None
         if ready:
             preview.status, preview.status_message = Preview.Status.READY, f"Ready at {preview.url}"
-            preview.ready_at, action = now, "ready"
+            preview.ready_at, action = now, EventAction.READY
         else:
-            preview.status, preview.status_message, action = Preview.Status.FAILED, message, "deploy failed"
+            preview.status, preview.status_message, action = Preview.Status.FAILED, message, EventAction.DEPLOY_FAILED
         preview.observed_generation = generation
         preview.save(update_fields=["status", "status_message", "ready_at", "observed_generation", "updated_at"])
         _event(preview, Actor.system(), action, preview.status_message, duration_seconds=took,
@@ -914,13 +1054,13 @@ def preview_namespace_gone(*, namespace: str) -> str:
         if preview.desired == Preview.Desired.DOWN:
             if preview.status == Preview.Status.DELETED:
                 return "already deleted"
-            requested = (preview.events.filter(action="destroy requested", generation=preview.generation)
+            requested = (preview.events.filter(action=EventAction.DESTROY_REQUESTED, generation=preview.generation)
                          .values_list("created_at", flat=True).first())
             Preview.objects.filter(pk=preview.pk).update(
                 status=Preview.Status.DELETED, status_message=f"Namespace {namespace} deleted", deleted_at=now,
                 observed_generation=preview.generation, updated_at=now)
             preview.refresh_from_db()
-            _event(preview, Actor.system(), "deleted", preview.status_message,
+            _event(preview, Actor.system(), EventAction.DELETED, preview.status_message,
                    duration_seconds=round((now - requested).total_seconds(), 3) if requested else None)
             github_sync_enqueue(preview.pk)
             return "deleted"
@@ -943,7 +1083,7 @@ def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
         for preview in lost:
             Preview.objects.filter(pk=preview.pk).update(status=Preview.Status.PENDING, status_message=message,
                                                          deploy_queued_at=None, next_attempt_at=None)
-            _event(preview, Actor.system(), "deploy requeued", message)
+            _event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
     return len(lost)
 
 

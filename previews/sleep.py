@@ -23,7 +23,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from previews import kube, locks, services
-from previews.models import ActorKind, Preview, Repository
+from previews.gateways import errors
+from previews.models import ActorKind, EventAction, Preview, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +86,11 @@ def sleep(preview_id: int, generation: int) -> str:
             return "already asleep"
         try:
             remembered = kube.sleep_workloads(preview.namespace)
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             services.preview_set_status(
                 preview_id=preview_id, generation=generation, status=Preview.Status.SLEEPING,
                 message=f"Scaling to zero failed; it is tried again in a few minutes: {exc}"[:2000],
-                action="sleep failed")
+                action=EventAction.SLEEP_FAILED)
             return "failed"
         return "slept" if services.preview_slept(preview_id=preview_id, generation=generation,
                                                  workloads=remembered) else "stale"

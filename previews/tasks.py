@@ -23,6 +23,21 @@ def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
     return notifications.sync_github(preview_id, expiry_warning)
 
 
+def sync_github_many(preview_ids: list[int]) -> dict:
+    """A batch of GitHub syncs (a mass deletion's), each as `sync_github`; one failing never stops the rest."""
+    import logging
+
+    outcomes: dict[str, int] = {}
+    for preview_id in preview_ids:
+        try:
+            outcome = notifications.sync_github(preview_id)
+        except Exception:
+            logging.getLogger(__name__).exception("GitHub sync of preview %s failed", preview_id)
+            outcome = "error"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return outcomes
+
+
 def reap() -> dict:
     """The scheduled reaper cycle (dry-run when PREVIEWS_REAPER_DRY_RUN is set)."""
     from django.conf import settings

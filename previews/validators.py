@@ -14,16 +14,24 @@ from django.core.exceptions import ValidationError
 # or ending with a hyphen; repository 1-100 chars of letters, digits, '.', '-', '_'.
 OWNER_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
 REPO_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_LABEL_SQL_RE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# DNS-1123: a label (a namespace, a prefix) and a subdomain (object and storage class names).
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_LABEL_RE = re.compile(f"^{DNS_LABEL}$")
+DNS_LABEL_SQL_RE = f"^{DNS_LABEL}$"  # the same, for CheckConstraints (Postgres regular expressions)
+DNS_SUBDOMAIN_RE = re.compile(rf"{DNS_LABEL}(\.{DNS_LABEL})*")
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+# An image's tag and digest, alone (the API's `images[].reference`) or in a full reference.
+TAG = r"[\w][\w.-]{0,127}"
+DIGEST = r"sha256:[0-9a-f]{64}"
+TAG_RE = re.compile(TAG)
+DIGEST_RE = re.compile(DIGEST)
 # Loosely the distribution reference grammar: [registry[:port]/]path[:tag][@digest].
 IMAGE_RE = re.compile(
     # A first component is a registry only if it looks like a host: has a dot or a port, or is localhost.
     r"^(?:(?P<registry>(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|localhost)(?::[0-9]+)?|[a-zA-Z0-9-]+:[0-9]+)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    rf"(?::(?P<tag>{TAG}))?"
+    rf"(?:@(?P<digest>{DIGEST}))?$"
 )
 
 MAX_PR_NUMBER = 2_147_483_647
@@ -47,14 +55,6 @@ def validate_repo_name(value: str) -> None:
             f"{value!r} is not a GitHub repository name: 1-100 letters, digits, '.', '-' or '_'",
             code="invalid_repo_name",
         )
-
-
-def validate_full_name(value: str) -> None:
-    owner, sep, name = (value or "").partition("/")
-    if not sep:
-        raise ValidationError(f"{value!r} is not 'owner/name'", code="invalid_full_name")
-    validate_owner(owner)
-    validate_repo_name(name)
 
 
 def validate_dns_label(value: str) -> None:
@@ -102,13 +102,21 @@ def validate_image(value: str) -> None:
         )
 
 
-def image_name(reference: str) -> str:
-    """The reference without its tag or digest: 'ghcr.io/a/b:1@sha256:..' -> 'ghcr.io/a/b'."""
+def parse_image_name(reference: str) -> str | None:
+    """The reference without its tag or digest ('ghcr.io/a/b:1@sha256:..' -> 'ghcr.io/a/b'); None if it is none."""
     match = IMAGE_RE.fullmatch(reference)
     if not match:
-        raise ValidationError(f"{reference!r} is not an image reference", code="invalid_image")
+        return None
     registry = match.group("registry")
     return f"{registry}/{match.group('path')}" if registry else match.group("path")
+
+
+def image_name(reference: str) -> str:
+    """`parse_image_name`, refusing what is not an image reference."""
+    name = parse_image_name(reference)
+    if name is None:
+        raise ValidationError(f"{reference!r} is not an image reference", code="invalid_image")
+    return name
 
 
 # GitHub's author_association values (https://docs.github.com/en/graphql/reference/enums#commentauthorassociation).
@@ -130,7 +138,7 @@ def validate_associations(value: str) -> None:
 def validate_storage_classes(value: str) -> None:
     """A comma-separated list of StorageClass names (DNS subdomains)."""
     for name in (part.strip() for part in (value or "").split(",")):
-        if name and (len(name) > 253 or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)):
+        if name and (len(name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(name)):
             raise ValidationError(f"{name!r} is not a storage class name (a lower-case DNS subdomain)",
                                   code="invalid_storage_class")
 

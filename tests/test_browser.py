@@ -12,7 +12,7 @@ from django.contrib.auth.models import Group, User
 from kubernetes import client
 
 from previews import services
-from previews.models import Preview
+from previews.models import EventAction, Preview
 from previews.services import Actor, PreviewRequest
 from tests.conftest import ROOT, namespace_exists, wait_until
 
@@ -113,6 +113,6 @@ def test_the_list_refreshes_statuses_in_place(page, preview_repo):
     assert badge.get_attribute("data-status") == "pending"
     page.evaluate("window.__marker = 'same page'")
     services.preview_set_status(preview_id=preview.pk, generation=preview.generation, status="failed",
-                                message="boom")
+                                action=EventAction.DEPLOY_FAILED, message="boom")
     page.wait_for_selector(f"#preview-{preview.pk} .badge[data-status=failed]", timeout=15_000)
     assert page.evaluate("window.__marker") == "same page"  # no full reload

@@ -159,7 +159,8 @@ def set_schema_comment(server, name: str, comment: str) -> None:
 
 @pytest.mark.django_db
 def test_a_data_cycle_does_not_hide_the_namespace_cycle_from_the_metrics(client):
-    ReaperRun.objects.create(decisions=[{"reason": "PR state unknown"}])
+    ReaperRun.objects.create(decisions=[{"action": "keep", "reason": "PR state unknown"}],
+                             summary={"by_reason": {"keep": {"PR state unknown": 1}}, "done_by_action": {}})
     ReaperRun.objects.create(summary={"scope": "preview data", "done": ["drop pv1_x_pr1: role dropped"]},
                              decisions=[{"action": "keep", "reason": data_reaper.PREVIEW_LIVE}])
     text = client.get("/metrics").content.decode()

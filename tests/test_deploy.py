@@ -241,14 +241,14 @@ def test_the_service_deploys_and_tears_down_a_preview_as_its_service_accounts(
     settings.PREVIEWS_SERVICE_ACCOUNT = "previews-system/previews"
     watcher_path = service_account_kubeconfig(kube_api, kubeconfig_path, tmp_path, "previews-watcher")
     # The watcher reads as its own, read-only ServiceAccount: its threads pick the kubeconfig up now.
-    monkeypatch.setenv("KUBECONFIG", watcher_path)
+    settings.PREVIEWS_KUBECONFIG = watcher_path
     kube.reset_clients()
     watcher = InProcessWatcher()
     try:
         wait_until(lambda: watcher.watcher.step(wait=0.1) or watcher.watcher.synced, timeout=30,
                    message="the watcher to list everything it follows")
         assert watcher.watcher.connected
-        monkeypatch.setenv("KUBECONFIG", path)
+        settings.PREVIEWS_KUBECONFIG = path
         kube.reset_clients()
         preview = services.preview_upsert(
             repository=preview_repo, pr_number=31, actor=services.Actor("token", "ci"),

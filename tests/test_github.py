@@ -7,7 +7,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from previews import github, notifications, services
-from previews.models import Preview
+from previews.models import EventAction, Preview
 from tests.factories import make_preview, make_repository
 
 pytestmark = pytest.mark.django_db
@@ -21,9 +21,15 @@ def preview(fake_github):
     return make_preview(repository, pr_number=42, namespace="pr-42", url="https://pr-42.preview.example.com")
 
 
+# The event each status is reached with, as the engine records it.
+STATUS_ACTIONS = {"ready": EventAction.READY, "failed": EventAction.DEPLOY_FAILED, "deleted": EventAction.DELETED,
+                  "deleting": EventAction.DELETE_FAILED, "deploying": EventAction.DEPLOY_STARTED,
+                  "pending": EventAction.DEPLOY_WAITING, "sleeping": EventAction.SLEPT}
+
+
 def set_status(preview: Preview, status: str, message: str = "") -> None:
     assert services.preview_set_status(preview_id=preview.pk, generation=Preview.objects.get(pk=preview.pk)
-                                       .generation, status=status, message=message)
+                                       .generation, status=status, action=STATUS_ACTIONS[status], message=message)
 
 
 def sync(preview: Preview) -> str:

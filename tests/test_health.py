@@ -13,7 +13,7 @@ def test_readyz_is_ready_when_database_and_kubernetes_answer(client, kube_env):
     assert checks["kubernetes"].startswith("ok (v1.34")
 
 
-def test_readyz_fails_when_the_kubernetes_api_is_unreachable(client, tmp_path, monkeypatch):
+def test_readyz_fails_when_the_kubernetes_api_is_unreachable(client, tmp_path, settings):
     from previews import kube
 
     dead = tmp_path / "kubeconfig"
@@ -22,7 +22,7 @@ def test_readyz_fails_when_the_kubernetes_api_is_unreachable(client, tmp_path, m
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
         "current-context: x\n"
     )
-    monkeypatch.setenv("KUBECONFIG", str(dead))
+    settings.PREVIEWS_KUBECONFIG = str(dead)
     kube.reset_clients()
     try:
         response = client.get("/readyz")

@@ -5,6 +5,7 @@ import pytest
 from kubernetes import client
 
 from previews import kube
+from previews.gateways import errors
 
 
 def _obj(kind: str, name: str, namespace: str = "ns", api_version: str = "v1", **rest) -> dict:
@@ -61,7 +62,7 @@ def test_when_objects_of_a_wave_fail_the_first_in_manifest_order_is_reported_and
     bad_name = "Not_A_Valid_Name"  # refused by the API server (422), not by us
     objects = [_configmap(namespace, "fine", {}), _configmap(namespace, bad_name + "1", {}),
                _configmap(namespace, bad_name + "2", {}), _deployment(namespace, "web")]
-    with pytest.raises(kube.KubeError, match=f"apply ConfigMap {namespace}/{bad_name}1") as info:
+    with pytest.raises(errors.GatewayError, match=f"apply ConfigMap {namespace}/{bad_name}1") as info:
         kube.apply_objects(objects)
     assert info.value.status == 422
     core = client.CoreV1Api(kube_api)

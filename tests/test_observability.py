@@ -5,13 +5,14 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from django.utils import timezone
 from django_q.models import Task
 
 from config.logs import JsonFormatter, RequestIdFilter
-from previews import services
+from previews import reaper, reaper_cycle, services
 from previews.models import GitHubState, ReaperRun
 from tests.conftest import ROOT
 from tests.factories import make_preview, make_repository
@@ -58,10 +59,9 @@ def test_metrics_count_task_failures_reaper_work_and_github_rate_limit(client):
     now = timezone.now()
     Task.objects.create(id="t1", name="deploy_preview:1:1", func="previews.tasks.deploy_preview", started=now,
                         stopped=now, success=False, result="boom")
-    ReaperRun.objects.create(summary={"done": ["delete pr-1: teardown requested", "warn-expiry pr-2: warned"]},
-                             decisions=[{"reason": "PR state unknown"}, {"reason": "PR state unknown"},
-                                        {"reason": "PR open"}])
-    ReaperRun.objects.create(dry_run=True, summary={"done": ["delete pr-9: gone"]})
+    ReaperRun.objects.create(summary={"done": ["delete pr-1: teardown requested", "warn-expiry pr-2: warned"],
+                                      "done_by_action": {"delete": 1, "warn-expiry": 1}})
+    ReaperRun.objects.create(dry_run=True, summary={"done": ["delete pr-9: gone"], "done_by_action": {"delete": 1}})
     ReaperRun.objects.create(alert="circuit breaker: 9 of 10", summary={"breaker_tripped": True})
     ReaperRun.objects.create(alert="clock check: ...", summary={"breaker_tripped": False, "expiry_paused": True})
     GitHubState.objects.create(key="rate_limit", data={"remaining": 4321})
@@ -75,8 +75,29 @@ def test_metrics_count_task_failures_reaper_work_and_github_rate_limit(client):
 
 
 def test_metrics_report_the_last_cycles_kept_for_unknown(client):
-    ReaperRun.objects.create(decisions=[{"reason": "PR state unknown"}, {"reason": "PR state unknown"}])
+    """What a real cycle records is what /metrics reads (the summary's counts, not its text)."""
+    now = timezone.now()
+    unknown = reaper.Decision(reaper.KEEP, reaper.PR_UNKNOWN, "pr-1")
+    plan = reaper.Plan([unknown, replace(unknown, namespace="pr-2"), reaper.Decision(reaper.KEEP, reaper.PR_OPEN,
+                                                                                         "pr-3")], allowance=10)
+    reaper_cycle.execute(plan, reaper_cycle.Snapshot([], [], {}), dry_run=False, now=now)
     assert line(scrape(client), "previews_reaper_kept_unknown ") == "previews_reaper_kept_unknown 2.0"
+
+
+def test_the_migration_counts_the_deletions_of_runs_recorded_before_done_by_action(client):
+    from importlib import import_module
+
+    from django.db import connection
+    old = ReaperRun.objects.create(summary={"done": ["delete pr-1: gone", "delete pr-2: teardown requested",
+                                                     "warn-expiry pr-3: warned"]})
+    data = ReaperRun.objects.create(summary={"scope": "preview data", "done": ["drop pv_1: dropped"]})
+    with connection.cursor() as cursor:
+        cursor.execute(import_module("previews.migrations.0012_code_health").BACKFILL_DONE_BY_ACTION)
+    old.refresh_from_db()
+    data.refresh_from_db()
+    assert old.summary["done_by_action"] == {"delete": 2, "warn-expiry": 1}
+    assert "done_by_action" not in data.summary
+    assert line(scrape(client), "previews_reaper_deletions_total") == "previews_reaper_deletions_total 2.0"
 
 
 def test_metrics_time_api_requests(client):

@@ -205,8 +205,18 @@ def test_the_breaker_trips_when_github_reports_most_prs_closed_at_once(preview_r
     assert all(exists(core, p.namespace) for p in previews)
 
 
-def test_a_mass_expiry_is_all_issued_in_one_cycle_under_the_default_settings(preview_repo, kube_api):
+def namespace_states(core: client.CoreV1Api, prefix: str) -> dict[str, bool]:
+    """{name: terminating} of the namespaces under `prefix` (one list call)."""
+    return {ns.metadata.name: ns.metadata.deletion_timestamp is not None for ns in core.list_namespace().items
+            if ns.metadata.name.startswith(prefix + "-")}
+
+
+def test_a_mass_expiry_is_all_deleted_under_the_default_settings(preview_repo, kube_api, watcher):
+    # The watcher's first list must predate nothing of this test's: a list taken before the namespaces exist,
+    # processed after their previews are deleting, would count them gone (it reads a fresh list as the truth).
+    watcher.until(lambda: watcher.watcher.synced, timeout=60, message="the watcher to list every kind")
     previews = ready_previews(preview_repo, kube_api, MASS_EXPIRY, expires_in=-timedelta(hours=1))
+    core = client.CoreV1Api(kube_api)
     started = time.monotonic()
     result = scoped_cycle(preview_repo.namespace_prefix)
     seconds = time.monotonic() - started
@@ -214,16 +224,125 @@ def test_a_mass_expiry_is_all_issued_in_one_cycle_under_the_default_settings(pre
     assert not run.alert and not result.plan.breaker_tripped and not result.plan.expiry_paused
     assert run.summary["by_reason"][reaper.DELETE] == {reaper.EXPIRED: MASS_EXPIRY}
     assert len(result.done) == MASS_EXPIRY and result.errors == []
-    # Every preview is on its way down through the service, with its event: the teardowns do the rest.
+    # Every preview is on its way down through the service, with its event...
     assert Preview.objects.filter(repository=preview_repo, desired=Preview.Desired.DOWN,
                                   status=Preview.Status.DELETING).count() == MASS_EXPIRY
     assert PreviewEvent.objects.filter(preview__repository=preview_repo, action="destroy requested",
+                                       actor_kind="reaper").count() == MASS_EXPIRY
+    # ...and the cycle itself issued every namespace delete: none is left to a task.
+    states = namespace_states(core, preview_repo.namespace_prefix)
+    assert all(states.values()), f"{sum(not t for t in states.values())} namespaces not terminating"
+    assert PreviewEvent.objects.filter(preview__repository=preview_repo, action="namespace terminating",
                                        actor_kind="reaper").count() == MASS_EXPIRY
     # Issued, not waited for: the cycle is back long before a namespace controller could delete them all.
     assert seconds < 60, f"the cycle took {seconds:.1f}s"
     # kube_calls is what the listing really took: at least a page of 500 per 500 managed namespaces.
     assert run.summary["kube_calls"] >= -(-run.summary["managed_namespaces"] // kube.LIST_PAGE_SIZE) >= 1
-    assert len(previews) == MASS_EXPIRY
+    # The namespace controller finishes them; the watcher records each preview deleted.
+    ids = [p.pk for p in previews]
+    watcher.until(lambda: Preview.objects.filter(pk__in=ids, status=Preview.Status.DELETED).count() == MASS_EXPIRY,
+                  timeout=1800, message=f"all {MASS_EXPIRY} previews to be recorded deleted")
+    assert namespace_states(core, preview_repo.namespace_prefix) == {}
+
+
+def test_a_reaped_preview_is_deleted_by_the_cycle_and_its_pr_told_by_a_real_worker(preview_repo, fake_github,
+                                                                                   kube_api, engine):
+    """With a real qcluster and the real watcher: the cycle issues the deletes, no teardown task runs, the PR
+    is told in a batched task, and the watcher records the end (then the PR is told that too)."""
+    from django_q.models import Task
+
+    previews = ready_previews(preview_repo, kube_api, 3, expires_in=-timedelta(hours=1))
+    for preview in previews:
+        fake_github.add_pull(preview_repo.full_name, preview.pr_number)
+    result = scoped_cycle(preview_repo.namespace_prefix)
+    assert sorted(result.done) == sorted(f"delete {p.namespace}: terminating" for p in previews)
+    ids = [p.pk for p in previews]
+    wait_until(lambda: Preview.objects.filter(pk__in=ids, status=Preview.Status.DELETED).count() == 3, timeout=600,
+               message="the watcher to record the previews deleted")
+
+    def told() -> bool:
+        return all(any("Preview deleted" in c["body"] for c in fake_github.comments(preview_repo.full_name, n))
+                   for n in (p.pr_number for p in previews))
+
+    wait_until(told, timeout=60, message="every PR to be told its preview was deleted")
+    assert Task.objects.filter(func=services.GITHUB_SYNC_MANY_TASK, success=True).exists()
+    assert not Task.objects.filter(func=services.TEARDOWN_TASK).exists()
+    for preview in Preview.objects.filter(pk__in=ids):
+        actions = list(preview.events.order_by("created_at", "id").values_list("action", flat=True))
+        assert actions[:2] == ["destroy requested", "namespace terminating"] and "deleted" in actions
+
+
+def test_the_rate_limit_spreads_a_mass_over_cycles_most_urgent_first(preview_repo, fake_github, kube_api, settings):
+    settings.PREVIEWS_REAPER_DELETIONS_PER_MINUTE = 2
+    settings.PREVIEWS_REAPER_INTERVAL_MINUTES = 1  # so a cycle may spend at most 2
+    previews = ready_previews(preview_repo, kube_api, 6, expires_in=timedelta(days=2))
+    now = timezone.now()
+    # PR 1 closed (the most urgent reason); 2-5 expired 1 to 4 hours ago (longest expired first); 6 open, live.
+    for preview in previews:
+        fake_github.add_pull(preview_repo.full_name, preview.pr_number,
+                             state="closed" if preview.pr_number == 1 else "open")
+    for preview, hours in zip(previews[1:5], (1, 4, 2, 3), strict=True):
+        Preview.objects.filter(pk=preview.pk).update(expires_at=now - timedelta(hours=hours))
+    core = client.CoreV1Api(kube_api)
+    prefix = preview_repo.namespace_prefix
+
+    def terminating() -> set[int]:
+        return {int(name.rsplit("-", 1)[1]) for name, t in namespace_states(core, prefix).items() if t}
+
+    first = scoped_cycle(prefix, now=now)
+    assert sorted(d.namespace for d in first.plan.deletions) == [f"{prefix}-1", f"{prefix}-3"]
+    assert terminating() == {1, 3}
+    assert scoped_cycle(prefix, now=now + timedelta(seconds=5)).plan.deletions == []
+    scoped_cycle(prefix, now=now + timedelta(minutes=1, seconds=5))
+    assert terminating() == {1, 3, 5, 4}
+    scoped_cycle(prefix, now=now + timedelta(minutes=2, seconds=10))
+    assert terminating() == {1, 2, 3, 4, 5}
+    assert Preview.objects.get(pk=previews[5].pk).desired == Preview.Desired.UP
+
+
+def test_a_namespace_changed_since_the_listing_is_read_then_deleted_only_if_still_ours(preview_repo, kube_api):
+    previews = ready_previews(preview_repo, kube_api, 3, expires_in=-timedelta(hours=1))
+    relabelled, unlabelled, unchanged = (p.namespace for p in previews)
+    core = client.CoreV1Api(kube_api)
+
+    def change(_plan):
+        # Between the listing and the deletes: one is re-applied (still ours), one loses our label.
+        core.patch_namespace(relabelled, {"metadata": {"annotations": {"previews.dev/head-sha": "b" * 40}}})
+        core.patch_namespace(unlabelled, {"metadata": {"labels": {"app.kubernetes.io/managed-by": None}}})
+
+    result = scoped_cycle(preview_repo.namespace_prefix, before_execute=change)
+    assert result.errors == []
+    states = namespace_states(core, preview_repo.namespace_prefix)
+    assert states[relabelled] and states[unchanged] and not states[unlabelled]
+    gone = Preview.objects.get(pk=previews[1].pk)
+    assert gone.status == Preview.Status.DELETED and "not managed by this service" in gone.status_message
+
+
+def test_a_preview_a_task_holds_gets_its_teardown_task_instead_and_one_with_data_too(preview_repo, kube_api):
+    import psycopg
+    from django.conf import settings as django_settings
+
+    from previews import locks
+
+    busy, with_data, plain = ready_previews(preview_repo, kube_api, 3, expires_in=-timedelta(hours=1))
+    Preview.objects.filter(pk=with_data.pk).update(data_name=f"pv_{preview_repo.namespace_prefix}_2")
+    db = django_settings.DATABASES["default"]
+    # Another session (a deploy task, say) holds the busy preview's lock while the cycle runs.
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=db["NAME"]) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [locks.DEPLOY, busy.pk])
+        result = scoped_cycle(preview_repo.namespace_prefix)
+    assert sorted(result.done) == sorted([f"delete {busy.namespace}: teardown requested (a task was busy with it)",
+                                          f"delete {with_data.namespace}: teardown requested",
+                                          f"delete {plain.namespace}: terminating"])
+    states = namespace_states(client.CoreV1Api(kube_api), preview_repo.namespace_prefix)
+    assert states == {busy.namespace: False, with_data.namespace: False, plain.namespace: True}
+    # Both are down and wait for their teardown tasks, which a worker runs as here (the data's mode is not set
+    # in this test, so there is nothing to drop).
+    for preview in (busy, with_data):
+        preview.refresh_from_db()
+        assert (preview.desired, preview.status) == (Preview.Desired.DOWN, Preview.Status.DELETING)
+        assert provisioning.teardown(preview.pk, preview.generation) == "terminating"
+    assert all(namespace_states(client.CoreV1Api(kube_api), preview_repo.namespace_prefix).values())
 
 
 def test_a_service_clock_ahead_of_the_databases_pauses_expiry_with_an_alert(preview_repo, kube_api):

@@ -41,7 +41,7 @@ UNKNOWN = {1: None}
 
 
 def gateway_answer(result: OpenPulls) -> dict:
-    return {1: result.numbers if result.known else None}
+    return {1: result.open_numbers}
 
 
 CASES = [

@@ -60,6 +60,11 @@ def test_database_url_is_split_into_django_settings():
     )
 
 
+def test_database_url_options_reach_the_driver():
+    db = parse_database_url("DATABASE_URL", "postgres://app@db.internal/previews?sslmode=require")
+    assert (db["PORT"], db["OPTIONS"], db["CONN_MAX_AGE"]) == ("5432", {"sslmode": "require"}, 60)
+
+
 @pytest.mark.parametrize(
     "url,message",
     [

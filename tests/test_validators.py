@@ -6,29 +6,23 @@ from django.core.exceptions import ValidationError
 from previews import validators as v
 
 
-@pytest.mark.parametrize("value", ["acme/shop", "a/b", "Acme-Corp/my.repo_1", "x" * 39 + "/" + "y" * 100])
-def test_valid_full_names(value):
-    v.validate_full_name(value)
+@pytest.mark.parametrize("owner,name", [("acme", "shop"), ("a", "b"), ("Acme-Corp", "my.repo_1"),
+                                        ("x" * 39, "y" * 100)])
+def test_valid_owners_and_repository_names(owner, name):
+    v.validate_owner(owner)
+    v.validate_repo_name(name)
 
 
-@pytest.mark.parametrize(
-    "value,message",
-    [
-        ("acme", "not 'owner/name'"),
-        ("-acme/shop", "not a GitHub owner"),
-        ("acme-/shop", "not a GitHub owner"),
-        ("ac--me/shop", "not a GitHub owner"),
-        ("x" * 40 + "/shop", "not a GitHub owner"),
-        ("acme/", "not a GitHub repository name"),
-        ("acme/sh op", "not a GitHub repository name"),
-        ("acme/..", "not a GitHub repository name"),
-        ("acme/" + "y" * 101, "not a GitHub repository name"),
-        ("acme/shop/extra", "not a GitHub repository name"),
-    ],
-)
-def test_invalid_full_names_say_why(value, message):
-    with pytest.raises(ValidationError, match=message):
-        v.validate_full_name(value)
+@pytest.mark.parametrize("value", ["-acme", "acme-", "ac--me", "x" * 40, ""])
+def test_invalid_owners_say_why(value):
+    with pytest.raises(ValidationError, match="not a GitHub owner"):
+        v.validate_owner(value)
+
+
+@pytest.mark.parametrize("value", ["", "sh op", "..", ".", "y" * 101, "shop/extra"])
+def test_invalid_repository_names_say_why(value):
+    with pytest.raises(ValidationError, match="not a GitHub repository name"):
+        v.validate_repo_name(value)
 
 
 @pytest.mark.parametrize("value", [1, 42, v.MAX_PR_NUMBER])

@@ -81,13 +81,13 @@ def test_the_watcher_stops_within_seconds_of_sigterm(kubeconfig_path):
     assert WatcherStatus.objects.get().detail == "stopped"
 
 
-def test_a_deploy_that_finds_the_api_unreachable_waits_and_is_retried_never_failed(preview_repo, monkeypatch,
+def test_a_deploy_that_finds_the_api_unreachable_waits_and_is_retried_never_failed(preview_repo, settings,
                                                                                   tmp_path):
     preview = request(preview_repo, 5)
     unreachable = tmp_path / "kubeconfig"
     unreachable.write_text(re.sub(r"server: https://127\.0\.0\.1:\d+", "server: https://127.0.0.1:1",
-                                  Path(os.environ["KUBECONFIG"]).read_text()))
-    monkeypatch.setenv("KUBECONFIG", str(unreachable))
+                                  Path(settings.PREVIEWS_KUBECONFIG).read_text()))
+    settings.PREVIEWS_KUBECONFIG = str(unreachable)
     kube.reset_clients()
     with override_settings(PREVIEWS_DEPLOY_RETRY_SECONDS=1):
         assert provisioning.deploy(preview.pk, preview.generation) == "retry"

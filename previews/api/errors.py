@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
@@ -12,7 +10,6 @@ from rest_framework.response import Response
 
 from previews.services import PreviewConflict
 
-logger = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 TITLES = {

@@ -11,12 +11,9 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from previews import validators
+from previews import links, validators
 from previews.models import Preview
 from previews.rows import Record
-
-TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class StrictCharField(serializers.CharField):
@@ -47,9 +44,9 @@ class ImageOverrideSerializer(StrictSerializer):
 
     def validate(self, attrs):
         name, reference = attrs["name"], attrs["reference"]
-        if DIGEST_RE.fullmatch(reference):
+        if validators.DIGEST_RE.fullmatch(reference):
             full = f"{name}@{reference}"
-        elif TAG_RE.fullmatch(reference):
+        elif validators.TAG_RE.fullmatch(reference):
             full = f"{name}:{reference}"
         else:
             raise serializers.ValidationError({"reference": [f"{reference!r} is not a tag or a sha256 digest"]})
@@ -179,9 +176,7 @@ class PreviewSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(PreviewLinksSerializer)
     def get_links(self, preview: Preview) -> dict[str, str]:
-        base = f"/api/v1/repos/{preview.repository.owner}/{preview.repository.name}/previews/{preview.pr_number}"
-        return {"self": base, "dashboard": f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/",
-                "extend": f"{base}/extend", "reset_data": f"{base}/reset-data"}
+        return links.api_links(preview)
 
 
 class ProblemFieldErrorSerializer(serializers.Serializer):
@@ -243,7 +238,6 @@ def preview_representation(preview: Preview | Record) -> dict:
     """A preview as the API shows it: the PreviewSerializer's fields, in their order. `preview` is a Preview
     with its repository, or the `Record` of one (`selectors.preview_by_name`)."""
     repository = preview.repository
-    base = f"/api/v1/repos/{repository.owner}/{repository.name}/previews/{preview.pr_number}"
     zone = timezone.get_current_timezone()
     return {
         "repository": f"{repository.owner}/{repository.name}",
@@ -274,6 +268,5 @@ def preview_representation(preview: Preview | Record) -> dict:
             "size_measured_at": _datetime(preview.data_size_at, zone),
             "last_reset_at": _datetime(preview.data_reset_at, zone),
         },
-        "links": {"self": base, "dashboard": f"{settings.PREVIEWS_PUBLIC_URL}/previews/{preview.pk}/",
-                  "extend": f"{base}/extend", "reset_data": f"{base}/reset-data"},
+        "links": links.api_links(preview),
     }

@@ -17,7 +17,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from previews import github, kube, oidc, selectors, services, validators, webhooks
+from previews import kube, oidc, selectors, services, validators, webhooks
 from previews.api import waits
 from previews.api.auth import OidcUser, oidc_failed
 from previews.api.errors import InvalidValues, problem, problem_response
@@ -30,6 +30,7 @@ from previews.api.serializers import (
     common_upsert_data,
     preview_representation,
 )
+from previews.gateways import errors
 from previews.models import ActorKind, Preview, Repository
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ class RepositoryScopedView(APIView):
             raise ClaimRefused(exc) from None
         except oidc.OidcError as exc:
             raise oidc_failed(exc) from None
-        except github.GitHubUnavailable as exc:
+        except errors.GatewayError as exc:
             failure = GitHubUnavailable(f"cannot check the token's sha claim with GitHub: {exc}")
             failure.wait = exc.retry_after or 30
             raise failure from None
@@ -166,7 +167,7 @@ class RepositoryScopedView(APIView):
         if isinstance(request.user, OidcUser):
             claims = request.user.claims
             return services.Actor(ActorKind.WORKFLOW, claims.actor_name, url=claims.run_url)
-        return services.Actor("token", request.user.token.name)
+        return services.Actor(ActorKind.TOKEN, request.user.token.name)
 
 
 def _repository_not_found(owner: str, repo: str) -> exceptions.NotFound:
@@ -356,7 +357,7 @@ class RepositoryCostView(RepositoryScopedView):
         self.admit(request)
         try:
             costs = selectors.repository_costs(repository)
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             return Response(problem(503, f"the cluster could not be read: {exc}"), status=503,
                             content_type="application/problem+json")
         return Response(costs)
@@ -488,7 +489,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = f"error: {exc.__class__.__name__}"
     try:
         checks["kubernetes"] = f"ok ({kube.ping()})"
-    except kube.KubeError as exc:
+    except errors.GatewayError as exc:
         checks["kubernetes"] = f"error: {exc}"
     ready = all(v.startswith("ok") for v in checks.values())
     # The watcher is reported, not required: web serves (and tasks apply) while it restarts.

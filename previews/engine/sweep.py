@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from previews import kube, services
+from previews.gateways import errors
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def sweep() -> dict[str, int]:
     for preview in overdue:
         try:
             reasons = kube.explain_rollout(preview.namespace)
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             logger.warning("sweep: cannot explain %s (%s); trying again next time", preview.namespace, exc)
             break  # unknown state: fail nothing on it
         message = f"not ready after {settings.PREVIEWS_ROLLOUT_TIMEOUT}s (found by the sweep)"
@@ -48,7 +49,7 @@ def sweep() -> dict[str, int]:
     if deleting:
         try:
             present = {ns.name: ns for ns in kube.list_managed_namespaces()}
-        except kube.KubeError as exc:
+        except errors.GatewayError as exc:
             logger.warning("sweep: cannot list namespaces (%s); deletions are checked next time", exc)
             present = None
         for preview in deleting if present is not None else []:

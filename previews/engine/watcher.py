@@ -41,8 +41,9 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube, kube_watch, policy, services
+from previews import kube_watch, policy, services
 from previews.engine import rollout
+from previews.gateways import errors
 from previews.models import Preview, WatcherStatus
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class Watcher:
             except kube_watch.KindAbsent:
                 # Its CRD went away while we watched: list again, which finds it absent.
                 version = ""
-            except kube.KubeError as exc:
+            except errors.GatewayError as exc:
                 if self._connected[kind.kind]:
                     logger.warning("watch %s: %s; reconnecting", kind.kind, exc)
                 self._connected[kind.kind] = False

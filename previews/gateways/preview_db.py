@@ -25,7 +25,6 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import os
 import re
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ import psycopg
 from django.conf import settings
 from psycopg import sql
 
-logger = logging.getLogger(__name__)
+from previews.gateways import errors
 
 SCHEMA = "schema"
 DATABASE = "database"
@@ -53,11 +52,11 @@ SYSTEM_SCHEMA_FILTER = "left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'informatio
 # --- errors -----------------------------------------------------------------------------
 
 
-class DataError(Exception):
+class DataError(errors.GatewayError):
     """A statement on the data server failed, or the request cannot be carried out."""
 
 
-class DataUnavailable(DataError):
+class DataUnavailable(DataError, errors.Unavailable):
     """The data server is not configured or cannot be reached."""
 
 

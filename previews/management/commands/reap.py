@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from previews import github, kube, reaper
+from previews import reaper
+from previews.gateways import errors
 from previews.reaper_cycle import run_cycle
 
 
@@ -16,7 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args, dry_run: bool, as_json: bool, **options):
         try:
             result = run_cycle(dry_run=dry_run)
-        except (kube.KubeError, github.GitHubUnavailable) as exc:
+        except errors.GatewayError as exc:
             raise CommandError(f"the reaper could not take its snapshot: {exc}") from exc
         decisions = result.plan.decisions
         if as_json:

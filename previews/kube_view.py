@@ -1,0 +1,74 @@
+"""The dashboard's live view of one preview's namespace: workloads, pods and recent events, for people.
+
+Part of the Kubernetes gateway (it reads through `kube`'s client, retries and errors); kept apart from
+`kube.py`, which is what the engine needs to apply, watch and delete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# The gateway's own helpers (as kube_watch uses them): calls with its retries and errors.
+from previews.kube import REQUEST_TIMEOUT, _call, _core, event_time, list_workloads, read_namespace
+
+
+@dataclass(frozen=True)
+class WorkloadView:
+    kind: str
+    name: str
+    ready: int
+    desired: int
+
+
+@dataclass(frozen=True)
+class PodView:
+    name: str
+    phase: str
+    ready: bool
+    restarts: int
+    waiting: str  # e.g. "ImagePullBackOff: Back-off pulling image ..." or ""
+
+
+@dataclass(frozen=True)
+class EventView:
+    type: str
+    reason: str
+    object: str
+    message: str
+    at: datetime | None
+
+
+@dataclass(frozen=True)
+class NamespaceOverview:
+    exists: bool
+    phase: str = ""
+    workloads: list[WorkloadView] = field(default_factory=list)
+    pods: list[PodView] = field(default_factory=list)
+    events: list[EventView] = field(default_factory=list)
+
+
+def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOverview:
+    """Deployments and StatefulSets with ready counts, pods with phase and waiting reason, recent events."""
+    info = read_namespace(namespace)
+    if info is None:
+        return NamespaceOverview(exists=False)
+    workloads = [WorkloadView(kind, obj["metadata"]["name"], (obj.get("status") or {}).get("readyReplicas") or 0,
+                              (obj.get("spec") or {}).get("replicas", 1))
+                 for kind, obj in list_workloads(namespace)]
+    core = _core()
+    pods = []
+    for pod in _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items:
+        statuses = pod.status.container_statuses or []
+        waiting = [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
+                   for cs in statuses if cs.state and cs.state.waiting and cs.state.waiting.reason]
+        pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
+            cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting)))
+    raw_events = _call("list events", core.list_namespaced_event, namespace,
+                       _request_timeout=REQUEST_TIMEOUT).items
+    raw_events.sort(key=event_time, reverse=True)
+    events = [EventView(e.type or "", e.reason or "", f"{e.involved_object.kind}/{e.involved_object.name}",
+                        e.message or "", event_time(e))
+              for e in raw_events[:max_events]]
+    return NamespaceOverview(True, info.phase, sorted(workloads, key=lambda w: (w.kind, w.name)),
+                             sorted(pods, key=lambda p: p.name), events)
