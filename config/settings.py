@@ -55,8 +55,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI served from our own static files, not a CDN
+    "previews",  # before django_q: its `qcluster` command wraps django-q2's (previews/management/commands)
     "django_q",
-    "previews",
     "dashboard",
 ]
 

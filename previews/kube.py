@@ -119,6 +119,13 @@ def api_client() -> client.ApiClient:
     return api
 
 
+def preload() -> None:
+    """Import the client modules the service uses now rather than on first use (see `manage.py qcluster`)."""
+    for name in ("ApiClient", "Configuration", "CoreV1Api", "VersionApi", "AuthorizationV1Api", "V1Namespace",
+                 "V1DeleteOptions", "V1Preconditions", "V1SelfSubjectAccessReview"):
+        getattr(client, name)
+
+
 def _core() -> client.CoreV1Api:
     return client.CoreV1Api(api_client())
 

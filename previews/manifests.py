@@ -18,7 +18,9 @@ adds next year is refused until someone has judged it.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import pickle
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -383,15 +385,10 @@ _PlainDataLoader.yaml_implicit_resolvers = {
 }
 
 
-def parse_bundle(text: str, max_bytes: int) -> list[dict]:
-    """Parse multi-document YAML into a list of objects, expanding `kind: List`.
-
-    Raises ManifestError when the text is too large, is not plain YAML data, or
-    holds something other than objects.
-    """
-    size = len(text.encode())
-    if size > max_bytes:
-        raise ManifestError([Problem(0, "", f"the bundle is {size} bytes; the limit is {max_bytes}")])
+@functools.lru_cache(maxsize=32)
+def _parsed_documents(text: str) -> bytes:
+    """The YAML documents of `text`, pickled. Most deploys render their repository's one template, and
+    parsing it in pure Python was the largest part of rendering; each caller unpickles its own copy."""
     documents: list = []
     loader = _PlainDataLoader(text)
     index = 0
@@ -406,6 +403,19 @@ def parse_bundle(text: str, max_bytes: int) -> list[dict]:
         raise ManifestError([Problem(index, "", f"not plain YAML data{where}: {str(reason)[:200]}")]) from None
     finally:
         loader.dispose()
+    return pickle.dumps(documents, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def parse_bundle(text: str, max_bytes: int) -> list[dict]:
+    """Parse multi-document YAML into a list of objects, expanding `kind: List`.
+
+    Raises ManifestError when the text is too large, is not plain YAML data, or
+    holds something other than objects.
+    """
+    size = len(text.encode())
+    if size > max_bytes:
+        raise ManifestError([Problem(0, "", f"the bundle is {size} bytes; the limit is {max_bytes}")])
+    documents: list = pickle.loads(_parsed_documents(text))
 
     objects: list[dict] = []
     problems: list[Problem] = []

@@ -163,29 +163,23 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
                 started, problems=[str(p) for p in exc.problems[:50]])
         return "failed"
 
-    def current() -> bool:
-        return _current(preview_id, generation, Preview.Desired.UP)
-
     info = kube.read_namespace(namespace)
     if info is not None and info.phase == "Terminating" and info.managed:
         # A previous teardown is still finishing; the watcher queues this deploy again once it is gone.
         services.preview_deploy_wait(preview_id=preview_id, generation=generation, retry_in=60,
                                      message=f"Waiting for the previous namespace {namespace} to finish terminating")
         return "waiting"
-    if not current():
-        return "superseded"
     data_objects = _prepare_data(preview, generation, plan)
-    if not current():
+    # The generation was current when this run started, a few milliseconds ago; preparing data can take
+    # longer, so it is checked once more before the cluster is touched. From here on the run takes
+    # milliseconds: a newer request waits for this run's lock, and only a current generation is marked applied.
+    if not _current(preview_id, generation, Preview.Desired.UP):
         return "superseded"
     kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations, existing=info)
     if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
         kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
                            settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)
-    if not current():
-        return "superseded"
     kube.apply_objects(plan.guardrails)
-    if not current():
-        return "superseded"
     objects = plan.objects + data_objects
     # With gateway routing (and PREVIEWS_GATEWAY_WAIT_FOR_STATUS) the routes are part of the rollout: ready
     # once the Gateway's controller has accepted them at the generation applied here.

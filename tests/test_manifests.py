@@ -108,6 +108,20 @@ def test_rendering_does_not_change_the_input():
     assert yaml.safe_dump_all(objects) == before
 
 
+def test_parsing_the_same_text_again_gives_a_fresh_copy_each_time():
+    first = m.parse_bundle(SAMPLE, LIMIT)
+    first[0]["metadata"]["name"] = "changed by the first caller"
+    second = m.parse_bundle(SAMPLE, LIMIT)
+    assert second[0]["metadata"]["name"] != "changed by the first caller"
+    assert second == m.parse_bundle(SAMPLE, LIMIT)
+
+
+def test_a_refused_bundle_is_refused_again_when_parsed_again():
+    for _ in range(2):
+        with pytest.raises(m.ManifestError, match="aliases"):
+            m.parse_bundle("a: &x 1\nb: *x\n", LIMIT)
+
+
 def test_list_items_are_expanded():
     text = dump({"apiVersion": "v1", "kind": "List", "items": [deployment(), {
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]})

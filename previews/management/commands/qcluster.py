@@ -1,0 +1,18 @@
+"""django-q2's `qcluster`, with what every task needs imported before the workers are forked.
+
+The Kubernetes client loads its API modules lazily, on first use: CoreV1Api alone costs 0.6 s of CPU
+on an idle machine and several seconds on a busy one. Imported in each worker, that cost came back
+with every worker django-q started or recycled (every Q_RECYCLE tasks), while deploys queued. Imported
+here, in the parent, every forked worker starts with it.
+"""
+
+from django_q.management.commands.qcluster import Command as QclusterCommand
+
+
+class Command(QclusterCommand):
+    def handle(self, *args, **options):
+        import previews.tasks  # noqa: F401  (the task functions and everything they import)
+        from previews import kube
+
+        kube.preload()
+        super().handle(*args, **options)
