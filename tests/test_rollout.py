@@ -155,33 +155,29 @@ def test_a_job_that_cannot_create_its_pod_is_failing():
     assert verdict.state == State.FAILING
 
 
-def test_a_namespace_whose_service_account_is_not_there_yet_is_still_progressing():
+def _refused_replicaset(message: str) -> rollout.Verdict:
     refused = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                "message": 'pods "web-abc-x" is forbidden: error looking up service account pr-1/default: '
-                           'serviceaccount "default" not found'}]
-    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
-                                          ("ReplicaSet", replicaset(conditions=refused))))
-    assert verdict.state == State.PROGRESSING
-    assert 'serviceaccount "default" not found' in verdict.reasons[0]
+                "message": f'pods "web-abc-x" is forbidden: {message}'}]
+    return rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                       ("ReplicaSet", replicaset(conditions=refused))))
 
 
-def test_a_quota_the_quota_controller_has_not_counted_yet_is_still_progressing():
-    refused = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                "message": 'pods "web-abc-x" is forbidden: status unknown for quota: preview-quota, '
-                           'resources: pods'}]
-    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
-                                          ("ReplicaSet", replicaset(conditions=refused))))
+@pytest.mark.parametrize("message", [
+    # the new namespace's ServiceAccount does not exist yet
+    'error looking up service account pr-1/default: serviceaccount "default" not found',
+    # the quota controller has not counted the new namespace's ResourceQuota yet
+    "status unknown for quota: preview-quota, resources: pods",
+])
+def test_a_pod_refused_because_the_new_namespace_is_not_set_up_yet_is_still_progressing(message):
+    verdict = _refused_replicaset(message)
     assert verdict.state == State.PROGRESSING
-    assert "status unknown for quota" in verdict.reasons[0]
+    assert message in verdict.reasons[0]
 
 
 def test_an_exceeded_quota_is_failing():
-    refused = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
-                "message": 'pods "web-abc-x" is forbidden: exceeded quota: preview-quota, requested: pods=1, '
-                           'used: pods=1, limited: pods=1'}]
-    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
-                                          ("ReplicaSet", replicaset(conditions=refused))))
+    verdict = _refused_replicaset("exceeded quota: preview-quota, requested: pods=1, used: pods=1, limited: pods=1")
     assert verdict.state == State.FAILING
+    assert "exceeded quota" in verdict.reasons[0]
 
 
 def test_a_progress_deadline_exceeded_is_failing():
