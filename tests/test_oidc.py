@@ -275,6 +275,25 @@ def test_a_token_wakes_its_own_preview_once(issuer, repo):
     refused(call(token, "post", PATH + "/sleep", {}), 401, "jti")
 
 
+def test_a_token_resets_its_own_previews_data_once(issuer, repo):
+    make_preview(repo, pr_number=42)
+    token = issuer.mint()
+    assert call(token, "post", PATH + "/reset-data", {}).status_code == 409  # the repository has no data mode
+    refused(call(token, "post", PATH + "/reset-data", {}), 401, "jti")
+
+
+def test_a_refused_action_does_not_spend_the_token(issuer, repo):
+    preview = make_preview(repo, pr_number=42)
+    token = issuer.mint()
+    response = call(token, "post", PATH + "/extend", {"hours": 0, "reason": "demo"})
+    assert response.status_code == 422, response.content
+    assert call(token, "post", "/api/v1/repos/acme/shop/previews/43/extend", {"hours": 1, "reason": "demo"}
+                ).status_code == 403  # the token is for PR 42
+    response = call(token, "post", PATH + "/extend", {"hours": 1, "reason": "demo"})
+    assert response.status_code == 200, response.content
+    assert PreviewEvent.objects.get(preview=preview, action="extended").actor_kind == "workflow"
+
+
 def test_a_push_event_is_refused(issuer, repo):
     detail = refused(call(issuer.mint(event_name="push", ref="refs/heads/main")), 403, "event_name")
     assert "'push'" in detail

@@ -11,7 +11,7 @@ from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -286,63 +286,71 @@ class PreviewDetailView(RepositoryScopedView):
         return Response(PreviewSerializer(preview).data, status=202)
 
 
-class PreviewExtendView(RepositoryScopedView):
-    @extend_schema(
-        parameters=PATH_PARAMETERS,
-        request=ExtendSerializer,
-        responses={200: PreviewSerializer, **ERRORS},
-        summary="Extend a preview's expiry",
-        description="Capped by the repository's maximum TTL.",
-    )
+class PreviewActionView(RepositoryScopedView):
+    """A POST that acts on one preview (extend, wake, sleep, reset its data), in one order for all of them:
+    the repository (403/404), the preview (404), the request body (422), then the GitHub Actions token's
+    one use (`admit`), so a refused request never spends it; then the service call."""
+
+    status_code = 202
+
+    def validated(self, request) -> dict:
+        """The request body's values (none by default)."""
+        return {}
+
+    def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
+        raise NotImplementedError
+
     def post(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)
-        repository = self.repository(request, owner, repo, number)
-        preview = self.preview(repository, number)
+        preview = self.preview(self.repository(request, owner, repo, number), number)
+        values = self.validated(request)
+        self.admit(request)
+        preview = self.act(preview, self.actor(request), **values)
+        return Response(PreviewSerializer(preview).data, status=self.status_code)
+
+
+@extend_schema_view(post=extend_schema(
+    parameters=PATH_PARAMETERS,
+    request=ExtendSerializer,
+    responses={200: PreviewSerializer, **ERRORS},
+    summary="Extend a preview's expiry",
+    description="Capped by the repository's maximum TTL.",
+))
+class PreviewExtendView(PreviewActionView):
+    status_code = 200
+
+    def validated(self, request) -> dict:
         serializer = ExtendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        self.admit(request)
-        preview = services.preview_extend(
-            preview=preview,
-            hours=serializer.validated_data["hours"],
-            reason=serializer.validated_data["reason"],
-            actor=self.actor(request),
-        )
-        return Response(PreviewSerializer(preview).data)
+        return {"hours": serializer.validated_data["hours"], "reason": serializer.validated_data["reason"]}
+
+    def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
+        return services.preview_extend(preview=preview, actor=actor, **values)
 
 
-class PreviewWakeView(RepositoryScopedView):
-    @extend_schema(
-        parameters=PATH_PARAMETERS,
-        request=None,
-        responses={202: PreviewSerializer, **ERRORS},
-        summary="Wake a sleeping preview",
-        description="Restores its workloads' replicas through a deploy; `GET ?wait=N` then waits for ready. "
-        "For a preview that is awake it only restarts the idle clock. 409 while it is being deleted.",
-    )
-    def post(self, request, owner: str, repo: str, pr: str):
-        number = _pr_number(pr)
-        repository = self.repository(request, owner, repo, number)
-        self.admit(request)
-        preview = self.preview(repository, number)
-        preview = services.preview_wake(preview=preview, actor=self.actor(request))
-        return Response(PreviewSerializer(preview).data, status=202)
+@extend_schema_view(post=extend_schema(
+    parameters=PATH_PARAMETERS,
+    request=None,
+    responses={202: PreviewSerializer, **ERRORS},
+    summary="Wake a sleeping preview",
+    description="Restores its workloads' replicas through a deploy; `GET ?wait=N` then waits for ready. "
+    "For a preview that is awake it only restarts the idle clock. 409 while it is being deleted.",
+))
+class PreviewWakeView(PreviewActionView):
+    def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
+        return services.preview_wake(preview=preview, actor=actor)
 
 
-class PreviewSleepView(RepositoryScopedView):
-    @extend_schema(
-        parameters=PATH_PARAMETERS,
-        request=None,
-        responses={202: PreviewSerializer, **ERRORS},
-        summary="Put a preview to sleep now",
-        description="Scales every Deployment and StatefulSet to zero. 409 unless it is ready, failed or asleep.",
-    )
-    def post(self, request, owner: str, repo: str, pr: str):
-        number = _pr_number(pr)
-        repository = self.repository(request, owner, repo, number)
-        self.admit(request)
-        preview = self.preview(repository, number)
-        preview = services.preview_sleep(preview=preview, actor=self.actor(request), reason="requested through the API")
-        return Response(PreviewSerializer(preview).data, status=202)
+@extend_schema_view(post=extend_schema(
+    parameters=PATH_PARAMETERS,
+    request=None,
+    responses={202: PreviewSerializer, **ERRORS},
+    summary="Put a preview to sleep now",
+    description="Scales every Deployment and StatefulSet to zero. 409 unless it is ready, failed or asleep.",
+))
+class PreviewSleepView(PreviewActionView):
+    def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
+        return services.preview_sleep(preview=preview, actor=actor, reason="requested through the API")
 
 
 class RepositoryCostView(RepositoryScopedView):
@@ -363,21 +371,18 @@ class RepositoryCostView(RepositoryScopedView):
         return Response(costs)
 
 
-class PreviewResetDataView(RepositoryScopedView):
-    @extend_schema(
-        parameters=PATH_PARAMETERS,
-        request=None,
-        responses={202: PreviewSerializer, **ERRORS},
-        summary="Reset a preview's data",
-        description="Database mode: copied again from the template; schema mode: recreated empty; in-namespace: "
-                    "the seed runs again. The migrate Job runs again and the preview is ready once it completed. "
-                    "409 when the repository has no data mode or the preview is being deleted.",
-    )
-    def post(self, request, owner: str, repo: str, pr: str):
-        number = _pr_number(pr)
-        preview = self.preview(self.repository(request, owner, repo, number), number)
-        preview = services.preview_reset_data(preview=preview, actor=self.actor(request))
-        return Response(PreviewSerializer(preview).data, status=202)
+@extend_schema_view(post=extend_schema(
+    parameters=PATH_PARAMETERS,
+    request=None,
+    responses={202: PreviewSerializer, **ERRORS},
+    summary="Reset a preview's data",
+    description="Database mode: copied again from the template; schema mode: recreated empty; in-namespace: "
+                "the seed runs again. The migrate Job runs again and the preview is ready once it completed. "
+                "409 when the repository has no data mode or the preview is being deleted.",
+))
+class PreviewResetDataView(PreviewActionView):
+    def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
+        return services.preview_reset_data(preview=preview, actor=actor)
 
 
 class PreviewPagination(PageNumberPagination):
