@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import urllib3
 from django.conf import settings
@@ -359,19 +360,33 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 # Kinds whose controllers create pods: applied after everything else of the same call, so the
 # ConfigMaps, Secrets, ServiceAccounts and claims their pods use exist before the first pod does.
 POD_CREATING_KINDS = frozenset(("Deployment", "StatefulSet", "Job", "CronJob"))
-APPLY_CONCURRENCY = 6
+T = TypeVar("T")
+R = TypeVar("R")
 
-_apply_pool: tuple[int, ThreadPoolExecutor] | None = None
-_apply_pool_lock = threading.Lock()
+CONCURRENCY = 8  # requests one process has in flight at once (applies of a wave, a reaper cycle's deletes)
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
-    """A small per-process pool (django-q forks its workers, and threads do not survive a fork)."""
-    global _apply_pool
-    with _apply_pool_lock:
-        if _apply_pool is None or _apply_pool[0] != os.getpid():
-            _apply_pool = (os.getpid(), ThreadPoolExecutor(APPLY_CONCURRENCY, thread_name_prefix="kube-apply"))
-        return _apply_pool[1]
+def map_concurrently(fn: Callable[[T], R], items: list[T]) -> list[R]:
+    """`fn` over `items` on a small per-process pool of threads, results in order.
+
+    Every call finishes before this returns; if some raised, the first in `items` order is raised. The
+    pool's threads live as long as the process, so each builds its API client once (clients are per
+    thread); a new pool follows a fork (django-q forks its workers, and threads do not survive a fork).
+    """
+    global _pool
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="kube"))
+        pool = _pool[1]
+    futures = [pool.submit(fn, item) for item in items]
+    for future in futures:
+        future.exception()  # wait for all of them
+    return [future.result() for future in futures]
 
 
 def apply_waves(objects: list[dict]) -> list[list[dict]]:
@@ -396,20 +411,15 @@ def apply_objects(objects: list[dict], track: tuple[str, ...] = WORKLOAD_KINDS) 
     for wave in apply_waves(objects):
         # Resolved in the calling thread: the discovery client is per thread, requests may be shared.
         calls = [(obj, _resource(obj["apiVersion"], obj["kind"])) for obj in wave]
-        if len(calls) == 1:
-            results = [_apply_one(*calls[0])]
-        else:
-            futures = [_pool().submit(_apply_one, obj, resource) for obj, resource in calls]
-            results = [future.exception() or future.result() for future in futures]
+        results = map_concurrently(_apply_one, calls)
         for (obj, _), result in zip(calls, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
             if obj["kind"] in track:
                 workloads[f"{obj['kind']}/{obj['metadata']['name']}"] = int(result.metadata.generation or 0)
     return workloads
 
 
-def _apply_one(obj: dict, resource):
+def _apply_one(call: tuple[dict, object]):
+    obj, resource = call
     meta = obj["metadata"]
     return _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
                  body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,

@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -276,7 +275,6 @@ def teardown(preview_id: int, generation: int) -> str:
 
 # --- many deletes at once (the reaper's) ---------------------------------------------------------
 
-DELETE_THREADS = 8  # namespace deletes in flight at once (each one request; the API server queues the rest)
 DELETE_CHUNK = 100  # previews whose locks are held at a time while their deletes are issued
 
 
@@ -292,7 +290,7 @@ class ListedNamespace:
 def delete_listed(namespaces: list[ListedNamespace], careful: Callable[[ListedNamespace], kube.DeleteOutcome],
                   ) -> list[kube.DeleteOutcome | errors.GatewayError]:
     """Delete each namespace exactly as listed (one preconditioned request, `kube.delete_listed_namespace`),
-    DELETE_THREADS at a time; one that changed since it was listed goes the `careful` way instead (a read,
+    kube.CONCURRENCY at a time; one that changed since it was listed goes the `careful` way instead (a read,
     the checks, a delete). The outcome of each, in order, or the GatewayError it met: one failure never stops
     the rest. Bounded: at most len(namespaces) requests (two or three for a changed one), each with a timeout.
     """
@@ -303,10 +301,7 @@ def delete_listed(namespaces: list[ListedNamespace], careful: Callable[[ListedNa
         except errors.GatewayError as exc:
             return exc
 
-    if len(namespaces) <= 1:
-        return [one(ns) for ns in namespaces]
-    with ThreadPoolExecutor(max_workers=min(DELETE_THREADS, len(namespaces)), thread_name_prefix="delete") as pool:
-        return list(pool.map(one, namespaces))
+    return kube.map_concurrently(one, namespaces)
 
 
 def teardown_many(reaped: list[tuple[services.Reaped, ListedNamespace]]) -> list[services.TeardownIssued]:

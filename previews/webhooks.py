@@ -110,12 +110,17 @@ def _field(payload, path: str, kind, required: bool = True):
     return value
 
 
+def _pr_number(payload: dict, path: str) -> int:
+    number = _field(payload, path, int)
+    if not 1 <= number <= validators.MAX_PR_NUMBER:
+        raise PayloadError(path, f"{number} is not a pull request number")
+    return number
+
+
 def parse_pull_request(payload: dict) -> PullRequestEvent:
     """The fields of a `pull_request` event we act on, checked for shape. Raises PayloadError (pure)."""
     action = _field(payload, "action", str)
-    number = _field(payload, "pull_request.number", int)
-    if not 1 <= number <= validators.MAX_PR_NUMBER:
-        raise PayloadError("pull_request.number", f"{number} is not a pull request number")
+    number = _pr_number(payload, "pull_request.number")
     head_sha = _field(payload, "pull_request.head.sha", str)
     if not validators.SHA_RE.fullmatch(head_sha):
         raise PayloadError("pull_request.head.sha", "not a 40-character commit SHA")
@@ -162,9 +167,7 @@ def _when(payload: dict, path: str) -> datetime | None:
 def parse_comment(payload: dict) -> CommentEvent:
     """The fields of an `issue_comment` event, checked for shape. Raises PayloadError (pure)."""
     action = _field(payload, "action", str)
-    number = _field(payload, "issue.number", int)
-    if not 1 <= number <= validators.MAX_PR_NUMBER:
-        raise PayloadError("issue.number", f"{number} is not a pull request number")
+    number = _pr_number(payload, "issue.number")
     comment_id = _field(payload, "comment.id", int)
     if comment_id < 1:
         raise PayloadError("comment.id", f"{comment_id} is not a comment id")
