@@ -162,24 +162,29 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
                 started, problems=[str(p) for p in exc.problems[:50]])
         return "failed"
 
-    info = kube.read_namespace(namespace)
-    if info is not None and info.phase == "Terminating" and info.managed:
-        # A previous teardown is still finishing; the watcher queues this deploy again once it is gone.
-        services.preview_deploy_wait(preview_id=preview_id, generation=generation, retry_in=60,
-                                     message=f"Waiting for the previous namespace {namespace} to finish terminating")
-        return "waiting"
+    # A preview never applied has, as a rule, no namespace yet: it is created in one request (below) instead
+    # of read and then applied. Should it exist after all, it is read and checked like any other.
+    first = preview.applied_generation == 0
+    info = None if first else kube.read_namespace(namespace)
+    if _terminating(info):
+        return _wait_for_old_namespace(preview_id, generation, namespace)
     data_objects = _prepare_data(preview, generation, plan)
     # The generation was current when this run started, a few milliseconds ago; preparing data can take
-    # longer, so it is checked once more before the cluster is touched. From here on the run takes
+    # longer, so then it is checked once more before the cluster is touched. From here on the run takes
     # milliseconds: a newer request waits for this run's lock, and only a current generation is marked applied.
-    if not _current(preview_id, generation, Preview.Desired.UP):
+    if data_objects is not None and not _current(preview_id, generation, Preview.Desired.UP):
         return "superseded"
-    kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations, existing=info)
+    if not (first and kube.create_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)):
+        if first:
+            info = kube.read_namespace(namespace)
+            if _terminating(info):
+                return _wait_for_old_namespace(preview_id, generation, namespace)
+        kube.ensure_namespace(namespace, plan.namespace_labels, plan.namespace_annotations, existing=info)
     if settings.PREVIEWS_NAMESPACE_CLUSTERROLE:
         kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
                            settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)
     kube.apply_objects(plan.guardrails)
-    objects = plan.objects + data_objects
+    objects = plan.objects + (data_objects or [])
     # With gateway routing (and PREVIEWS_GATEWAY_WAIT_FOR_STATUS) the routes are part of the rollout: ready
     # once the Gateway's controller has accepted them at the generation applied here.
     tracked = kube.WORKLOAD_KINDS + (manifests.ROUTE_KINDS if policy.waits_for_route_status(preview.repository)
@@ -203,12 +208,26 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     return "applied" if applied else "superseded"
 
 
-def _prepare_data(preview: Preview, generation: int, plan: DeployPlan) -> list[dict]:
-    """Ensure (or reset) the preview's data before anything is applied; the objects that go with it."""
+def _terminating(info: kube.NamespaceInfo | None) -> bool:
+    return info is not None and info.phase == "Terminating" and info.managed
+
+
+def _wait_for_old_namespace(preview_id: int, generation: int, namespace: str) -> str:
+    # A previous teardown is still finishing; the watcher queues this deploy again once it is gone.
+    services.preview_deploy_wait(preview_id=preview_id, generation=generation, retry_in=60,
+                                 message=f"Waiting for the previous namespace {namespace} to finish terminating")
+    return "waiting"
+
+
+def _prepare_data(preview: Preview, generation: int, plan: DeployPlan) -> list[dict] | None:
+    """Ensure (or reset) the preview's data before anything is applied; the objects that go with it.
+
+    None when the preview has no data to look after (nothing was done).
+    """
     ctx = render_context(preview)
     prepared = preview_data.prepare(preview, ctx, generation)
     if prepared is None:
-        return []
+        return None
     theirs = {(o["kind"], o["metadata"]["name"]) for o in plan.objects}
     clash = sorted(f"{o['kind']}/{o['metadata']['name']}" for o in prepared.objects
                    if (o["kind"], o["metadata"]["name"]) in theirs)

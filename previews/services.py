@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.models import Schedule, Task
 from django_q.tasks import async_task, schedule
 
 from previews import github, links, locks, policy, selectors, tokens, validators
@@ -172,6 +172,12 @@ def _event(preview: Preview, actor: Actor, action: EventAction, message: str = "
         preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action, message=message,
         details=details, generation=preview.generation,
     )
+
+
+def _event_of(preview_id: int, generation: int, actor: Actor, action: EventAction, message: str = "",
+              **details) -> PreviewEvent:
+    """`_event` for a preview just updated where it was at `generation`: no need to read it back."""
+    return _event(Preview(pk=preview_id, generation=generation), actor, action, message, **details)
 
 
 def _enqueue(task: str, preview: Preview) -> None:
@@ -628,7 +634,7 @@ def preview_slept(*, preview_id: int, generation: int, workloads: dict[str, int]
                                          status=Preview.Status.SLEEPING).update(
             slept_at=now, observed_generation=generation, status_message=message, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.SLEPT, message, replicas=workloads)
+            _event_of(preview_id, generation, Actor.system(), EventAction.SLEPT, message, replicas=workloads)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -952,7 +958,7 @@ def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
             status=Preview.Status.DEPLOYING, status_message="Rendering and applying the manifests",
             deploy_queued_at=None, next_attempt_at=None, deploy_started_at=now, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.DEPLOY_STARTED)
+            _event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_STARTED)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -968,7 +974,7 @@ def preview_data_prepared(*, preview_id: int, generation: int, database: str, re
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated and (reset or steps):
             action = EventAction.DATA_RESET if reset else EventAction.DATA_CREATED
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), action,
+            _event_of(preview_id, generation, Actor.system(), action,
                    f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
             if reset:
                 github_sync_enqueue(preview_id)
@@ -991,7 +997,7 @@ def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[st
                                          status=Preview.Status.DEPLOYING).update(
             applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.APPLIED,
+            _event_of(preview_id, generation, Actor.system(), EventAction.APPLIED,
                    f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
     return bool(updated)
 
@@ -1008,7 +1014,7 @@ def preview_deploy_wait(*, preview_id: int, generation: int, message: str, retry
             status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
             next_attempt_at=now + timedelta(seconds=retry_in), updated_at=now)
         if updated:
-            _event(Preview.objects.get(pk=preview_id), Actor.system(), EventAction.DEPLOY_WAITING, message)
+            _event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_WAITING, message)
     return bool(updated)
 
 
@@ -1085,6 +1091,17 @@ def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
                                                          deploy_queued_at=None, next_attempt_at=None)
             _event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
     return len(lost)
+
+
+def task_results_prune(*, keep: int) -> int:
+    """Delete the successful django-q task results beyond the newest `keep`; failures stay.
+
+    django-q2's own pruning is off (save_limit 0, see config/settings.py): it locks and loads every kept
+    result each time a task finishes. This is one DELETE, run by the sweep.
+    """
+    newest = Task.objects.filter(success=True).order_by("-stopped", "-pk").values("pk")[:keep]
+    deleted, _ = Task.objects.filter(success=True).exclude(pk__in=newest).delete()
+    return deleted
 
 
 def preview_teardown_retry(*, preview_id: int) -> bool:

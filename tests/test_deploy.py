@@ -31,6 +31,15 @@ def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def deployed(kubeconfig_path, kube_api):
     """deploy/ applied: the namespace first (a server dry-run needs it), then a dry-run, then for real."""
+    core = client.CoreV1Api(kube_api)
+
+    def not_terminating() -> bool:  # an earlier run's teardown (delete --wait=false) may still be finishing
+        try:
+            return core.read_namespace("previews-system").status.phase != "Terminating"
+        except client.ApiException as exc:
+            return exc.status == 404
+
+    wait_until(not_terminating, timeout=180, message="an earlier run's previews-system namespace to be gone")
     first = kubectl(kubeconfig_path, "apply", "--server-side", "-f", str(ROOT / "deploy" / "namespace.yaml"))
     assert first.returncode == 0, first.stderr
     dry = kubectl(kubeconfig_path, "apply", "-k", str(ROOT / "deploy"), "--server-side", "--dry-run=server")

@@ -327,3 +327,79 @@ def test_a_deploy_killed_after_the_namespace_exists_converges_when_run_again(pre
     finally:
         watcher.watcher.stop()
     assert client.AppsV1Api(kube_api).read_namespaced_deployment("web", preview.namespace).status.ready_replicas == 2
+
+
+@pytest.fixture
+def held_terminating_namespace(kube_api):
+    """Makes a namespace of ours stay Terminating (a ConfigMap in it holds a finalizer) until the test ends."""
+    core = client.CoreV1Api(kube_api)
+    held: list[str] = []
+
+    def hold(preview: Preview) -> None:
+        plan = provisioning.plan_deploy(preview)
+        kube.ensure_namespace(preview.namespace, plan.namespace_labels, plan.namespace_annotations)
+        core.create_namespaced_config_map(preview.namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="held", finalizers=["previews.test/hold"])))
+        held.append(preview.namespace)
+        core.delete_namespace(preview.namespace)
+        wait_until(lambda: core.read_namespace(preview.namespace).status.phase == "Terminating", timeout=10)
+
+    yield hold
+    for namespace in held:
+        core.patch_namespaced_config_map("held", namespace, {"metadata": {"finalizers": None}})
+
+
+@pytest.mark.parametrize("applied_before", [False, True], ids=["first deploy", "redeploy"])
+def test_a_deploy_waits_while_its_old_namespace_is_still_terminating(preview_repo, held_terminating_namespace,
+                                                                      applied_before):
+    preview = upsert(preview_repo)
+    if applied_before:  # a redeploy reads the namespace first; a first deploy learns of it by failing to create it
+        Preview.objects.filter(pk=preview.pk).update(applied_generation=preview.generation)
+    held_terminating_namespace(preview)
+    assert deploy(preview) == "waiting"
+    preview.refresh_from_db()
+    assert preview.status == "pending"
+    assert preview.status_message == f"Waiting for the previous namespace {preview.namespace} to finish terminating"
+    assert preview.next_attempt_at is not None
+
+
+def test_a_first_deploy_creates_the_namespace_with_the_labels_a_redeploy_applies(preview_repo, kube_api):
+    preview = upsert(preview_repo)
+    assert deploy(preview) == "applied"
+    core = client.CoreV1Api(kube_api)
+    created = core.read_namespace(preview.namespace).metadata
+    preview = upsert(preview_repo, sha=SHA2)
+    assert deploy(preview) == "applied"
+    applied = core.read_namespace(preview.namespace).metadata
+    plan = provisioning.plan_deploy(Preview.objects.get(pk=preview.pk))
+    assert {k: created.labels[k] for k in plan.namespace_labels} == plan.namespace_labels
+    assert applied.labels == created.labels
+    assert set(applied.annotations) == set(created.annotations) == set(plan.namespace_annotations)
+    assert applied.annotations["previews.dev/head-sha"] == SHA2
+
+
+def test_a_namespace_created_after_the_watchers_first_list_is_not_taken_for_deleted(preview_repo, kube_api, kube_env):
+    # The watcher lists namespaces when it starts, then processes that list. A preview whose namespace was created
+    # after the list and is being deleted when the list is processed is missing from it, yet still terminating.
+    from previews.engine.watcher import Watcher
+
+    watcher = Watcher()
+    watcher.start()
+    try:
+        wait_until(lambda: watcher._connected["Namespace"], timeout=30, message="the watcher's namespace list")
+        preview = upsert(preview_repo)
+        assert deploy(preview) == "applied"
+        preview = services.preview_destroy(preview=Preview.objects.get(pk=preview.pk), actor=CI, reason="PR closed")
+        assert provisioning.teardown(preview.pk, preview.generation) == "terminating"
+        watcher.step(wait=0.1)  # processes the list taken before the namespace existed
+        preview.refresh_from_db()
+        assert namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
+        assert preview.status == "deleting"
+        deadline = time.monotonic() + 120
+        while preview.status != "deleted" and time.monotonic() < deadline:
+            watcher.step(wait=0.2)
+            preview.refresh_from_db()
+        assert preview.status == "deleted"
+        assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
+    finally:
+        watcher.stop()

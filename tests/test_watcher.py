@@ -163,3 +163,26 @@ def test_the_sweep_queues_again_a_deploy_whose_task_was_lost(preview_repo, setti
     preview.refresh_from_db()
     assert preview.deploy_queued_at.year > 2020
     assert preview.events.filter(action="deploy requeued").exists()
+
+
+def test_the_sweep_keeps_only_the_newest_successful_task_results(settings):
+    # django-q2's own pruning is off (it loads every kept result per finished task): the sweep prunes.
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Task
+
+    settings.PREVIEWS_TASK_RESULTS_KEPT = 3
+    start = timezone.now() - timedelta(hours=1)
+
+    def task(minute: int, success: bool) -> str:
+        task_id = uuid.uuid4().hex
+        Task.objects.create(id=task_id, name=f"t{minute}", func="previews.tasks.sweep", success=success,
+                            started=start + timedelta(minutes=minute), stopped=start + timedelta(minutes=minute))
+        return task_id
+
+    successes = [task(minute, True) for minute in range(6)]
+    failures = [task(minute, False) for minute in range(2)]
+    assert sweep.sweep()["task_results_pruned"] == 3
+    assert set(Task.objects.values_list("id", flat=True)) == set(successes[3:]) | set(failures)
+    assert sweep.sweep()["task_results_pruned"] == 0

@@ -3,7 +3,7 @@
 Bounded work, every minute: rollouts past their deadline are failed with the
 reason; previews being deleted whose namespace is gone are marked deleted (one
 labelled namespace list); deletes that did not take are issued again; deploy
-tasks that were lost are queued again; waiting deploys get free slots.
+tasks that were lost are queued again; waiting deploys get free slots; old task results are pruned.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ DELETE_RETRY_AFTER = timedelta(seconds=60)
 def sweep() -> dict[str, int]:
     """One pass; returns counts of what it did."""
     now = timezone.now()
-    done = {"timed_out": 0, "deleted": 0, "delete_retried": 0, "requeued": 0, "queued": 0}
+    done = {"timed_out": 0, "deleted": 0, "delete_retried": 0, "requeued": 0, "queued": 0, "task_results_pruned": 0}
     overdue = Preview.objects.filter(
         status=Preview.Status.DEPLOYING, desired=Preview.Desired.UP, applied_generation=F("generation"),
         applied_at__lt=now - timedelta(seconds=settings.PREVIEWS_ROLLOUT_TIMEOUT) - DEADLINE_SLACK)
@@ -65,6 +65,7 @@ def sweep() -> dict[str, int]:
                .values_list("repository_id", flat=True).distinct())
     for repository_id in sorted(set(waiting)):
         done["queued"] += services.deploy_slots_fill(repository_id)
+    done["task_results_pruned"] = services.task_results_prune(keep=settings.PREVIEWS_TASK_RESULTS_KEPT)
     if any(done.values()):
         logger.info("sweep: %s", done)
     return done

@@ -178,6 +178,7 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 if not version:
+                    listed_at = timezone.now()
                     try:
                         items, version = kube_watch.list_objects(kind)
                     except kube_watch.KindAbsent:
@@ -185,7 +186,7 @@ class Watcher:
                         if not absent:
                             logger.info("the cluster does not serve %s; not watching it (looking again every "
                                         "%.0fs)", kind.kind, ABSENT_RETRY_SECONDS)
-                            self._queue.put(("sync", kind.kind, []))
+                            self._queue.put(("sync", kind.kind, [], listed_at))
                         absent = True
                         self._connected[kind.kind] = True
                         self._stop.wait(ABSENT_RETRY_SECONDS)
@@ -193,7 +194,7 @@ class Watcher:
                     if absent:
                         logger.info("the cluster serves %s now; watching it", kind.kind)
                         absent = False
-                    self._queue.put(("sync", kind.kind, items))
+                    self._queue.put(("sync", kind.kind, items, listed_at))
                     self._connected[kind.kind] = True
                 for event in kube_watch.watch_objects(kind, version, self.watch_timeout):
                     self._connected[kind.kind] = True
@@ -266,14 +267,17 @@ class Watcher:
 
     def _handle(self, item: tuple, dirty: set[str], gone: set[str]) -> None:
         if item[0] == "sync":
-            _, kind, items = item
+            _, kind, items, listed_at = item
             touched, vanished = self.cache.replace(kind, items)
             dirty |= touched
             gone |= vanished
             self._synced[kind].set()
             if kind == "Namespace":
-                # Deletions finished while nobody watched: a fresh list is the truth.
-                gone |= set(Preview.objects.filter(desired=Preview.Desired.DOWN, status=Preview.Status.DELETING)
+                # Deletions finished while nobody watched: a fresh list is the truth, but only about deletes
+                # issued before it was taken. A namespace created after the list (and deleted since) is not in
+                # it, and is still terminating: its own watch events, queued behind this list, say when it is gone.
+                gone |= set(Preview.objects.filter(desired=Preview.Desired.DOWN, status=Preview.Status.DELETING,
+                                                   updated_at__lt=listed_at)
                             .exclude(namespace__in=list(self.cache.namespaces)).values_list("namespace", flat=True))
             logger.info("listed %d %s objects", len(items), kind)
             return
