@@ -696,21 +696,14 @@ def kubectl_teardown(state: State, count: int, deadline: float, load: LoadWatch,
     command_seconds = time.time() - started
     if result.returncode != 0:
         raise GiveUp(f"kubectl delete namespace failed: {result.stderr.strip()[:500]}")
-    last_log = 0.0
-    while True:
+
+    def all_gone() -> tuple[bool, str]:
         left = kubectl("get", "namespaces", "-l", label, "-o", "name", timeout=60)
         remaining = len(left.stdout.split()) if left.returncode == 0 else None
-        load.sample()
-        if remaining == 0:
-            gone = time.time() - started
-            break
-        if time.monotonic() >= deadline:
-            raise GiveUp(f"gave up waiting for kubectl's namespaces to be gone after {time.time() - started:.0f}s: "
-                         f"{remaining} left")
-        if time.monotonic() - last_log >= 5:
-            last_log = time.monotonic()
-            log(f"  {time.time() - started:6.1f}s  kubectl: {remaining} namespaces left")
-        time.sleep(POLL)
+        return remaining == 0, f"{remaining} namespaces left"
+
+    wait_for_kubectl("kubectl's namespaces to be gone", all_gone, started, deadline, load, POLL)
+    gone = time.time() - started
     log(f"kubectl: all {count} gone after {gone:.1f}s")
     return {"namespaces": count, "content": content, "create_seconds": create_seconds,
             "all_ready_seconds": ready_seconds, "command_seconds": command_seconds, "all_gone_seconds": gone}
@@ -720,21 +713,34 @@ def kubectl_ready(names: set[str], started: float, deadline: float, load: LoadWa
     """Seconds from `started` (time.time()) until the Deployment of every namespace in `names` had completed its
     rollout, as the cluster recorded it (`deployments_complete`, 1 s resolution). Polled every 5 s: listing a
     thousand Deployments costs CPU the control plane is using."""
+    done: dict[str, float] = {}
+
+    def all_complete() -> tuple[bool, str]:
+        done.clear()
+        done.update(deployments_complete_in(names))
+        return len(done) == len(names), f"{len(done)}/{len(names)} Deployments complete"
+
+    wait_for_kubectl("kubectl's Deployments", all_complete, started, deadline, load, 5)
+    ready = max(done.values()) - started
+    log(f"kubectl: all {len(names)} Deployments complete after {ready:.1f}s")
+    return ready
+
+
+def wait_for_kubectl(what: str, check, started: float, deadline: float, load: LoadWatch, interval: float) -> None:
+    """Call `check` (-> finished, progress) every `interval` s until it is finished; progress logged every 5 s,
+    GiveUp at the deadline. `started` is the time.time() the waiting is counted from."""
     last_log = 0.0
     while True:
-        done = deployments_complete_in(names)
+        finished, progress = check()
         load.sample()
-        if len(done) == len(names):
-            ready = max(done.values()) - started
-            log(f"kubectl: all {len(names)} Deployments complete after {ready:.1f}s")
-            return ready
+        if finished:
+            return
         if time.monotonic() >= deadline:
-            raise GiveUp(f"gave up waiting for kubectl's Deployments after {time.time() - started:.0f}s: "
-                         f"{len(done)}/{len(names)} complete")
+            raise GiveUp(f"gave up waiting for {what} after {time.time() - started:.0f}s: {progress}")
         if time.monotonic() - last_log >= 5:
             last_log = time.monotonic()
-            log(f"  {time.time() - started:6.1f}s  kubectl: {len(done)}/{len(names)} Deployments complete")
-        time.sleep(5)
+            log(f"  {time.time() - started:6.1f}s  kubectl: {progress}")
+        time.sleep(interval)
 
 
 def log_findings(state: State) -> list[str]:
