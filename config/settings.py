@@ -128,7 +128,7 @@ Q_CLUSTER = {
     "max_attempts": env.int("Q_MAX_ATTEMPTS", 3, minimum=1, maximum=20),
     # django-q2 prunes successful results itself when save_limit > 0, but by locking and loading every kept
     # result for each finished task (1000 rows per task); 0 keeps them all, and the sweep prunes instead
-    # (PREVIEWS_TASK_RESULTS_KEPT, services.task_results_prune) with one indexed DELETE a minute.
+    # (PREVIEWS_TASK_RESULTS_KEPT, services.task_results_prune) with one DELETE a minute.
     "save_limit": 0,
     "catch_up": False,
     # How long the ORM broker sleeps when it finds the queue empty. A deploy is ~0.1-0.3 s of work and
@@ -197,9 +197,9 @@ PREVIEWS_FAIL_FAST_SECONDS = env.int("PREVIEWS_FAIL_FAST_SECONDS", 60, minimum=0
 PREVIEWS_DEPLOY_SLOTS = env.int("PREVIEWS_DEPLOY_SLOTS", 4, minimum=1, maximum=1000)
 # After the Kubernetes API was unreachable, a deploy is tried again this many seconds later.
 PREVIEWS_DEPLOY_RETRY_SECONDS = env.int("PREVIEWS_DEPLOY_RETRY_SECONDS", 15, minimum=1, maximum=3600)
-# The sweep queues again a deploy whose task was queued or started this long ago and never got on.
 # Successful django-q task results kept (the newest); the sweep deletes older ones. Failures are kept.
 PREVIEWS_TASK_RESULTS_KEPT = env.int("PREVIEWS_TASK_RESULTS_KEPT", 1000, minimum=0)
+# The sweep queues again a deploy whose task was queued or started this long ago and never got on.
 PREVIEWS_REQUEUE_AFTER_SECONDS = env.int("PREVIEWS_REQUEUE_AFTER_SECONDS", 900, minimum=60)
 if PREVIEWS_REQUEUE_AFTER_SECONDS <= Q_RETRY:
     raise ImproperlyConfigured(f"PREVIEWS_REQUEUE_AFTER_SECONDS ({PREVIEWS_REQUEUE_AFTER_SECONDS}) must be greater "
