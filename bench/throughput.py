@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -726,7 +727,8 @@ def kubectl_ready(names: set[str], started: float, deadline: float, load: LoadWa
     return ready
 
 
-def wait_for_kubectl(what: str, check, started: float, deadline: float, load: LoadWatch, interval: float) -> None:
+def wait_for_kubectl(what: str, check: Callable[[], tuple[bool, str]], started: float, deadline: float,
+                     load: LoadWatch, interval: float) -> None:
     """Call `check` (-> finished, progress) every `interval` s until it is finished; progress logged every 5 s,
     GiveUp at the deadline. `started` is the time.time() the waiting is counted from."""
     last_log = 0.0

@@ -430,9 +430,9 @@ def apply_objects(objects: list[dict], track: tuple[str, ...] = WORKLOAD_KINDS) 
         # Resolved in the calling thread: the discovery client is per thread, requests may be shared.
         calls = [(obj, _resource(obj["apiVersion"], obj["kind"])) for obj in wave]
         results = map_concurrently(_apply_one, calls)
-        for (obj, _), result in zip(calls, results, strict=True):
+        for (obj, _), generation in zip(calls, results, strict=True):
             if obj["kind"] in track:
-                workloads[f"{obj['kind']}/{obj['metadata']['name']}"] = result
+                workloads[f"{obj['kind']}/{obj['metadata']['name']}"] = generation
     return workloads
 
 

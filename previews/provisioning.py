@@ -174,8 +174,9 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
     # milliseconds: a newer request waits for this run's lock, and only a current generation is marked applied.
     if data_objects is not None and not _current(preview_id, generation, Preview.Desired.UP):
         return "superseded"
-    if not (first and kube.create_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)):
-        if first:
+    created = first and kube.create_namespace(namespace, plan.namespace_labels, plan.namespace_annotations)
+    if not created:
+        if first:  # it existed after all: read and checked as for a redeploy
             info = kube.read_namespace(namespace)
             if _terminating(info):
                 return _wait_for_old_namespace(preview_id, generation, namespace)

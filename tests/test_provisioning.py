@@ -307,7 +307,11 @@ def test_a_deploy_killed_after_the_namespace_exists_converges_when_run_again(pre
     db = settings.DATABASES["default"]
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test",
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
-    code = ("import django; django.setup(); from previews import provisioning; "
+    # The run is held after the namespace exists (before its guardrails are applied), so that the kill
+    # lands there however fast the rest of a deploy is.
+    code = ("import time, django; django.setup(); from previews import kube, provisioning; "
+            "apply = kube.apply_objects; "
+            "kube.apply_objects = lambda *args, **kwargs: (time.sleep(60), apply(*args, **kwargs))[1]; "
             f"provisioning.deploy({preview.pk}, {preview.generation})")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, start_new_session=True)
     core = client.CoreV1Api(kube_api)

@@ -309,13 +309,15 @@ class PreviewActionView(RepositoryScopedView):
         return Response(PreviewSerializer(preview).data, status=self.status_code)
 
 
-@extend_schema_view(post=extend_schema(
-    parameters=PATH_PARAMETERS,
-    request=ExtendSerializer,
-    responses={200: PreviewSerializer, **ERRORS},
-    summary="Extend a preview's expiry",
-    description="Capped by the repository's maximum TTL.",
-))
+def action_schema(summary: str, description: str, request=None, status: int = 202):
+    """The OpenAPI description of one preview action (a POST answering with the preview)."""
+    return extend_schema_view(post=extend_schema(
+        parameters=PATH_PARAMETERS, request=request, responses={status: PreviewSerializer, **ERRORS},
+        summary=summary, description=description))
+
+
+@action_schema("Extend a preview's expiry", "Capped by the repository's maximum TTL.",
+               request=ExtendSerializer, status=200)
 class PreviewExtendView(PreviewActionView):
     status_code = 200
 
@@ -328,26 +330,16 @@ class PreviewExtendView(PreviewActionView):
         return services.preview_extend(preview=preview, actor=actor, **values)
 
 
-@extend_schema_view(post=extend_schema(
-    parameters=PATH_PARAMETERS,
-    request=None,
-    responses={202: PreviewSerializer, **ERRORS},
-    summary="Wake a sleeping preview",
-    description="Restores its workloads' replicas through a deploy; `GET ?wait=N` then waits for ready. "
-    "For a preview that is awake it only restarts the idle clock. 409 while it is being deleted.",
-))
+@action_schema("Wake a sleeping preview",
+               "Restores its workloads' replicas through a deploy; `GET ?wait=N` then waits for ready. "
+               "For a preview that is awake it only restarts the idle clock. 409 while it is being deleted.")
 class PreviewWakeView(PreviewActionView):
     def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
         return services.preview_wake(preview=preview, actor=actor)
 
 
-@extend_schema_view(post=extend_schema(
-    parameters=PATH_PARAMETERS,
-    request=None,
-    responses={202: PreviewSerializer, **ERRORS},
-    summary="Put a preview to sleep now",
-    description="Scales every Deployment and StatefulSet to zero. 409 unless it is ready, failed or asleep.",
-))
+@action_schema("Put a preview to sleep now",
+               "Scales every Deployment and StatefulSet to zero. 409 unless it is ready, failed or asleep.")
 class PreviewSleepView(PreviewActionView):
     def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
         return services.preview_sleep(preview=preview, actor=actor, reason="requested through the API")
@@ -371,15 +363,10 @@ class RepositoryCostView(RepositoryScopedView):
         return Response(costs)
 
 
-@extend_schema_view(post=extend_schema(
-    parameters=PATH_PARAMETERS,
-    request=None,
-    responses={202: PreviewSerializer, **ERRORS},
-    summary="Reset a preview's data",
-    description="Database mode: copied again from the template; schema mode: recreated empty; in-namespace: "
-                "the seed runs again. The migrate Job runs again and the preview is ready once it completed. "
-                "409 when the repository has no data mode or the preview is being deleted.",
-))
+@action_schema("Reset a preview's data",
+               "Database mode: copied again from the template; schema mode: recreated empty; in-namespace: "
+               "the seed runs again. The migrate Job runs again and the preview is ready once it completed. "
+               "409 when the repository has no data mode or the preview is being deleted.")
 class PreviewResetDataView(PreviewActionView):
     def act(self, preview: Preview, actor: services.Actor, **values) -> Preview:
         return services.preview_reset_data(preview=preview, actor=actor)
