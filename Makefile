@@ -45,14 +45,17 @@ browser:
 image:
 	@scripts/image prepare
 
-# No Gateway controller runs on the local cluster, so with PREVIEWS_ROUTING=gateway the demo does not wait for
-# one to accept the routes (unless PREVIEWS_GATEWAY_WAIT_FOR_STATUS says otherwise).
+# With the local cluster, `scripts/kube env` says how previews are reached (Traefik's IngressClass, the URL's
+# scheme and port), the demo's pods go to its real node, and hosts no route claims (a preview asleep or gone)
+# are sent to the web process.
 run: venv postgres kube
-	@export KUBECONFIG="$${KUBECONFIG:-$$(scripts/kube kubeconfig)}" DJANGO_DEBUG="$${DJANGO_DEBUG:-true}" \
-	  PREVIEWS_GATEWAY_WAIT_FOR_STATUS="$${PREVIEWS_GATEWAY_WAIT_FOR_STATUS:-false}"; \
+	@if [ -z "$${KUBECONFIG:-}" ]; then eval "$$(scripts/kube env)"; fi; \
+	if [ -n "$${PREVIEWS_LOCAL_NODE_SELECTOR:-}" ]; then scripts/node fallback "http://127.0.0.1:$(PORT)"; fi; \
+	demo=(--node-selector "$${PREVIEWS_LOCAL_NODE_SELECTOR:-}" --tolerations "$${PREVIEWS_LOCAL_TOLERATIONS:-}"); \
+	export DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
 	$(PY) manage.py migrate --no-input; \
 	$(PY) manage.py ensure_schedules; \
-	$(PY) manage.py seed_demo; \
+	$(PY) manage.py seed_demo "$${demo[@]}"; \
 	PREVIEWS_WEB_PORT=$(PORT) exec $(VENV)/bin/honcho --no-colour start -f Procfile
 
 # Tests always use the project's own local cluster, never the KUBECONFIG a

@@ -67,7 +67,7 @@ while True:
         break
 repository = Repository.objects.create(
     owner="bench", name=name, base_domain="preview.example.com", namespace_prefix=prefix,
-    image_name="ghcr.io/demo/shop", max_live_previews=args["clients"])
+    image_name="localhost/previews-sample", max_live_previews=args["clients"])
 _, plaintext = services.token_create(name=f"api-load-{suffix}", repository=repository)
 print(json.dumps({"id": repository.pk, "owner": repository.owner, "name": repository.name, "token": plaintext}))
 """
@@ -402,7 +402,7 @@ def measure(args: argparse.Namespace, root: Path, database_url: str, meta: dict[
     log(f"seeded repository {owner}/{name} and a token scoped to it")
     sha = secrets.token_hex(20)
     api_path = f"/api/v1/repos/{owner}/{name}/previews/{{pr}}"
-    put_body = json.dumps({"head_sha": sha, "image": f"ghcr.io/demo/shop:pr-{{pr}}-{sha[:7]}"})
+    put_body = json.dumps({"head_sha": sha, "image": f"localhost/previews-sample:pr-{{pr}}-{sha[:7]}"})
     phases = [
         Phase("trivial", "trivial", f"trivial GET {TRIVIAL_PATH}", "GET", TRIVIAL_PATH),
         Phase("api_get", "API GET", "API GET .../previews/{pr}", "GET", api_path),

@@ -81,7 +81,7 @@ def seed(size: int, rng: random.Random, seeded: Seeded) -> None:
     for i in range(REPOSITORIES):
         repository = Repository.objects.create(
             owner="bench", name=f"dash-{run}-{i}", base_domain="preview.example.com",
-            namespace_prefix=f"db{run}{i}", image_name="ghcr.io/demo/shop", max_live_previews=size)
+            namespace_prefix=f"db{run}{i}", image_name="localhost/previews-sample", max_live_previews=size)
         seeded.repository_ids.append(repository.pk)
     repositories = list(Repository.objects.filter(pk__in=seeded.repository_ids).order_by("pk"))
     now = timezone.now()
@@ -97,7 +97,7 @@ def seed(size: int, rng: random.Random, seeded: Seeded) -> None:
         previews.append(Preview(
             repository=repository, pr_number=pr, namespace=namespace, head_sha=secrets.token_hex(20),
             url=f"https://{namespace}.preview.example.com" if status == Preview.Status.READY else "",
-            images={"ghcr.io/demo/shop": f"ghcr.io/demo/shop:pr-{pr}"}, status=status,
+            images={"localhost/previews-sample": f"localhost/previews-sample:pr-{pr}"}, status=status,
             status_message="Rollout timed out" if status == Preview.Status.FAILED else "",
             generation=1, observed_generation=1 if status in (Preview.Status.READY, Preview.Status.FAILED) else 0,
             # about 1 in 8 expires within 24 hours, some are overdue, 1 in 20 is pinned

@@ -144,7 +144,7 @@ def run_ours(repository: Any, index: int, actor: Any, watcher: Any) -> tuple[Run
     from previews.services import PreviewRequest
 
     sha = secrets.token_hex(20)
-    request = PreviewRequest(head_sha=sha, images=(f"ghcr.io/demo/shop:pr-{index}-{sha[:7]}",),
+    request = PreviewRequest(head_sha=sha, images=(f"localhost/previews-sample:pr-{index}-{sha[:7]}",),
                              title=f"bench preview {index}", author="bench")
     run = Run(index, links.namespace_for(repository, index))
     watcher.step(wait=0)  # untimed: what the watches delivered meanwhile (kubectl's namespace) is processed first
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     repository = Repository.objects.create(
         owner="bench", name=f"shop-{prefix}", base_domain="preview.example.com", namespace_prefix=prefix,
         manifest_template=(ROOT / "previews" / "samples" / "shop.yaml").read_text(),
-        image_name="ghcr.io/demo/shop", max_live_previews=max(20, args.previews),
+        image_name="localhost/previews-sample", max_live_previews=max(20, args.previews),
     )
     actor = Actor("token", "bench")
     log(f"benchmark {prefix}: {args.previews} previews per approach, database {BENCH_DB}, kubernetes {server}")

@@ -285,7 +285,7 @@ def create_rows(state: BenchState, namespaces: int, repositories: int, *, expire
             repo = Repository.objects.create(
                 owner="bench", name=f"reap-{state.run_hex}-{i}", base_domain="preview.example.com",
                 namespace_prefix=f"rb{state.run_hex}{i}", manifest_template=template,
-                image_name="ghcr.io/demo/shop", max_live_previews=max(20, per_repo[i]))
+                image_name="localhost/previews-sample", max_live_previews=max(20, per_repo[i]))
             repos.append(repo)
             state.repository_ids.append(repo.pk)
             state.repository_names.append(repo.full_name)
@@ -296,7 +296,7 @@ def create_rows(state: BenchState, namespaces: int, repositories: int, *, expire
                 namespace = f"{repo.namespace_prefix}-{n}"
                 rows.append(Preview(
                     repository=repo, pr_number=n, namespace=namespace, url=f"https://{namespace}.{repo.base_domain}",
-                    head_sha=sha, images={"ghcr.io/demo/shop": f"ghcr.io/demo/shop:pr-{n}-{sha[:7]}"},
+                    head_sha=sha, images={"localhost/previews-sample": f"localhost/previews-sample:pr-{n}-{sha[:7]}"},
                     desired=Preview.Desired.UP, status=Preview.Status.READY, generation=1, observed_generation=1,
                     # 2 to 6 days ahead: beyond the 24 h expiry warning, so no warn-expiry decisions
                     expires_at=now - timedelta(hours=1) if expired else now + timedelta(hours=rng.uniform(48, 144)),

@@ -1113,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         repository = Repository.objects.create(
             owner="bench", name=prefix, base_domain="preview.example.com", namespace_prefix=prefix,
-            manifest_template=template, image_name="ghcr.io/demo/shop",
+            manifest_template=template, image_name="localhost/previews-sample",
             max_live_previews=args.previews)
         STATE.repository_id = repository.pk
         token, plaintext = services.token_create(name=f"throughput-{prefix}", repository=repository)
@@ -1149,8 +1149,8 @@ def main(argv: list[str] | None = None) -> int:
         requests = []
         for pr in range(1, args.previews + 1):
             sha = secrets.token_hex(20)
-            body = {"head_sha": sha, "image": f"ghcr.io/demo/shop:pr-{pr}-{sha[:7]}", "title": f"throughput {pr}",
-                    "author": "bench"}
+            body = {"head_sha": sha, "image": f"localhost/previews-sample:pr-{pr}-{sha[:7]}",
+                    "title": f"throughput {pr}", "author": "bench"}
             requests.append((pr, f"{base}/{pr}", json.dumps(body).encode()))
         cpu_before = read_proc_cpu_seconds(watcher_pid)
         machine_before = cpu_snapshot()

@@ -62,6 +62,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    # A preview's own host (asleep, starting, gone) is answered before the service's host checks.
+    "previews.visits.PreviewHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -144,6 +146,10 @@ if REDIS_URL:
 
 # --- previews -------------------------------------------------------------------
 PREVIEWS_PUBLIC_URL = env.str("PREVIEWS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+# How a preview's URL is written: https://pr-<N>.<base domain> by default; a scheme and port of their own where
+# the route controller listens elsewhere (the local cluster's Traefik: http and 18080, from `scripts/kube env`).
+PREVIEWS_PREVIEW_URL_SCHEME = env.choice("PREVIEWS_PREVIEW_URL_SCHEME", "https", ("https", "http"))
+PREVIEWS_PREVIEW_URL_PORT = env.int("PREVIEWS_PREVIEW_URL_PORT", 0, minimum=0, maximum=65535)
 # Namespaces that are never created, adopted or deleted, whatever a label says.
 PREVIEWS_PROTECTED_NAMESPACES = sorted(PROTECTED_NAMESPACES | set(env.list("PREVIEWS_PROTECTED_NAMESPACES", [])))
 # The cluster: a kubeconfig file (kubectl's own variable) and context, or, without KUBECONFIG, the in-cluster

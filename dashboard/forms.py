@@ -2,8 +2,11 @@ from __future__ import annotations
 
 from django import forms
 
+from previews.kube_view import MAX_LOG_LINES
 from previews.models import Preview
-from previews.validators import MAX_TTL_HOURS
+from previews.validators import DNS_LABEL_RE, DNS_SUBDOMAIN_RE, MAX_TTL_HOURS
+
+DEFAULT_LOG_LINES = 100
 
 EXTEND_CHOICES = [("24", "+24 hours"), ("72", "+72 hours"), ("custom", "Custom")]
 
@@ -29,6 +32,22 @@ class ExtendForm(forms.Form):
         elif choice:
             data["extend_by"] = int(choice)
         return data
+
+
+class LogsForm(forms.Form):
+    """Which container's log the logs view shows, and how much of it."""
+
+    pod = forms.RegexField(regex=DNS_SUBDOMAIN_RE, max_length=253,
+                           error_messages={"invalid": "Not a pod name (a lower-case DNS subdomain)."})
+    container = forms.RegexField(regex=DNS_LABEL_RE, max_length=63,
+                                 error_messages={"invalid": "Not a container name (a lower-case DNS label)."})
+    lines = forms.IntegerField(required=False, min_value=1, max_value=MAX_LOG_LINES,
+                               error_messages={"min_value": "Show at least 1 line.",
+                                               "max_value": f"Show at most {MAX_LOG_LINES} lines."})
+    previous = forms.BooleanField(required=False, label="The run before the last restart")
+
+    def clean_lines(self) -> int:
+        return self.cleaned_data.get("lines") or DEFAULT_LOG_LINES
 
 
 class KillForm(forms.Form):

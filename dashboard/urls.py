@@ -11,6 +11,7 @@ urlpatterns = [
     path("previews/<int:preview_id>/pin", views.preview_pin, name="preview_pin"),
     path("previews/<int:preview_id>/redeploy", views.preview_redeploy, name="preview_redeploy"),
     path("previews/<int:preview_id>/kill", views.preview_kill, name="preview_kill"),
+    path("previews/<int:preview_id>/logs", views.preview_logs, name="preview_logs"),
     path("previews/<int:preview_id>/wake", views.preview_wake, name="preview_wake"),
     path("previews/<int:preview_id>/sleep", views.preview_sleep, name="preview_sleep"),
     path("costs/", views.costs, name="costs"),

@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.forms import ExtendForm, KillForm, ListFilterForm
+from dashboard.forms import ExtendForm, KillForm, ListFilterForm, LogsForm
 from previews import reaper, reaper_cycle, selectors, services
 from previews.gateways import errors
 from previews.models import ActorKind, Preview
@@ -59,6 +59,24 @@ def preview_detail(request: HttpRequest, preview_id: int) -> HttpResponse:
     if request.htmx:
         return render(request, "dashboard/_preview_live.html", context)
     return render(request, "dashboard/preview_detail.html", context)
+
+
+@require_GET
+@login_required
+@permission_required("previews.view_preview", raise_exception=True)
+def preview_logs(request: HttpRequest, preview_id: int) -> HttpResponse:
+    """The last lines of one container's log, refreshed every few seconds while the page is open."""
+    preview = _preview_or_404(preview_id)
+    form = LogsForm(request.GET)
+    if not form.is_valid():
+        return render(request, "dashboard/preview_logs.html", {"preview": preview, "form": form}, status=400)
+    data = form.cleaned_data
+    text, error = selectors.preview_container_log(preview, data["pod"], data["container"], lines=data["lines"],
+                                                  previous=data["previous"])
+    context = {"preview": preview, "form": form, "log": text, "error": error, **data}
+    if request.htmx:
+        return render(request, "dashboard/_log.html", context)
+    return render(request, "dashboard/preview_logs.html", context)
 
 
 def _detail_context(request: HttpRequest, preview: Preview, **forms) -> dict:

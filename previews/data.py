@@ -176,7 +176,7 @@ def checked(objects: list[dict], ctx: manifests.RenderContext) -> list[dict]:
     problems = manifests.validate(objects, ctx)
     if problems:
         raise manifests.ManifestError(problems)
-    return objects
+    return [manifests.place(obj, ctx) for obj in objects]
 
 
 def egress(mode: str) -> tuple[str, int] | None:

@@ -30,7 +30,14 @@ from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
 from previews.cost import Workload
 from previews.gateways import errors
-from previews.manifests import ALLOWED_KINDS, FIELD_MANAGER, GATEWAY_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from previews.manifests import (
+    ALLOWED_KINDS,
+    FIELD_MANAGER,
+    GATEWAY_GROUP,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    ROUTE_KINDS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -470,6 +477,28 @@ def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) 
                 _call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
                       body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
             deleted.append(f"{kind}/{name}")
+    return deleted
+
+
+ROUTE_OBJECT_KINDS = ("Ingress", *ROUTE_KINDS)
+
+
+def delete_routes(namespace: str, label_selector: str = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}") -> list[str]:
+    """Delete the namespace's Ingresses and HTTPRoutes that carry our labels (a sleeping preview's host is then
+    served by the controller's fallback: this service's "asleep" page). A deploy applies them again."""
+    deleted = []
+    for kind in ROUTE_OBJECT_KINDS:
+        try:
+            resource = _resource(ALLOWED_KINDS[kind][0], kind)
+        except KindNotServed:
+            continue
+        items = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+                      label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
+        for item in items:
+            with contextlib.suppress(errors.NotFound):
+                _call(f"delete {kind} {namespace}/{item.metadata.name}", resource.delete, name=item.metadata.name,
+                      namespace=namespace, _request_timeout=REQUEST_TIMEOUT)
+            deleted.append(f"{kind}/{item.metadata.name}")
     return deleted
 
 

@@ -28,6 +28,7 @@ class PodView:
     ready: bool
     restarts: int
     waiting: str  # e.g. "ImagePullBackOff: Back-off pulling image ..." or ""
+    containers: tuple[str, ...] = ()  # init containers first, as the logs view lists them
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,10 @@ def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOvervie
         statuses = pod.status.container_statuses or []
         waiting = [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
                    for cs in statuses if cs.state and cs.state.waiting and cs.state.waiting.reason]
+        containers = tuple(c.name for c in (pod.spec.init_containers or []) + (pod.spec.containers or []))
         pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
-            cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting)))
+            cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting),
+            containers))
     raw_events = _call("list events", core.list_namespaced_event, namespace,
                        _request_timeout=REQUEST_TIMEOUT).items
     raw_events.sort(key=event_time, reverse=True)
@@ -72,3 +75,18 @@ def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOvervie
               for e in raw_events[:max_events]]
     return NamespaceOverview(True, info.phase, sorted(workloads, key=lambda w: (w.kind, w.name)),
                              sorted(pods, key=lambda p: p.name), events)
+
+
+LOG_TIMEOUT = (2, 3)  # connect, read seconds: a log tail is read while a person, or the watcher, waits
+MAX_LOG_LINES = 200
+MAX_LOG_BYTES = 64 * 1024
+
+
+def container_log(namespace: str, pod: str, container: str, *, previous: bool = False, lines: int = 20,
+                  max_bytes: int = 8192) -> str:
+    """The last `lines` lines (at most `max_bytes`) of one container's log, as kubelet serves `pods/log`;
+    `previous` for the run before a restart. Raises the gateway's errors (NotFound, Unavailable, ...)."""
+    lines, max_bytes = max(1, min(lines, MAX_LOG_LINES)), max(1, min(max_bytes, MAX_LOG_BYTES))
+    return _call("read a container's log", _core().read_namespaced_pod_log, pod, namespace, container=container,
+                 previous=previous, tail_lines=lines, limit_bytes=max_bytes, retry=False,
+                 _request_timeout=LOG_TIMEOUT)

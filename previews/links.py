@@ -21,7 +21,9 @@ def preview_host(repository: Repository, namespace: str) -> str:
 
 
 def preview_url(repository: Repository, namespace: str) -> str:
-    return f"https://{preview_host(repository, namespace)}"
+    port = settings.PREVIEWS_PREVIEW_URL_PORT
+    origin = f"{settings.PREVIEWS_PREVIEW_URL_SCHEME}://{preview_host(repository, namespace)}"
+    return f"{origin}:{port}" if port else origin
 
 
 def dashboard_url(preview: Preview) -> str:

@@ -35,6 +35,8 @@ MANAGED_BY_VALUE = "pr-previews"
 PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease", "staging"})
 REPOSITORY_LABEL = "previews.dev/repository-id"
 PR_LABEL = "previews.dev/pr"
+# On every pod template: the commit deployed, for the app to read through the downward API.
+HEAD_SHA_ANNOTATION = "previews.dev/head-sha"
 FIELD_MANAGER = "pr-previews"
 # Write this as an Ingress host in a template; it becomes the preview's own host.
 HOST_PLACEHOLDER = "PREVIEW_HOST"
@@ -321,6 +323,21 @@ class GatewayRef:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Which nodes a preview's pods run on: the repository's setting, never the PR's manifests."""
+
+    node_selector: tuple[tuple[str, str], ...] = ()  # (label, value): added to every pod's nodeSelector
+    tolerations: tuple[tuple[str, str], ...] = ()  # (taint key, effect): tolerated whatever the taint's value
+
+    def apply(self, pod_spec: dict) -> None:
+        if self.node_selector:
+            pod_spec["nodeSelector"] = {**_dict(pod_spec.get("nodeSelector")), **dict(self.node_selector)}
+        if self.tolerations:
+            pod_spec["tolerations"] = [{"key": key, "operator": "Exists", "effect": effect}
+                                       for key, effect in self.tolerations]
+
+
+@dataclass(frozen=True)
 class RenderContext:
     namespace: str
     host: str
@@ -333,6 +350,8 @@ class RenderContext:
     policy: Policy = field(default_factory=Policy)
     routing: str = ROUTING_INGRESS  # or ROUTING_GATEWAY
     gateway: GatewayRef = field(default_factory=GatewayRef)
+    placement: Placement = field(default_factory=Placement)
+    head_sha: str = ""
 
     def __post_init__(self) -> None:
         if self.routing not in ROUTING_MODES:
@@ -1083,22 +1102,32 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
         for _path, pod_spec in _pod_specs(obj["kind"], obj):
             for _cpath, container in _containers(pod_spec):
                 container["image"] = override_image(container["image"], ctx.images)
-        for _path, template in _pod_templates(obj["kind"], obj):
-            # Pods (and ReplicaSets, which copy these) carry our labels too, so the cluster watcher
-            # can follow them with one label-selected watch instead of watching every pod.
-            template_meta = template.setdefault("metadata", {})
-            template_meta["labels"] = {**_dict(template_meta.get("labels")), **ctx.labels}
+        place(obj, ctx)
+        rendered.append(obj)
         if obj["kind"] == "Ingress":
             _fill_hosts(obj, ctx)
         elif obj["kind"] in ROUTE_KINDS:
             _fill_route(obj, ctx)
-        rendered.append(obj)
     if ctx.routing == ROUTING_GATEWAY:
         if not any(o["kind"] in ROUTE_KINDS for o in rendered):
             rendered.append(generated_route(ctx))
     elif not any(o["kind"] == "Ingress" for o in rendered):
         rendered.append(generated_ingress(ctx))
     return rendered
+
+
+def place(obj: dict, ctx: RenderContext) -> dict:
+    """What the service adds to every pod template of a valid object (the bundle's and its own): our labels,
+    so the cluster watcher follows pods (and ReplicaSets, which copy them) with one label-selected watch; the
+    commit, for the downward API; and the repository's placement."""
+    for _path, template in _pod_templates(obj["kind"], obj):
+        template_meta = template.setdefault("metadata", {})
+        template_meta["labels"] = {**_dict(template_meta.get("labels")), **ctx.labels}
+        if ctx.head_sha:
+            template_meta["annotations"] = {**_dict(template_meta.get("annotations")),
+                                            HEAD_SHA_ANNOTATION: ctx.head_sha}
+        ctx.placement.apply(template.setdefault("spec", {}))
+    return obj
 
 
 def _fill_route(route: dict, ctx: RenderContext) -> None:

@@ -105,6 +105,14 @@ class Repository(models.Model):
         max_length=12, choices=[("baseline", "baseline"), ("restricted", "restricted")], default="baseline",
         help_text="The Pod Security Standard enforced in the preview namespaces; restricted is checked up front.",
     )
+    node_selector = models.CharField(
+        max_length=500, blank=True, validators=[validators.validate_node_selector],
+        help_text="Node labels every pod of a preview must run on, as key=value,... (set by the service, never by "
+                  "the PR's manifests; e.g. previews.local/node=real for the local cluster's real node).")
+    tolerations = models.CharField(
+        max_length=500, blank=True, validators=[validators.validate_tolerations],
+        help_text="Node taints every pod of a preview tolerates, as key:Effect,... (e.g. "
+                  "previews.local/real-node:NoSchedule).")
     storage_classes = models.CharField(
         max_length=500, blank=True, validators=[validators.validate_storage_classes],
         help_text="Comma-separated storage classes a PVC may name; empty: only the cluster default.",
@@ -237,6 +245,7 @@ class ActorKind(models.TextChoices):
     REAPER = "reaper"
     SYSTEM = "system"
     WORKFLOW = "workflow"  # a GitHub Actions run, authenticated by its OIDC token
+    VISITOR = "visitor"  # someone who opened the preview's URL (the asleep page's "wake it up")
 
 
 class EventAction(models.TextChoices):

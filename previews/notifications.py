@@ -9,6 +9,7 @@ retry, and every reaper cycle picks up previews that are out of sync).
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -38,6 +39,14 @@ HEADLINES = {
     Preview.Status.SLEEPING: "💤 Preview sleeping",
 }
 
+
+
+def fenced(text: str) -> list[str]:
+    """A Markdown code block that text (a container's log, say: anything a PR's code prints) cannot close:
+    its fence is longer than any run of backticks inside."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
 
 def _humanize(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
@@ -77,7 +86,7 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
             data += f", last reset {preview.data_reset_at:%Y-%m-%d %H:%M} UTC"
         lines.append(f"| Data | {data} |")
     if status == Preview.Status.FAILED and preview.status_message:
-        lines += ["", "**Why it failed**", "", "```", preview.status_message[:3000], "```"]
+        lines += ["", "**Why it failed**", "", *fenced(preview.status_message[:3000])]
     if status in (Preview.Status.DELETING, Preview.Status.DELETED, Preview.Status.SLEEPING) \
             and preview.status_message:
         lines += ["", preview.status_message]

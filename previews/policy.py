@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from previews import links, manifests
+from previews import links, manifests, validators
 from previews.models import Repository
 
 
@@ -19,6 +19,12 @@ def manifest_policy(repository: Repository) -> manifests.Policy:
         ingress_annotations=frozenset(settings.PREVIEWS_INGRESS_ANNOTATIONS),
         pod_security=repository.pod_security,
     )
+
+
+def placement(repository: Repository) -> manifests.Placement:
+    """The nodes the repository's pods run on (its fields were validated when they were saved)."""
+    return manifests.Placement(node_selector=validators.parse_node_selector(repository.node_selector),
+                               tolerations=validators.parse_tolerations(repository.tolerations))
 
 
 def routing(repository: Repository) -> str:
@@ -60,6 +66,7 @@ def request_context(repository: Repository, namespace: str) -> manifests.RenderC
         service_name=repository.service_name, service_port=repository.service_port,
         tls_secret_name=repository.tls_secret_name, ingress_class=settings.PREVIEWS_INGRESS_CLASS,
         policy=manifest_policy(repository), routing=routing(repository), gateway=gateway(),
+        placement=placement(repository),
     )
 
 

@@ -64,6 +64,8 @@ def render_context(preview: Preview) -> manifests.RenderContext:
         policy=policy.manifest_policy(repository),
         routing=policy.routing(repository),
         gateway=policy.gateway(),
+        placement=policy.placement(repository),
+        head_sha=preview.head_sha,
     )
 
 

@@ -11,7 +11,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import cost, github, kube, kube_view, optin
+from previews import cost, github, kube, kube_view, optin, validators
 from previews.gateways import errors
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
@@ -187,6 +187,51 @@ def preview_cluster_view(preview: Preview):
         result = (None, str(exc))
     cache.set(key, result, CLUSTER_VIEW_SECONDS)
     return result
+
+
+def preview_container_log(preview: Preview, pod: str, container: str, *, lines: int, previous: bool = False):
+    """The end of one container's log in the preview's namespace, for the dashboard. Returns (text, error):
+    the error says why it could not be read (no such pod or container, the node not answering, ...)."""
+    try:
+        return kube_view.container_log(preview.namespace, pod, container, previous=previous, lines=lines,
+                                       max_bytes=kube_view.MAX_LOG_BYTES), ""
+    except errors.GatewayError as exc:
+        return "", str(exc)
+
+
+BASE_DOMAINS_SECONDS = 30
+_base_domains: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+
+def _repository_base_domains() -> frozenset[str]:
+    """Every repository's base domain, read at most every BASE_DOMAINS_SECONDS by each process."""
+    global _base_domains
+    read_at, domains = _base_domains
+    if time.monotonic() - read_at > BASE_DOMAINS_SECONDS:
+        domains = frozenset(d.lower() for d in Repository.objects.values_list("base_domain", flat=True).distinct())
+        _base_domains = (time.monotonic(), domains)
+    return domains
+
+
+def preview_for_host(host: str) -> tuple[str, Preview | None] | None:
+    """(namespace, its preview or None) when `host` (a Host header, port and all) is `<label>.<base domain>` of
+    a repository; None for any other host, and when the database cannot say."""
+    name = host.strip().lower()
+    if ":" in name:
+        name, _, port = name.rpartition(":")
+        if not port.isdigit():
+            return None
+    label, _, domain = name.partition(".")
+    if len(name) > 253 or not validators.DNS_LABEL_RE.fullmatch(label):
+        return None
+    try:
+        if domain not in _repository_base_domains():
+            return None
+        preview = (Preview.objects.select_related("repository")
+                   .filter(namespace=label, repository__base_domain__iexact=domain).first())
+    except DatabaseError:
+        return None
+    return label, preview
 
 
 def stale_request_reason(repository: Repository, preview: Preview, head_sha: str) -> str:

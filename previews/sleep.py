@@ -6,12 +6,14 @@
 - `sleep_idle` is the `sleep` schedule: it asks the services to put due previews to sleep, and
   queues the sleep task again for one whose scaling did not finish.
 - `sleep` is the task: under the preview's deploy lock, for its generation only, it scales every
-  Deployment and StatefulSet to zero (`kube.sleep_workloads`, replicas remembered in an annotation)
-  and records the preview as asleep.
+  Deployment and StatefulSet to zero (`kube.sleep_workloads`, replicas remembered in an annotation),
+  deletes its routes, so the route controller sends the preview's host to its fallback (this service's
+  "asleep" page, `previews/visits.py`), and records the preview as asleep.
 
-Waking is a deploy (`services.preview_wake`, a push, a redeploy): the deploy task re-applies the
-manifests, restores the remembered replicas (`kube.wake_workloads`) and records the rollout, and the
-cluster watcher marks it ready, like any other deploy.
+Waking is a deploy (`services.preview_wake`, a push, a redeploy, a visitor's click on the asleep page):
+the deploy task re-applies the manifests (the routes among them), restores the remembered replicas
+(`kube.wake_workloads`) and records the rollout, and the cluster watcher marks it ready, like any other
+deploy.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def sleep(preview_id: int, generation: int) -> str:
             return "already asleep"
         try:
             remembered = kube.sleep_workloads(preview.namespace)
+            kube.delete_routes(preview.namespace)
         except errors.GatewayError as exc:
             services.preview_set_status(
                 preview_id=preview_id, generation=generation, status=Preview.Status.SLEEPING,

@@ -149,3 +149,50 @@ def validate_pg_identifier(value: str) -> None:
     if not value or size > 63 or "\x00" in value:
         raise ValidationError(f"{value!r} is not a Postgres name: 1 to 63 bytes ({size} given)",
                               code="invalid_pg_identifier")
+
+
+# Kubernetes label keys ([prefix/]name) and values, as the API server checks them.
+LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def is_label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    return bool(LABEL_NAME_RE.fullmatch(name)) and (
+        not prefix or (len(prefix) <= 253 and bool(DNS_SUBDOMAIN_RE.fullmatch(prefix))))
+
+
+def parse_node_selector(value: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,key=value` (label keys and values) -> pairs; raises ValidationError naming the bad part."""
+    pairs = []
+    for part in (p.strip() for p in (value or "").split(",")):
+        if not part:
+            continue
+        key, sep, val = (s.strip() for s in part.partition("="))
+        if not sep or not is_label_key(key) or not LABEL_VALUE_RE.fullmatch(val):
+            raise ValidationError(f"{part!r} is not a node label as key=value", code="invalid_node_selector")
+        pairs.append((key, val))
+    return tuple(pairs)
+
+
+def parse_tolerations(value: str) -> tuple[tuple[str, str], ...]:
+    """`key:Effect,key:Effect` (a taint key tolerated whatever its value) -> pairs; raises ValidationError."""
+    pairs = []
+    for part in (p.strip() for p in (value or "").split(",")):
+        if not part:
+            continue
+        key, sep, effect = (s.strip() for s in part.rpartition(":"))
+        if not sep or not is_label_key(key) or effect not in TAINT_EFFECTS:
+            raise ValidationError(f"{part!r} is not a taint to tolerate as key:Effect (Effect one of "
+                                  f"{', '.join(TAINT_EFFECTS)})", code="invalid_toleration")
+        pairs.append((key, effect))
+    return tuple(pairs)
+
+
+def validate_node_selector(value: str) -> None:
+    parse_node_selector(value)
+
+
+def validate_tolerations(value: str) -> None:
+    parse_tolerations(value)

@@ -207,7 +207,7 @@ def preview_repo(db, kube_env, kube_api) -> Iterator:
     repository = Repository.objects.create(
         owner="acme", name=f"shop-{prefix}", base_domain="preview.example.com", namespace_prefix=prefix,
         manifest_template=(ROOT / "previews" / "samples" / "shop.yaml").read_text(),
-        image_name="ghcr.io/demo/shop",
+        image_name="localhost/previews-sample",
     )
     yield repository
     core = client.CoreV1Api(kube_api)

@@ -59,7 +59,7 @@ def test_log_in_browse_extend_and_kill_a_preview(page, preview_repo, engine, kub
     user.groups.add(Group.objects.get(name="Preview operators"))
     preview = services.preview_upsert(repository=preview_repo, pr_number=5, actor=Actor("token", "ci"),
                                       request=PreviewRequest(head_sha="f" * 40, title="Add a wishlist",
-                                                             author="mona", images=("ghcr.io/demo/shop:pr-5",)))
+                                                             author="mona", images=("localhost/previews-sample:pr-5",)))
     preview = preview.preview
     wait_until(lambda: Preview.objects.get(pk=preview.pk).status == "ready", timeout=90, message="ready")
 

@@ -261,7 +261,7 @@ def test_the_service_deploys_and_tears_down_a_preview_as_its_service_accounts(
         kube.reset_clients()
         preview = services.preview_upsert(
             repository=preview_repo, pr_number=31, actor=services.Actor("token", "ci"),
-            request=services.PreviewRequest(head_sha="9" * 40, images=("ghcr.io/demo/shop:pr-31",))).preview
+            request=services.PreviewRequest(head_sha="9" * 40, images=("localhost/previews-sample:pr-31",))).preview
         assert provisioning.deploy(preview.pk, preview.generation) == "applied", Preview.objects.get(
             pk=preview.pk).status_message
         watcher.status_of(preview, "ready")

@@ -21,7 +21,7 @@ def status_of(preview: Preview) -> str:
 
 def test_an_upsert_is_deployed_by_the_worker_and_a_destroy_tears_it_down(preview_repo, engine, kube_api):
     result = services.preview_upsert(repository=preview_repo, pr_number=11, actor=CI, request=PreviewRequest(
-        head_sha="a" * 40, images=("ghcr.io/demo/shop:pr-11-aaaaaaa",)))
+        head_sha="a" * 40, images=("localhost/previews-sample:pr-11-aaaaaaa",)))
     preview = result.preview
     wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the worker to deploy the preview")
     actions = list(Preview.objects.get(pk=preview.pk).events.order_by("created_at", "id")
@@ -57,7 +57,7 @@ def test_closing_a_pr_while_it_deploys_ends_with_no_namespace(preview_repo, engi
 def test_the_pr_is_told_when_the_preview_is_ready(preview_repo, fake_github, engine):
     fake_github.add_pull(preview_repo.full_name, 13, head_sha="c" * 40)
     preview = services.preview_upsert(repository=preview_repo, pr_number=13, actor=CI, request=PreviewRequest(
-        head_sha="c" * 40, images=("ghcr.io/demo/shop:pr-13-ccccccc",))).preview
+        head_sha="c" * 40, images=("localhost/previews-sample:pr-13-ccccccc",))).preview
     wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the deploy")
 
     def told_ready():
@@ -75,7 +75,7 @@ def test_a_github_outage_does_not_stop_a_deploy(preview_repo, fake_github, engin
     fake_github.add_pull(preview_repo.full_name, 14)
     fake_github.fail_next(10_000, status=500)
     preview = services.preview_upsert(repository=preview_repo, pr_number=14, actor=CI, request=PreviewRequest(
-        head_sha="e" * 40, images=("ghcr.io/demo/shop:pr-14-eeeeeee",))).preview
+        head_sha="e" * 40, images=("localhost/previews-sample:pr-14-eeeeeee",))).preview
     wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the deploy despite GitHub failing")
     wait_until(lambda: Preview.objects.get(pk=preview.pk).events.filter(action="github failed").exists(),
                timeout=30, message="the GitHub failure to be recorded")

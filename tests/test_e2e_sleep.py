@@ -25,7 +25,7 @@ def status_of(preview: Preview) -> str:
 
 def test_an_idle_preview_sleeps_and_a_comment_wakes_it(preview_repo, engine, kube_api, settings):
     preview = services.preview_upsert(repository=preview_repo, pr_number=21, actor=CI, request=PreviewRequest(
-        head_sha="c" * 40, images=("ghcr.io/demo/shop:pr-21",))).preview
+        head_sha="c" * 40, images=("localhost/previews-sample:pr-21",))).preview
     wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the worker to deploy")
     apps = client.AppsV1Api(kube_api)
 

@@ -280,13 +280,13 @@ def test_a_put_to_the_web_container_is_deployed_by_the_worker_container(stack, w
         "from previews.models import Repository\n"
         f"repository = Repository.objects.create(owner='acme', name='shop-{stack.prefix}',"
         f" base_domain='preview.example.com', namespace_prefix='{stack.prefix}',"
-        f" manifest_template=open('{sample}').read(), image_name='ghcr.io/demo/shop')\n"
+        f" manifest_template=open('{sample}').read(), image_name='localhost/previews-sample')\n"
         "print(services.token_create(name='image-smoke', repository=repository)[1])\n"))
     assert created.returncode == 0, created.stderr
     token = created.stdout.split()[-1]
     url = f"{web}/api/v1/repos/acme/shop-{stack.prefix}/previews/7"
 
-    status, body = call("PUT", url, token, {"head_sha": "a" * 40, "image": "ghcr.io/demo/shop:pr-7-aaaaaaa"})
+    status, body = call("PUT", url, token, {"head_sha": "a" * 40, "image": "localhost/previews-sample:pr-7-aaaaaaa"})
     assert status == 201, body
     namespace = body["namespace"]
 
@@ -300,7 +300,7 @@ def test_a_put_to_the_web_container_is_deployed_by_the_worker_container(stack, w
     core = client.CoreV1Api(kube_api)
     assert namespace_exists(core, namespace)
     [deployment] = client.AppsV1Api(kube_api).list_namespaced_deployment(namespace).items
-    assert deployment.spec.template.spec.containers[0].image == "ghcr.io/demo/shop:pr-7-aaaaaaa"
+    assert deployment.spec.template.spec.containers[0].image == "localhost/previews-sample:pr-7-aaaaaaa"
     assert deployment.status.ready_replicas == deployment.spec.replicas
 
     # The worker's teardown task deletes the namespace and waits up to two minutes for the namespace

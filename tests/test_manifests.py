@@ -12,12 +12,12 @@ SAMPLE = (Path(__file__).resolve().parent.parent / "previews" / "samples" / "sho
 HOST = "pr-42.preview.example.com"
 CTX = m.RenderContext(
     namespace="pr-42", host=HOST, labels={m.MANAGED_BY_LABEL: m.MANAGED_BY_VALUE, m.PR_LABEL: "42"},
-    images={"ghcr.io/demo/shop": "ghcr.io/demo/shop:pr-42-abc1234"},
+    images={"localhost/previews-sample": "localhost/previews-sample:pr-42-abc1234"},
 )
 LIMIT = 1_048_576
 
 
-def deployment(pod_spec_extra=None, container_extra=None, name="web", image="ghcr.io/demo/shop:staging", **top):
+def deployment(pod_spec_extra=None, container_extra=None, name="web", image="localhost/previews-sample:staging", **top):
     container = {"name": "c", "image": image, **(container_extra or {})}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, **top.pop("metadata", {})},
@@ -50,7 +50,8 @@ def test_the_sample_renders_into_the_preview_namespace_with_our_labels():
 
 def test_the_pr_image_replaces_the_staging_tag_by_image_name():
     deployment_ = m.render_bundle(SAMPLE, CTX, LIMIT)[1]
-    assert deployment_["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/demo/shop:pr-42-abc1234"
+    image = deployment_["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "localhost/previews-sample:pr-42-abc1234"
 
 
 def test_images_not_overridden_keep_their_staging_reference():
@@ -73,9 +74,10 @@ def test_image_override_matches_whole_names_only(reference, images, expected):
 
 
 def test_init_containers_are_overridden_too():
-    text = dump(deployment(pod_spec_extra={"initContainers": [{"name": "i", "image": "ghcr.io/demo/shop:old"}]}))
+    init = [{"name": "i", "image": "localhost/previews-sample:old"}]
+    text = dump(deployment(pod_spec_extra={"initContainers": init}))
     spec = m.render_bundle(text, CTX, LIMIT)[0]["spec"]["template"]["spec"]
-    assert spec["initContainers"][0]["image"] == "ghcr.io/demo/shop:pr-42-abc1234"
+    assert spec["initContainers"][0]["image"] == "localhost/previews-sample:pr-42-abc1234"
 
 
 def test_the_placeholder_host_becomes_the_preview_host():
@@ -238,7 +240,7 @@ BAD_BUNDLES = [
      "apiVersion: Deployment must use apiVersion apps/v1, not 'extensions/v1beta1'"),
     ("missing name", dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
      "metadata.name: None is not a valid object name"),
-    ("bad image", dump(deployment(image="ghcr.io/demo/shop:tag with space")), "is not an image reference"),
+    ("bad image", dump(deployment(image="localhost/previews-sample:tag with space")), "is not an image reference"),
     ("duplicate object", dump(deployment(), deployment()), "document 2, metadata.name: Deployment 'web' appears twice"),
     ("privileged pod inside a List", dump({"apiVersion": "v1", "kind": "List", "items": [
         deployment(container_extra={"securityContext": {"privileged": True}})]}), "privileged containers"),

@@ -81,7 +81,7 @@ def test_a_schema_preview_gets_its_secret_with_a_working_url_and_becomes_ready(
     assert egress["ports"] == [{"end_port": None, "port": int(data_settings.port), "protocol": "TCP"}]
 
     # A second deploy (a push) keeps the same data and password.
-    again = upsert(schema_repo, sha="2" * 40, image="ghcr.io/demo/shop:pr-7-2222222")
+    again = upsert(schema_repo, sha="2" * 40, image="localhost/previews-sample:pr-7-2222222")
     assert deploy(again) == "applied"
     assert secret_env(kube_api, preview.namespace)["PGPASSWORD"] == env["PGPASSWORD"]
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
@@ -99,7 +99,7 @@ def test_a_database_preview_waits_for_its_migrate_job_and_reset_brings_the_templ
     watcher.status_of(preview, "ready")
     batch = client.BatchV1Api(kube_api).read_namespaced_job(job.split("/")[1], preview.namespace)
     container = batch.spec.template.spec.containers[0]
-    assert container.image == "ghcr.io/demo/shop:pr-7-1111111"  # the PR's image
+    assert container.image == "localhost/previews-sample:pr-7-1111111"  # the PR's image
     assert container.command == ["/bin/sh", "-c", "python manage.py migrate"]
     assert container.env_from[0].secret_ref.name == "preview-database"
     assert preview.data_size_bytes > 1_000_000

@@ -27,7 +27,7 @@ SHA1, SHA2 = "1" * 40, "2" * 40
 CI = Actor("token", "ci")
 
 
-def upsert(repository, pr=7, sha=SHA1, image="ghcr.io/demo/shop:pr-7-1111111", **kw) -> Preview:
+def upsert(repository, pr=7, sha=SHA1, image="localhost/previews-sample:pr-7-1111111", **kw) -> Preview:
     request = PreviewRequest(head_sha=sha, images=(image,) if image else (), **kw)
     return services.preview_upsert(repository=repository, pr_number=pr, request=request, actor=CI).preview
 
@@ -80,11 +80,11 @@ def test_the_ingress_routes_the_preview_host_to_the_service(preview_repo, kube_a
 
 
 def test_the_pr_image_runs_in_the_deployment(preview_repo, kube_api, watcher):
-    preview = upsert(preview_repo, image="ghcr.io/demo/shop:pr-7-1111111")
+    preview = upsert(preview_repo, image="localhost/previews-sample:pr-7-1111111")
     deploy(preview)
     watcher.status_of(preview, "ready")
     dep = client.AppsV1Api(kube_api).read_namespaced_deployment("web", preview.namespace)
-    assert dep.spec.template.spec.containers[0].image == "ghcr.io/demo/shop:pr-7-1111111"
+    assert dep.spec.template.spec.containers[0].image == "localhost/previews-sample:pr-7-1111111"
     assert dep.status.ready_replicas == 2
 
 
@@ -99,7 +99,7 @@ def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_le
     for d in docs:
         if d["kind"] == "Deployment":
             d["spec"]["template"]["spec"]["containers"][0].pop("envFrom")
-    updated = upsert(preview_repo, sha=SHA2, image="ghcr.io/demo/shop:pr-7-2222222",
+    updated = upsert(preview_repo, sha=SHA2, image="localhost/previews-sample:pr-7-2222222",
                      manifests=yaml.safe_dump_all(docs))
     assert updated.generation == preview.generation + 1
     assert updated.namespace == namespace
@@ -110,7 +110,7 @@ def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_le
 
     apps, core = client.AppsV1Api(kube_api), client.CoreV1Api(kube_api)
     dep = apps.read_namespaced_deployment("web", namespace)
-    assert dep.spec.template.spec.containers[0].image == "ghcr.io/demo/shop:pr-7-2222222"
+    assert dep.spec.template.spec.containers[0].image == "localhost/previews-sample:pr-7-2222222"
     assert dep.status.updated_replicas == 2
     assert [c.metadata.name for c in core.list_namespaced_config_map(
         namespace, label_selector="app.kubernetes.io/managed-by=pr-previews").items] == []
@@ -120,7 +120,7 @@ def test_a_push_rolls_out_the_new_image_in_the_same_namespace_and_prunes_what_le
 def test_the_same_commit_and_image_again_enqueue_no_new_deploy(preview_repo):
     preview = upsert(preview_repo)
     again = services.preview_upsert(repository=preview_repo, pr_number=7, actor=CI, request=PreviewRequest(
-        head_sha=SHA1, images=("ghcr.io/demo/shop:pr-7-1111111",)))
+        head_sha=SHA1, images=("localhost/previews-sample:pr-7-1111111",)))
     assert not again.created and not again.deploy_enqueued
     assert again.preview.generation == preview.generation
 

@@ -36,7 +36,7 @@ def exists(core: client.CoreV1Api, name: str) -> bool:
 
 def deployed(repository, pr: int, watcher) -> Preview:
     preview = services.preview_upsert(repository=repository, pr_number=pr, actor=CI, request=PreviewRequest(
-        head_sha="a" * 40, images=(f"ghcr.io/demo/shop:pr-{pr}",))).preview
+        head_sha="a" * 40, images=(f"localhost/previews-sample:pr-{pr}",))).preview
     assert provisioning.deploy(preview.pk, preview.generation) == "applied"
     watcher.status_of(preview, "ready")
     return Preview.objects.get(pk=preview.pk)

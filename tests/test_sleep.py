@@ -66,7 +66,7 @@ def test_the_idle_pass_puts_only_idle_previews_to_sleep_and_counts_sleeping_ones
     assert Preview.objects.get(pk=idle.pk).events.get(action="sleep requested").actor == "idle"
     with pytest.raises(services.PreviewConflict, match="already has 2 live previews"):
         services.preview_upsert(repository=repository, pr_number=99, actor=CI,
-                                request=PreviewRequest(head_sha=SHA1, images=("ghcr.io/demo/shop:x",)))
+                                request=PreviewRequest(head_sha=SHA1, images=("localhost/previews-sample:x",)))
 
 
 # --- on the cluster ------------------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ spec:
 
 
 def upsert(repository, sha=SHA1, manifests=BUNDLE) -> Preview:
-    request = PreviewRequest(head_sha=sha, images=("ghcr.io/demo/shop:pr-7",), manifests=manifests)
+    request = PreviewRequest(head_sha=sha, images=("localhost/previews-sample:pr-7",), manifests=manifests)
     return services.preview_upsert(repository=repository, pr_number=7, request=request, actor=CI).preview
 
 
@@ -209,7 +209,7 @@ def test_the_same_commit_from_ci_wakes_it_too(preview_repo, kube_api, watcher):
     preview = ready_preview(preview_repo, watcher)
     assert sleep_now(preview) == "slept"
     again = services.preview_upsert(repository=preview_repo, pr_number=7, actor=CI, request=PreviewRequest(
-        head_sha=SHA1, images=("ghcr.io/demo/shop:pr-7",), manifests=BUNDLE))
+        head_sha=SHA1, images=("localhost/previews-sample:pr-7",), manifests=BUNDLE))
     assert again.deploy_enqueued and again.preview.events.filter(action="wake requested").exists()
     outcome = deploy(again.preview)
     again.preview.refresh_from_db()

@@ -85,7 +85,7 @@ def test_a_deploy_that_finds_the_api_unreachable_waits_and_is_retried_never_fail
                                                                                   tmp_path):
     preview = request(preview_repo, 5)
     unreachable = tmp_path / "kubeconfig"
-    unreachable.write_text(re.sub(r"server: https://127\.0\.0\.1:\d+", "server: https://127.0.0.1:1",
+    unreachable.write_text(re.sub(r"server: https://[^:/]+:\d+", "server: https://127.0.0.1:1",
                                   Path(settings.PREVIEWS_KUBECONFIG).read_text()))
     settings.PREVIEWS_KUBECONFIG = str(unreachable)
     kube.reset_clients()

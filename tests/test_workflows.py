@@ -48,9 +48,9 @@ def test_the_ci_scripts_deploy_wait_for_ready_and_delete(live_server, preview_re
     preview_repo.save()
     token = services.token_create(name="gha", repository=preview_repo)[1]
     summary = tmp_path / "summary.md"
-    env = _ci_env(live_server, token, PR_NUMBER="21", HEAD_SHA="d" * 40, IMAGE="ghcr.io/demo/shop:pr-21-ddddddd",
-                  PR_TITLE="Checkout page", PR_AUTHOR="octocat", GITHUB_STEP_SUMMARY=str(summary),
-                  PREVIEW_WAIT_SECONDS="120")
+    env = _ci_env(live_server, token, PR_NUMBER="21", HEAD_SHA="d" * 40,
+                  IMAGE="localhost/previews-sample:pr-21-ddddddd", PR_TITLE="Checkout page", PR_AUTHOR="octocat",
+                  GITHUB_STEP_SUMMARY=str(summary), PREVIEW_WAIT_SECONDS="120")
     deploy = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
                             text=True, timeout=180)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
@@ -70,7 +70,7 @@ def test_the_ci_scripts_deploy_wait_for_ready_and_delete(live_server, preview_re
 def test_the_deploy_script_fails_the_job_when_the_service_refuses(live_server, preview_repo):
     token = services.token_create(name="gha", repository=preview_repo)[1]
     env = _ci_env(live_server, token, GITHUB_REPOSITORY=preview_repo.full_name, PR_NUMBER="3", HEAD_SHA="not-a-sha",
-                  IMAGE="ghcr.io/demo/shop:pr-3")
+                  IMAGE="localhost/previews-sample:pr-3")
     result = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0
@@ -121,8 +121,8 @@ def test_the_ci_scripts_deploy_and_delete_with_a_github_actions_oidc_token(live_
     preview_repo.save()
     sha = "e" * 40
     oidc_issuer.job_claims = {"ref": "refs/pull/22/merge", "sha": sha, "run_id": "4242"}
-    env = _oidc_env(live_server, oidc_issuer, PR_NUMBER="22", HEAD_SHA=sha, IMAGE="ghcr.io/demo/shop:pr-22-eeeeeee",
-                    PREVIEW_WAIT_SECONDS="120")
+    env = _oidc_env(live_server, oidc_issuer, PR_NUMBER="22", HEAD_SHA=sha,
+                    IMAGE="localhost/previews-sample:pr-22-eeeeeee", PREVIEW_WAIT_SECONDS="120")
     deploy = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
                             text=True, timeout=180)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
@@ -147,7 +147,7 @@ def test_the_deploy_script_reports_a_refused_oidc_token(live_server, preview_rep
     # The repository has no GitHub ids: the service names the claim, the job fails with it.
     oidc_issuer.job_claims = {"repository": preview_repo.full_name, "ref": "refs/pull/3/merge", "sha": "a" * 40}
     env = _oidc_env(live_server, oidc_issuer, GITHUB_REPOSITORY=preview_repo.full_name, PR_NUMBER="3",
-                    HEAD_SHA="a" * 40, IMAGE="ghcr.io/demo/shop:pr-3")
+                    HEAD_SHA="a" * 40, IMAGE="localhost/previews-sample:pr-3")
     result = subprocess.run([str(ROOT / "scripts" / "ci" / "preview-deploy")], env=env, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode != 0

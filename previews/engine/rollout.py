@@ -27,6 +27,8 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 # The route conditions a Gateway's controller sets for each parent; both True means traffic can flow.
 ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
 MAX_EVENTS_PER_NAMESPACE = 20
+MAX_EXTRA_EVENTS = 3  # events quoted beside a failure's own reasons
+MAX_LOG_SOURCES = 2  # containers whose log tail a failure shows
 MAX_MESSAGE = 2000
 
 
@@ -142,22 +144,28 @@ def summarize(kind: str, obj: dict) -> tuple[str, str, dict]:
                                  "pods": _int(status.get("active")) + _int(status.get("succeeded"))
                                  + _int(status.get("failed"))}
     if kind == "Pod":
-        waiting, restarts = [], []
+        waiting, restarts, exited = [], [], []
         for cs in _list(status.get("initContainerStatuses")) + _list(status.get("containerStatuses")):
             cs = _dict(cs)
-            state = _dict(_dict(cs.get("state")).get("waiting"))
-            if state.get("reason"):
-                waiting.append((_str(cs.get("name")), _str(state.get("reason")), _str(state.get("message"))))
+            container, state = _str(cs.get("name")), _dict(cs.get("state"))
+            state_waiting = _dict(state.get("waiting"))
+            if state_waiting.get("reason"):
+                waiting.append((container, _str(state_waiting.get("reason")), _str(state_waiting.get("message"))))
             count = _int(cs.get("restartCount"))
-            if count:
-                last = _dict(_dict(cs.get("lastState")).get("terminated"))
-                restarts.append((_str(cs.get("name")), count, _int(last.get("exitCode")), _str(last.get("reason"))))
+            last = _dict(_dict(cs.get("lastState")).get("terminated"))
+            # A container that exited with an error and is not ready: crashing, whether kubelet is backing off
+            # or has just started it again (its state flips between the two in a crash loop).
+            if count and _int(last.get("exitCode")) and not cs.get("ready"):
+                restarts.append((container, count, _int(last.get("exitCode")), _str(last.get("reason"))))
+            terminated = _dict(state.get("terminated"))
+            if _int(terminated.get("exitCode")):
+                exited.append((container, _int(terminated.get("exitCode")), _str(terminated.get("reason"))))
         scheduled = _conditions(status).get("PodScheduled")
         unschedulable = scheduled[2] if scheduled and scheduled[0] == "False" and scheduled[1] == "Unschedulable" \
             else ""
         return namespace, name, {"owner": _owner(meta), "deleting": bool(meta.get("deletionTimestamp")),
                                  "phase": _str(status.get("phase")), "waiting": waiting, "restarts": restarts,
-                                 "unschedulable": unschedulable}
+                                 "exited": exited, "unschedulable": unschedulable}
     if kind in ROUTE_KINDS:
         return namespace, name, {"generation": _int(meta.get("generation")),
                                  "parents": _route_parents(namespace, status)}
@@ -225,10 +233,21 @@ class State(StrEnum):
 
 
 @dataclass(frozen=True)
+class LogSource:
+    """A container whose own words explain a failure: read `previous` for the run that crashed."""
+
+    pod: str
+    container: str
+    previous: bool
+    exit_code: int
+
+
+@dataclass(frozen=True)
 class Verdict:
     state: State
     pending: list[str] = field(default_factory=list)  # what is not done yet, e.g. "Deployment web: 0/2 ready"
     reasons: list[str] = field(default_factory=list)  # why it is failing (or, when progressing, warnings seen)
+    logs: list[LogSource] = field(default_factory=list)  # whose log tail to show with a failure
 
 
 def rolled_out(kind: str, summary: dict) -> bool:
@@ -348,6 +367,8 @@ def assess(expected: dict[str, int], objects: NamespaceObjects, gateway: Gateway
         if rs["owner"] in wanted and failure and failure[0] == "True":
             (warnings_early if _namespace_still_starting(failure[2]) else failing).append(
                 f"ReplicaSet {rs_name}: {failure[2] or failure[1]}")
+    containers: dict[tuple[str, str], list[str]] = {}  # (container, reason) -> what each pod says, pod first
+    logs: list[LogSource] = []
     for pod_name, pod in sorted(objects.pods.items()):
         if pod["deleting"] or not _owned_by(objects, pod["owner"], wanted):
             continue
@@ -355,10 +376,28 @@ def assess(expected: dict[str, int], objects: NamespaceObjects, gateway: Gateway
             room = any(s in pod["unschedulable"] for s in ("Insufficient", "Too many pods"))
             failing.append(("the cluster has no room: " if room else f"pod {pod_name} cannot be scheduled: ")
                            + pod["unschedulable"])
-        for container, reason, message in pod["waiting"]:
+        waiting = {container: (reason, message) for container, reason, message in pod["waiting"]}
+        for container, count, exit_code, _reason in pod.get("restarts", []):
+            reason, message = waiting.pop(container, ("CrashLoopBackOff", ""))
+            if reason not in FAILING_WAIT_REASONS:
+                continue
+            line = f"pod {pod_name} container {container} keeps crashing: exit code {exit_code}, " \
+                   f"restarted {count} time{'s' if count != 1 else ''}"
+            containers.setdefault((container, "crashing"), []).append(line + (f"; {reason}: {message}" if message
+                                                                              else ""))
+            logs.append(LogSource(pod_name, container, True, exit_code))
+        for container, reason, message in ((c, r, m) for c, (r, m) in waiting.items()):
             if reason in FAILING_WAIT_REASONS:
                 detail = f": {message}" if message else ""
-                failing.append(f"pod {pod_name} container {container} is {reason}{detail}")
+                containers.setdefault((container, reason), []).append(
+                    f"pod {pod_name} container {container} is {reason}{detail}")
+        for container, exit_code, _reason in pod.get("exited", []):
+            if pod["phase"] == "Failed" or pod["owner"][0] == "Job":
+                logs.append(LogSource(pod_name, container, False, exit_code))
+    # One line per container and reason, whichever pod says it first: replicas fail alike.
+    for lines in containers.values():
+        more = len(lines) - 1
+        failing.append(lines[0] + (f" (and {more} more pod{'s' if more > 1 else ''})" if more else ""))
     warnings: list[str] = []
     for event in reversed(objects.events.values()):
         kind, name = event["object"]
@@ -373,8 +412,20 @@ def assess(expected: dict[str, int], objects: NamespaceObjects, gateway: Gateway
          and not _namespace_still_starting(event["message"]) else warnings).append(line)
     warnings = warnings_early + warnings
     if failing:
-        return Verdict(State.FAILING, pending, _dedupe(failing + warnings))
+        return Verdict(State.FAILING, pending, _dedupe(failing + _news(warnings, failing)), logs[:MAX_LOG_SOURCES])
     return Verdict(State.PROGRESSING, pending, _dedupe(warnings))
+
+
+def _news(warnings: list[str], failing: list[str]) -> list[str]:
+    """The events that say something the failing reasons do not (kubelet repeats its container states as
+    events, once per pod and attempt), at most MAX_EXTRA_EVENTS."""
+    said = " ".join(failing)
+    fresh = []
+    for line in warnings:
+        message = line.split(": ", 2)[-1].removeprefix("Error: ")
+        if message not in said and message not in fresh:
+            fresh.append(line)
+    return fresh[:MAX_EXTRA_EVENTS]
 
 
 def _bounded(text: str) -> str:
@@ -393,3 +444,30 @@ def timeout_message(verdict: Verdict, timeout: float) -> str:
     if verdict.reasons:
         message += ". " + "; ".join(verdict.reasons)
     return _bounded(message)
+
+
+MAX_LOG_TAIL_LINES = 20
+MAX_LOG_TAIL_CHARS = 1500
+_CONTROL = str.maketrans({c: None for c in range(32) if c not in (9, 10)} | {127: None})
+
+
+def log_tail(text: str) -> str:
+    """The end of a container's log as it may be shown anywhere: terminal escapes and other control
+    characters removed, at most MAX_LOG_TAIL_LINES lines and MAX_LOG_TAIL_CHARS characters."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    lines = [line.replace("\x1b", "").translate(_CONTROL) for line in lines]
+    while lines and not lines[-1]:
+        lines.pop()
+    tail = "\n".join(lines[-MAX_LOG_TAIL_LINES:])
+    return tail if len(tail) <= MAX_LOG_TAIL_CHARS else "…" + tail[-(MAX_LOG_TAIL_CHARS - 1):]
+
+
+def with_logs(message: str, tails: list[tuple[LogSource, str]]) -> str:
+    """A failure message followed by the last lines of the containers that explain it, each named."""
+    sections = [message]
+    for source, text in tails:
+        run = "its last run" if source.previous else "its run"
+        exit_note = f", exit code {source.exit_code}" if source.exit_code else ""
+        body = log_tail(text) or "(the log is empty)"
+        sections.append(f"Last lines of pod {source.pod} container {source.container} ({run}{exit_note}):\n{body}")
+    return "\n\n".join(sections)

@@ -41,7 +41,7 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube_watch, policy, services
+from previews import kube_view, kube_watch, policy, services
 from previews.engine import rollout
 from previews.gateways import errors
 from previews.models import Preview, WatcherStatus
@@ -326,25 +326,42 @@ class Watcher:
             if time.monotonic() - since >= self.fail_fast:
                 done = services.preview_rollout_finished(
                     preview_id=r.preview_id, generation=r.generation, ready=False,
-                    message=rollout.failure_message(verdict, self.fail_fast), pending=verdict.pending)
+                    message=self._with_logs(namespace, rollout.failure_message(verdict, self.fail_fast), verdict),
+                    pending=verdict.pending)
             elif self._deadline_passed(r):
-                done = self._time_out(r, verdict)
+                done = self._time_out(namespace, r, verdict)
             else:
                 return
         else:
             self._failing_since.pop(key, None)
             if not self._deadline_passed(r):
                 return
-            done = self._time_out(r, verdict)
+            done = self._time_out(namespace, r, verdict)
         self._rolling_out.pop(namespace, None)
         self._failing_since.pop(key, None)
         logger.info("preview %s generation %s in %s: %s%s", r.preview_id, r.generation, namespace, verdict.state,
                     "" if done else " (already changed; nothing recorded)")
 
-    def _time_out(self, r: RollingOut, verdict: rollout.Verdict) -> bool:
+    def _time_out(self, namespace: str, r: RollingOut, verdict: rollout.Verdict) -> bool:
+        message = rollout.timeout_message(verdict, self.timeout)
         return services.preview_rollout_finished(preview_id=r.preview_id, generation=r.generation, ready=False,
-                                                 message=rollout.timeout_message(verdict, self.timeout),
+                                                 message=self._with_logs(namespace, message, verdict),
                                                  pending=verdict.pending)
+
+    @staticmethod
+    def _with_logs(namespace: str, message: str, verdict: rollout.Verdict) -> str:
+        """The failure in the containers' own words: one bounded log read per container that explains it
+        (at most rollout.MAX_LOG_SOURCES, each within kube_view.LOG_TIMEOUT); a log that cannot be read is
+        said so, and the failure is recorded all the same."""
+        tails = []
+        for source in verdict.logs:
+            try:
+                text = kube_view.container_log(namespace, source.pod, source.container, previous=source.previous,
+                                               lines=rollout.MAX_LOG_TAIL_LINES)
+            except errors.GatewayError as exc:
+                text = f"(its log could not be read: {exc})"
+            tails.append((source, text))
+        return rollout.with_logs(message, tails)
 
     def heartbeat(self) -> None:
         now = timezone.now()

@@ -3,9 +3,10 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from previews import services
+from previews import links, services
 from previews.models import Repository
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "shop.yaml"
@@ -16,6 +17,11 @@ class Command(BaseCommand):
     help = ("Development only: a demo login, a demo repository with a sample app, and an API token, so a new "
             "user can create a preview at once.")
 
+    def add_arguments(self, parser):
+        parser.add_argument("--node-selector", default="",
+                            help="Where the demo's pods run, as key=value,... (make run: the local real node)")
+        parser.add_argument("--tolerations", default="", help="Taints the demo's pods tolerate, as key:Effect,...")
+
     def handle(self, *args, **options):
         if not settings.DEBUG:
             raise CommandError("seed_demo only runs with DJANGO_DEBUG=true: it creates a well-known login")
@@ -25,10 +31,19 @@ class Command(BaseCommand):
             user.set_password("demo")
             user.save()
         user.groups.add(Group.objects.get(name="Preview operators"))
-        repository, _ = Repository.objects.get_or_create(
+        # The sample and where it runs follow the code and the local cluster on every run.
+        placement = {"node_selector": options["node_selector"], "tolerations": options["tolerations"]}
+        for field, value in placement.items():
+            try:
+                Repository._meta.get_field(field).run_validators(value)
+            except ValidationError as exc:
+                raise CommandError(f"--{field.replace('_', '-')}: {'; '.join(exc.messages)}") from exc
+        repository, _ = Repository.objects.update_or_create(
             owner="demo", name="shop",
-            defaults={"base_domain": "preview.localhost", "image_name": "ghcr.io/demo/shop",
-                      "manifest_template": SAMPLE.read_text(), "service_name": "web", "service_port": 80},
+            defaults={"manifest_template": SAMPLE.read_text(), **placement},
+            create_defaults={"base_domain": "preview.localhost", "image_name": "localhost/previews-sample",
+                             "manifest_template": SAMPLE.read_text(), "service_name": "web", "service_port": 80,
+                             **placement},
         )
         token = self._token(repository)
         base = settings.PREVIEWS_PUBLIC_URL
@@ -41,11 +56,13 @@ Create a preview of PR #1 of demo/shop on the local cluster:
 
   curl -sS -X PUT {base}/api/v1/repos/demo/shop/previews/1 \\
     -H "Authorization: Bearer {token}" -H "Content-Type: application/json" \\
-    -d '{{"head_sha": "{"1" * 40}", "image": "ghcr.io/demo/shop:pr-1", "title": "Try it"}}'
+    -d '{{"head_sha": "{"1" * 40}", "image": "localhost/previews-sample:dev", "title": "Try it"}}'
 
-and wait for it to be ready:
+wait for it to be ready:
 
   curl -sS "{base}/api/v1/repos/demo/shop/previews/1?wait=60" -H "Authorization: Bearer {token}"
+
+and open it: {links.preview_url(repository, links.namespace_for(repository, 1))}/
 """)
 
     def _token(self, repository: Repository) -> str:

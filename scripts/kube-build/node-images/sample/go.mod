@@ -1,0 +1,3 @@
+module previews.local/sample
+
+go 1.24
