@@ -37,7 +37,7 @@ class ExtendForm(forms.Form):
 class LogsForm(forms.Form):
     """Which container's log the logs view shows, and how much of it."""
 
-    pod = forms.RegexField(regex=DNS_SUBDOMAIN_RE, max_length=253,
+    pod = forms.RegexField(regex=rf"^{DNS_SUBDOMAIN_RE.pattern}$", max_length=253,
                            error_messages={"invalid": "Not a pod name (a lower-case DNS subdomain)."})
     container = forms.RegexField(regex=DNS_LABEL_RE, max_length=63,
                                  error_messages={"invalid": "Not a container name (a lower-case DNS label)."})

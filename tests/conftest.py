@@ -3,12 +3,16 @@ Kubernetes control plane, and a django-q2 cluster in a subprocess."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -234,3 +238,103 @@ def fake_github(settings, monkeypatch) -> Iterator:
         monkeypatch.setenv("GITHUB_TOKEN", "test-token")
         monkeypatch.setenv("GITHUB_TIMEOUT", "2")
         yield fake
+
+
+# --- the real node ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RealNode:
+    """The local cluster's real node and route controller, as `scripts/node env` describes them."""
+
+    http_port: int
+    ingress_class: str
+    node_selector: str
+    tolerations: str
+    sample_image: str  # the sample app's image in the node's runtime (also in podman's store)
+
+    def get(self, url: str, timeout: float = 5) -> tuple[int, dict[str, str], str]:
+        """GET a preview URL through the controller on loopback (as a browser resolves *.localhost), following
+        no redirect: (status, headers, body); status 0 when nothing answers."""
+        parts = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection("127.0.0.1", parts.port or 80, timeout=timeout)
+        try:
+            connection.request("GET", parts.path or "/", headers={"Host": parts.netloc})
+            response = connection.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+        except OSError:
+            return 0, {}, ""
+        finally:
+            connection.close()
+
+    def post(self, url: str) -> int:
+        parts = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection("127.0.0.1", parts.port or 80, timeout=5)
+        try:
+            connection.request("POST", parts.path, headers={"Host": parts.netloc, "Content-Length": "0"})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+
+def _node_env() -> dict[str, str]:
+    out = subprocess.run([str(ROOT / "scripts" / "node"), "env"], check=True, capture_output=True, text=True)
+    return dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="session")
+def real_node(kubeconfig_path: str, kube_api) -> RealNode:
+    """The real node, Ready; a cluster without one fails the test (PREVIEWS_TEST_REAL_NODE=0 skips it instead,
+    for a kwok-only cluster a helper runs beside the real one)."""
+    if os.environ.get("PREVIEWS_TEST_REAL_NODE") == "0":
+        pytest.skip("PREVIEWS_TEST_REAL_NODE=0: this run's cluster has no real node")
+    env = _node_env()
+    selector = env["PREVIEWS_LOCAL_NODE_SELECTOR"]
+    nodes = client.CoreV1Api(kube_api).list_node(label_selector=selector).items
+    ready = [n for n in nodes if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    assert ready, f"no Ready node with {selector}: the local cluster's real node is not up (scripts/kube up)"
+    image = subprocess.run([str(ROOT / "scripts" / "node"), "sample-image"], check=True, capture_output=True,
+                           text=True).stdout.strip()
+    return RealNode(int(env["PREVIEWS_PREVIEW_URL_PORT"]), env["PREVIEWS_INGRESS_CLASS"], selector,
+                    env["PREVIEWS_LOCAL_TOLERATIONS"], image)
+
+
+@pytest.fixture
+def real_repo(preview_repo, real_node: RealNode, settings, monkeypatch):
+    """A repository whose previews run on the real node, reached through Traefik at http://<ns>.preview.localhost:
+    <port>, for the test process and the service processes it starts."""
+    preview_repo.base_domain = "preview.localhost"
+    preview_repo.node_selector = real_node.node_selector
+    preview_repo.tolerations = real_node.tolerations
+    preview_repo.save()
+    for name, value in (("PREVIEWS_INGRESS_CLASS", real_node.ingress_class), ("PREVIEWS_PREVIEW_URL_SCHEME", "http"),
+                        ("PREVIEWS_PREVIEW_URL_PORT", str(real_node.http_port)),
+                        ("PREVIEWS_GATEWAY_WAIT_FOR_STATUS", "true")):
+        monkeypatch.setenv(name, value)
+    settings.PREVIEWS_INGRESS_CLASS = real_node.ingress_class
+    settings.PREVIEWS_PREVIEW_URL_SCHEME = "http"
+    settings.PREVIEWS_PREVIEW_URL_PORT = real_node.http_port
+    settings.PREVIEWS_GATEWAY_WAIT_FOR_STATUS = True
+    return preview_repo
+
+
+@pytest.fixture
+def fallback_to_live_server(live_server, real_node: RealNode) -> Iterator[str]:
+    """Hosts no route claims go to this test's web server (what `make run` does with its own)."""
+    subprocess.run([str(ROOT / "scripts" / "node"), "fallback", live_server.url], check=True)
+    yield live_server.url
+    subprocess.run([str(ROOT / "scripts" / "node"), "fallback", ""], check=True)
+
+
+def node_image(real_node: RealNode, tag: str, containerfile: str = "") -> str:
+    """A variant of the sample image in the node's runtime: another tag of it, or built FROM it with podman."""
+    target = f"{real_node.sample_image.rsplit(':', 1)[0]}:{tag}"
+    if containerfile:
+        engine = subprocess.run([str(ROOT / "scripts" / "image"), "engine"], check=True, capture_output=True,
+                                text=True).stdout.split()
+        with tempfile.TemporaryDirectory() as context:
+            subprocess.run([*engine, "build", "-q", "-t", target, "-f", "-", context], check=True, capture_output=True,
+                           input=f"FROM {real_node.sample_image}\n{containerfile}\n", text=True)
+        subprocess.run([str(ROOT / "scripts" / "node"), "import", target], check=True, capture_output=True)
+    else:
+        subprocess.run([str(ROOT / "scripts" / "node"), "tag", real_node.sample_image, target], check=True)
+    return target

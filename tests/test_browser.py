@@ -14,7 +14,7 @@ from kubernetes import client
 from previews import services
 from previews.models import EventAction, Preview
 from previews.services import Actor, PreviewRequest
-from tests.conftest import ROOT, namespace_exists, wait_until
+from tests.conftest import ROOT, namespace_exists, node_image, wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -116,3 +116,34 @@ def test_the_list_refreshes_statuses_in_place(page, preview_repo):
                                 action=EventAction.DEPLOY_FAILED, message="boom")
     page.wait_for_selector(f"#preview-{preview.pk} .badge[data-status=failed]", timeout=15_000)
     assert page.evaluate("window.__marker") == "same page"  # no full reload
+
+
+def test_the_dashboards_link_opens_the_preview_and_its_app_answers(page, real_repo, real_node, engine):
+    ARTIFACTS.mkdir(exist_ok=True)
+    user = User.objects.create_user(username="cy", password="a-long-password")
+    user.groups.add(Group.objects.get(name="Preview viewers"))
+    sha = "9" * 40
+    image = node_image(real_node, "pr-4-9999999")
+    preview = services.preview_upsert(repository=real_repo, pr_number=4, actor=Actor("token", "ci"),
+                                      request=PreviewRequest(head_sha=sha, title="Open me", images=(image,))).preview
+    wait_until(lambda: Preview.objects.get(pk=preview.pk).status == "ready", timeout=90, message="ready")
+
+    page.goto("/accounts/login/")
+    page.fill("input[name=username]", "cy")
+    page.fill("input[name=password]", "a-long-password")
+    page.click("button[type=submit]")
+    page.goto(f"/previews/{preview.pk}/")
+    link = page.locator(f"a[href='{preview.url}']")
+    assert link.inner_text() == preview.url
+    # Chromium resolves *.localhost to loopback itself, as it does for anyone who clicks the link here.
+    for _ in range(20):
+        link.click()
+        page.wait_for_load_state()
+        if page.locator("#commit").count():
+            break
+        page.go_back()
+        page.wait_for_timeout(500)
+    assert page.url.rstrip("/") == preview.url
+    assert page.locator("#pr").inner_text() == "4"
+    assert page.locator("#commit").get_attribute("title") == sha
+    page.screenshot(path=str(ARTIFACTS / "preview-app.png"), full_page=True)

@@ -208,3 +208,28 @@ def test_the_reaper_page_shows_the_summary_first_and_the_kept_namespaces_collaps
     assert '<details id="keep">' in html  # collapsed unless a page of it was asked for
     if "keep_page=2" not in html:  # others' managed namespaces on a shared cluster may push it to a later page
         assert young in html[positions[3]:]
+
+
+# --- a container's log ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query,field", [
+    ("container=web", "pod"), ("pod=web-1", "container"), ("pod=Web_1&container=web", "pod"),
+    ("pod=web-1&container=web&lines=0", "lines"), ("pod=web-1&container=web&lines=201", "lines"),
+    ("pod=web-1&container=web&lines=many", "lines"),
+])
+def test_the_logs_view_refuses_a_bad_request_with_the_field_named(preview, query, field):
+    response = login().get(f"/previews/{preview.pk}/logs?{query}")
+    assert response.status_code == 400
+    errors = response.content.decode().split('id="logs-errors">', 1)[1].split("</p>", 1)[0]
+    assert errors.startswith(f"{field}:")
+
+
+def test_the_logs_view_says_why_a_log_cannot_be_read(preview, kube_env, settings):
+    # The preview's namespace does not exist on the cluster: the gateway's own error is shown, not a 500.
+    response = login().get(f"/previews/{preview.pk}/logs?pod=web-1&container=web&lines=5")
+    assert response.status_code == 200
+    assert 'id="log-error"' in response.content.decode()
+
+
+def test_the_logs_view_needs_the_view_permission(preview):
+    assert login(group=None).get(f"/previews/{preview.pk}/logs?pod=web-1&container=web").status_code == 403

@@ -1,7 +1,7 @@
 """Gateway API routing on the real control plane (with the standard-channel CRDs `scripts/kube up` installs).
 
-No Gateway controller runs locally: where readiness depends on the route's status, the test writes that
-status through the status subresource, as a controller would.
+Readiness from the route's status, written by the real controller (Traefik), is tested with real containers
+in tests/test_real_node.py; the decisions themselves in tests/test_route_rollout.py.
 """
 
 from __future__ import annotations
@@ -170,74 +170,6 @@ def test_deploy_fails_with_the_clear_error_when_the_cluster_lacks_the_gateway_ap
     preview.refresh_from_db()
     assert "the cluster does not serve HTTPRoute in gateway.networking.k8s.io/v9" in preview.status_message
     assert "routing to ingress" in preview.status_message
-
-
-# --- readiness follows the route's status, written here as a controller would ------------------------------
-
-CONTROLLER = "previews.local/no-controller"
-
-
-def write_route_status(kube_api, namespace: str, accepted: str, resolved: str = "True", reason: str = "Accepted",
-                       message: str = "", name: str = "preview") -> None:
-    """What a Gateway controller does: report, for our parent, Accepted and ResolvedRefs at the route's generation."""
-    api = client.CustomObjectsApi(kube_api)
-    route = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    generation = route["metadata"]["generation"]
-
-    def condition(kind: str, status: str, why: str) -> dict:
-        return {"type": kind, "status": status, "reason": why, "message": message if status == "False" else "",
-                "observedGeneration": generation, "lastTransitionTime": "2026-11-27T00:00:00Z"}
-
-    route["status"] = {"parents": [{"parentRef": PARENT, "controllerName": CONTROLLER, "conditions": [
-        condition("Accepted", accepted, reason if accepted != "True" else "Accepted"),
-        condition("ResolvedRefs", resolved, reason if resolved != "True" else "ResolvedRefs")]}]}
-    api.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, route)
-
-
-@pytest.fixture
-def waiting_repo(gateway_repo, settings):
-    settings.PREVIEWS_GATEWAY_WAIT_FOR_STATUS = True
-    return gateway_repo
-
-
-def test_with_status_waited_for_the_route_is_part_of_the_rollout_and_acceptance_makes_it_ready(
-        waiting_repo, kube_api, watcher):
-    preview = upsert(waiting_repo)
-    assert deploy(preview) == "applied"
-    preview.refresh_from_db()
-    assert preview.rollout == {"Deployment/web": 1, "HTTPRoute/preview": 1}
-    apps = client.AppsV1Api(kube_api)
-    watcher.until(lambda: (apps.read_namespaced_deployment("web", preview.namespace).status.available_replicas
-                           or 0) == 2, message="the pods to be ready")
-    for _ in range(10):
-        watcher.watcher.step(wait=0.05)
-    preview.refresh_from_db()
-    assert preview.status == "deploying"  # the pods are ready, the Gateway has not accepted the route
-
-    write_route_status(kube_api, preview.namespace, accepted="True")
-    watcher.status_of(preview, "ready")
-
-
-def test_a_route_the_gateway_does_not_accept_fails_the_preview_with_the_controllers_message(
-        waiting_repo, kube_api, watcher):
-    preview = upsert(waiting_repo)
-    deploy(preview)
-    watcher.watcher.fail_fast = 1
-    write_route_status(kube_api, preview.namespace, accepted="False", reason="NotAllowedByListeners",
-                       message="no listener of gateway-system/previews admits routes from this namespace")
-    watcher.status_of(preview, "failed")
-    assert ("HTTPRoute preview was refused by Gateway gateway-system/previews: Accepted: NotAllowedByListeners: "
-            "no listener of gateway-system/previews admits routes from this namespace") in preview.status_message
-
-
-def test_unresolved_references_fail_the_preview_too(waiting_repo, kube_api, watcher):
-    preview = upsert(waiting_repo)
-    deploy(preview)
-    watcher.watcher.fail_fast = 1
-    write_route_status(kube_api, preview.namespace, accepted="True", resolved="False", reason="BackendNotFound",
-                       message="Service web has no port 80")
-    watcher.status_of(preview, "failed")
-    assert "ResolvedRefs: BackendNotFound: Service web has no port 80" in preview.status_message
 
 
 def test_the_watcher_counts_a_kind_the_cluster_does_not_serve_as_listed_and_empty(kube_env, db, monkeypatch):

@@ -87,6 +87,18 @@ def test_the_comment_explains_a_failure(fake_github, preview):
     assert "Preview failed" in body and "ImagePullBackOff" in body
 
 
+def test_a_failures_log_tail_reaches_the_comment_and_cannot_close_its_code_block(fake_github, preview):
+    log = "Last lines of pod web-1 container web (its last run, exit code 1):\n```\n**not markdown** @everyone\n````"
+    set_status(preview, "failed", f"Not becoming ready: pod web-1 container web keeps crashing\n\n{log}")
+    sync(preview)
+    body = fake_github.comments(REPO, 42)[0]["body"]
+    fence = "`" * 5  # longer than the longest run of backticks in the log
+    start = body.index(fence + "\n") + len(fence) + 1
+    end = body.index("\n" + fence, start)
+    assert log in body[start:end]
+    assert body.count(fence) == 2
+
+
 def test_an_existing_comment_of_ours_is_adopted_not_duplicated(fake_github, preview):
     fake_github.add_comment(REPO, 42, "LGTM", author="octocat")
     fake_github.add_comment(REPO, 42, f"{github.COMMENT_MARKER}\nold text", author="fake-bot")

@@ -1,5 +1,6 @@
 """Rendering and the manifest policy: pure functions, tested directly."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -742,3 +743,44 @@ def test_dns_egress_goes_only_to_the_cluster_dns_pods():
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
     assert all(rule.get("to") for rule in policy["egress"]), "no egress rule may leave the destination open"
+
+
+# --- what the service adds to every pod -----------------------------------------------------------------
+
+def test_every_pod_template_carries_the_commit_for_the_downward_api():
+    ctx = dataclasses.replace(CTX, head_sha="c" * 40)
+    [deployment_] = [o for o in m.render_bundle(SAMPLE, ctx, LIMIT) if o["kind"] == "Deployment"]
+    template = deployment_["spec"]["template"]
+    assert template["metadata"]["annotations"][m.HEAD_SHA_ANNOTATION] == "c" * 40
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in template["spec"]["containers"][0]["env"]}
+    assert env == {"PREVIEW_PR": f"metadata.labels['{m.PR_LABEL}']",
+                   "PREVIEW_COMMIT": f"metadata.annotations['{m.HEAD_SHA_ANNOTATION}']"}
+
+
+def test_the_repositorys_placement_reaches_every_pod_and_keeps_the_prs_os_selector():
+    placement = m.Placement(node_selector=(("previews.local/node", "real"),),
+                            tolerations=(("previews.local/real-node", "NoSchedule"),))
+    ctx = dataclasses.replace(CTX, placement=placement)
+    text = dump(deployment(pod_spec_extra={"nodeSelector": {"kubernetes.io/os": "linux"}}), {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "localhost/previews-sample:old"}]}}}}}})
+    deployment_, cron = m.render_bundle(text, ctx, LIMIT)[:2]
+    spec = deployment_["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", "previews.local/node": "real"}
+    assert spec["tolerations"] == [{"key": "previews.local/real-node", "operator": "Exists", "effect": "NoSchedule"}]
+    cron_spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert cron_spec["nodeSelector"] == {"previews.local/node": "real"} and cron_spec["tolerations"]
+
+
+def test_without_a_placement_pods_are_left_to_the_scheduler():
+    spec = m.render_bundle(dump(deployment()), CTX, LIMIT)[0]["spec"]["template"]["spec"]
+    assert "tolerations" not in spec and "nodeSelector" not in spec
+
+
+def test_a_prs_own_tolerations_are_still_refused_whatever_the_repositorys_placement():
+    ctx = dataclasses.replace(CTX, placement=m.Placement(tolerations=(("previews.local/real-node", "NoSchedule"),)))
+    text = dump(deployment(pod_spec_extra={"tolerations": [{"operator": "Exists"}]}))
+    with pytest.raises(m.ManifestError) as caught:
+        m.render_bundle(text, ctx, LIMIT)
+    assert "tolerations are not allowed" in str(caught.value)

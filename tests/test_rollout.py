@@ -282,3 +282,91 @@ def test_a_namespace_keeps_only_its_latest_events():
         objs.put("Event", name, summary)
     assert len(objs.events) == rollout.MAX_EVENTS_PER_NAMESPACE
     assert next(iter(objs.events)) == "e5"
+
+
+# --- crashes, in the containers' own words -----------------------------------------------------------------
+
+def crashing_pod(name="web-abc-1", state=None, ready=False, restarts=2, exit_code=1, owner=("ReplicaSet", "web-abc")):
+    return {"metadata": {"name": name, "namespace": NS,
+                         "ownerReferences": [{"kind": owner[0], "name": owner[1], "controller": True}]},
+            "status": {"phase": "Running", "containerStatuses": [{
+                "name": "web", "ready": ready, "restartCount": restarts,
+                "state": state or {"running": {"startedAt": "2026-12-04T00:00:00Z"}},
+                "lastState": {"terminated": {"exitCode": exit_code, "reason": "Error"}}}]}}
+
+
+BACKING_OFF = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container=web"}}
+
+
+@pytest.mark.parametrize("state", [BACKING_OFF, None], ids=["backing-off", "started-again"])
+def test_a_container_that_keeps_exiting_with_an_error_is_failing_whichever_moment_it_is_seen(state):
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=0, available=0)),
+                                          ("ReplicaSet", replicaset()), ("Pod", crashing_pod(state=state))))
+    assert verdict.state == State.FAILING
+    assert verdict.reasons[0].startswith("pod web-abc-1 container web keeps crashing: exit code 1, restarted 2 times")
+    assert verdict.logs == [rollout.LogSource("web-abc-1", "web", True, 1)]
+
+
+@pytest.mark.parametrize("change", [{"ready": True}, {"exit_code": 0}, {"restarts": 0}],
+                         ids=["ready-again", "exited-cleanly", "never-restarted"])
+def test_a_container_that_restarted_once_but_is_fine_now_is_not_crashing(change):
+    verdict = rollout.assess(WEB, objects(("Deployment", deployment(ready=1, available=1)),
+                                          ("ReplicaSet", replicaset()), ("Pod", crashing_pod(**change))))
+    assert verdict.state == State.PROGRESSING
+    assert verdict.logs == []
+
+
+def test_replicas_failing_alike_are_told_once_and_the_first_pods_words_are_kept():
+    verdict = rollout.assess(WEB, objects(
+        ("Deployment", deployment(ready=0, available=0)), ("ReplicaSet", replicaset()),
+        ("Pod", pod(name="web-abc-1", waiting="ImagePullBackOff")),
+        ("Pod", pod(name="web-abc-2", waiting="ImagePullBackOff")),
+        ("Pod", pod(name="web-abc-3", waiting="ImagePullBackOff"))))
+    assert verdict.reasons == ["pod web-abc-1 container web is ImagePullBackOff: details (and 2 more pods)"]
+
+
+def test_events_that_repeat_a_failing_reason_are_left_out_and_new_ones_are_kept_up_to_three():
+    repeats = [event(f"e{i}", "Pod", "web-abc-1", "Failed", "Error: details") for i in range(3)]
+    news = [event(f"n{i}", "Pod", "web-abc-1", "Failed", f"something else {i}") for i in range(5)]
+    verdict = rollout.assess(WEB, objects(
+        ("Deployment", deployment(ready=0, available=0)), ("ReplicaSet", replicaset()),
+        ("Pod", pod(waiting="ErrImagePull")), *(("Event", e) for e in repeats + news)))
+    assert verdict.reasons[0] == "pod web-abc-1 container web is ErrImagePull: details"
+    assert len(verdict.reasons) == 1 + rollout.MAX_EXTRA_EVENTS
+    assert not any("Error: details" in r for r in verdict.reasons)
+
+
+def test_a_failed_job_pod_is_a_log_source_for_its_current_run():
+    failed = {"metadata": {"name": "migrate-x", "namespace": NS,
+                           "ownerReferences": [{"kind": "Job", "name": "migrate", "controller": True}]},
+              "status": {"phase": "Failed", "containerStatuses": [{
+                  "name": "migrate", "restartCount": 0, "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}}
+    verdict = rollout.assess({"Job/migrate": 1}, objects(
+        ("Job", job(conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                 "message": "Job has reached the specified backoff limit"}])), ("Pod", failed)))
+    assert verdict.state == State.FAILING
+    assert verdict.logs == [rollout.LogSource("migrate-x", "migrate", False, 3)]
+
+
+def test_a_log_tail_is_the_last_lines_without_terminal_escapes_or_control_characters():
+    text = "".join(f"line {i}\n" for i in range(50)) + "\x1b[31mred\x1b[0m \x07bell\r\n\n\n"
+    tail = rollout.log_tail(text)
+    lines = tail.split("\n")
+    assert len(lines) == rollout.MAX_LOG_TAIL_LINES
+    assert lines[-1] == "[31mred[0m bell"
+    assert lines[0] == f"line {50 - rollout.MAX_LOG_TAIL_LINES + 1}"
+
+
+def test_a_long_log_tail_keeps_its_end():
+    tail = rollout.log_tail("x" * 5000 + "THE END")
+    assert len(tail) == rollout.MAX_LOG_TAIL_CHARS and tail.endswith("THE END") and tail.startswith("…")
+
+
+def test_a_failure_message_names_each_container_whose_log_it_shows():
+    message = rollout.with_logs("Not becoming ready: crashing", [
+        (rollout.LogSource("web-1", "web", True, 1), "starting\nfatal: no database\n"),
+        (rollout.LogSource("migrate-x", "migrate", False, 0), "")])
+    assert message == ("Not becoming ready: crashing\n\n"
+                       "Last lines of pod web-1 container web (its last run, exit code 1):\n"
+                       "starting\nfatal: no database\n\n"
+                       "Last lines of pod migrate-x container migrate (its run):\n(the log is empty)")

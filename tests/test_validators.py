@@ -90,3 +90,38 @@ def test_valid_images_and_their_names(value, name):
 def test_invalid_images(value):
     with pytest.raises(ValidationError, match="not an image reference"):
         v.validate_image(value)
+
+
+@pytest.mark.parametrize("value,pairs", [
+    ("", ()),
+    ("previews.local/node=real", (("previews.local/node", "real"),)),
+    (" pool = previews , kubernetes.io/arch=amd64,", (("pool", "previews"), ("kubernetes.io/arch", "amd64"))),
+    ("empty-value=", (("empty-value", ""),)),
+])
+def test_a_node_selector_is_label_pairs(value, pairs):
+    assert v.parse_node_selector(value) == pairs
+
+
+@pytest.mark.parametrize("value", ["pool", "=real", "pool=a b", "Bad_Prefix!/x=y", "a/b/c=d", "x=" + "v" * 64,
+                                   "-leading=x"])
+def test_a_node_selector_that_is_not_label_pairs_names_the_bad_part(value):
+    with pytest.raises(ValidationError) as caught:
+        v.parse_node_selector(f"ok=1,{value}")
+    assert repr(value.strip()) in caught.value.messages[0]
+
+
+@pytest.mark.parametrize("value,pairs", [
+    ("", ()),
+    ("previews.local/real-node:NoSchedule", (("previews.local/real-node", "NoSchedule"),)),
+    ("a:NoExecute, b:PreferNoSchedule", (("a", "NoExecute"), ("b", "PreferNoSchedule"))),
+])
+def test_tolerations_are_taint_keys_with_their_effect(value, pairs):
+    assert v.parse_tolerations(value) == pairs
+
+
+@pytest.mark.parametrize("value", ["dedicated", "dedicated:", "dedicated:Sometimes", ":NoSchedule", "a b:NoSchedule"])
+def test_a_toleration_that_is_not_key_and_effect_names_the_bad_part(value):
+    with pytest.raises(ValidationError) as caught:
+        v.parse_tolerations(value)
+    assert repr(value) in caught.value.messages[0] and "NoSchedule, PreferNoSchedule, NoExecute" in \
+        caught.value.messages[0]
