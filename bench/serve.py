@@ -12,9 +12,11 @@ Beside each run, in the same run and interleaved with it, the plain alternative 
 objects (the service's own rendering of the same preview, under another namespace and host): `kubectl apply`,
 `kubectl rollout status`, then the same loop of GETs on its URL until the commit answers.
 
-Then what the real node holds: the memory each sample-app preview uses (its pods' cgroups), the node's room
-for more by pods, by addresses and by memory requests, and the real node's own idle CPU (kubelet, containerd
-and its shims, kube-proxy, Traefik, CoreDNS) over --idle-seconds with every preview of the run live.
+Each run's two previews are deleted before the next (the node's room is reported, not used up). Then what
+the real node holds: the memory each sample-app preview uses (its pods' cgroups, measured in each run), the
+node's room for more previews by pods, by pod addresses, by CPU and memory requests and by memory used, and
+the real node's own idle CPU (kubelet, containerd and its shims, kube-proxy, Traefik, CoreDNS) over
+--idle-seconds with the warm-up previews live.
 
     .venv/bin/python bench/serve.py [--runs 20] [--routing ingress|gateway] [--json]
 
@@ -199,26 +201,36 @@ def pod_memory_bytes(namespace: str) -> int:
     return total
 
 
-def node_room(namespaces: list[str], memory_per_preview: float) -> dict[str, Any]:
+def node_room(memory_per_preview: float) -> dict[str, Any]:
+    """How many more sample previews the real node takes, by each of its limits, and how many it holds now."""
     from kubernetes import client
+
+    from previews.cost import quantity
 
     selector = node_env()["PREVIEWS_LOCAL_NODE_SELECTOR"]
     [real] = client.CoreV1Api().list_node(label_selector=selector).items
     allocatable = real.status.allocatable
-    pods = client.CoreV1Api().list_pod_for_all_namespaces(field_selector=f"spec.nodeName={real.metadata.name}").items
-    running = [p for p in pods if p.status.phase in ("Running", "Pending")]
-    per_preview_pods = 2
-    max_pods = int(allocatable["pods"])
-    from previews.cost import quantity as parse_quantity
-
-    memory = float(parse_quantity(allocatable["memory"]))
-    request = 2 * float(parse_quantity("32Mi"))
-    return {"node": real.metadata.name, "max_pods": max_pods, "pods_now": len(running),
-            "previews_by_pods": (max_pods - len(running)) // per_preview_pods + len(namespaces),
-            "previews_by_addresses": (254 - 10 - len(running)) // per_preview_pods + len(namespaces),
-            "previews_by_memory_requests": int(memory // request),
-            "previews_by_memory_used": int(memory // memory_per_preview) if memory_per_preview else None,
-            "allocatable_memory_gib": memory / 2**30}
+    pods = [p for p in client.CoreV1Api().list_pod_for_all_namespaces(
+        field_selector=f"spec.nodeName={real.metadata.name}").items if p.status.phase in ("Running", "Pending")]
+    requested = {"cpu": 0.0, "memory": 0.0}
+    for pod in pods:
+        for container in pod.spec.containers:
+            for resource in requested:
+                requested[resource] += float(quantity(((container.resources.requests or {}).get(resource)) or 0))
+    docs = [d for d in yaml.safe_load_all((ROOT / "previews" / "samples" / "shop.yaml").read_text()) if d]
+    web = next(d for d in docs if d["kind"] == "Deployment")
+    replicas = web["spec"]["replicas"]
+    wants = {r: replicas * float(quantity(web["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"][r]))
+             for r in requested}
+    free = {r: float(quantity(allocatable[r])) - requested[r] for r in requested}
+    return {"node": real.metadata.name, "pods_now": len(pods), "max_pods": int(allocatable["pods"]),
+            "cpu_allocatable": float(quantity(allocatable["cpu"])),
+            "memory_allocatable_gib": float(quantity(allocatable["memory"])) / 2**30,
+            "more_by_pods": (int(allocatable["pods"]) - len(pods)) // replicas,
+            "more_by_addresses": (254 - 10 - len(pods)) // replicas,
+            "more_by_cpu_requests": int(free["cpu"] // wants["cpu"]),
+            "more_by_memory_requests": int(free["memory"] // wants["memory"]),
+            "more_by_memory_used": int(free["memory"] // memory_per_preview) if memory_per_preview else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,36 +291,35 @@ def main(argv: list[str] | None = None) -> int:
         ours(api, http_port, args.runs + 1, warm, f"localhost/previews-sample:{prefix}-warm")
         kubectl_namespaces.append(f"{prefix}k-warm")
         plain(http_port, repository, kubectl_namespaces[-1], warm, f"localhost/previews-sample:{prefix}-warm")
-        ours_new, ours_push, plain_new, plain_push = [], [], [], []
-        shas: dict[int, str] = {}
+        ours_new, ours_push, plain_new, plain_push, memory = [], [], [], [], []
         for i in range(1, args.runs + 1):
-            sha = shas[i] = secrets.token_hex(20)
-            image = f"localhost/previews-sample:{prefix}-{i}-{sha[:7]}"
+            sha, again = secrets.token_hex(20), secrets.token_hex(20)
+            image, pushed = (f"localhost/previews-sample:{prefix}-{i}-{s[:7]}" for s in (sha, again))
             node("tag", sample, image)
-            ours_new.append(ours(api, http_port, i, sha, image))
+            node("tag", sample, pushed)
             namespace = f"{prefix}k-{i}"
             kubectl_namespaces.append(namespace)
+            ours_new.append(ours(api, http_port, i, sha, image))
             plain_new.append(plain(http_port, repository, namespace, sha, image))
-            log(f"new {i}: ours {ours_new[-1]:.2f}s, kubectl {plain_new[-1]:.2f}s")
-        for i in range(1, args.runs + 1):
-            sha = secrets.token_hex(20)
-            image = f"localhost/previews-sample:{prefix}-{i}-{sha[:7]}"
-            node("tag", sample, image)
-            ours_push.append(ours(api, http_port, i, sha, image))
-            plain_push.append(plain(http_port, repository, f"{prefix}k-{i}", sha, image))
-            log(f"push {i}: ours {ours_push[-1]:.2f}s, kubectl {plain_push[-1]:.2f}s")
+            ours_push.append(ours(api, http_port, i, again, pushed))
+            plain_push.append(plain(http_port, repository, namespace, again, pushed))
+            memory.append(pod_memory_bytes(f"{prefix}-{i}"))
+            log(f"run {i}: new: ours {ours_new[-1]:.2f}s, kubectl {plain_new[-1]:.2f}s; "
+                f"push: ours {ours_push[-1]:.2f}s, kubectl {plain_push[-1]:.2f}s")
+            # Each run's previews go before the next: the real node's room is not what is measured here.
+            api.call("DELETE", i)
+            kubectl("delete", "namespace", "--wait=false", namespace)
         results.update({"new": stats(ours_new), "new_kubectl": stats(plain_new),
                         "push": stats(ours_push), "push_kubectl": stats(plain_push)})
-        live = [f"{prefix}-{i}" for i in range(1, args.runs + 2)]
-        memory = [pod_memory_bytes(ns) for ns in live]
         per_preview = sum(memory) / len(memory)
         results["memory_per_preview_mib"] = per_preview / 2**20
-        results["room"] = node_room(live + kubectl_namespaces, per_preview)
-        log(f"measuring the real node's idle CPU over {args.idle_seconds:.0f}s with {2 * args.runs} previews live")
+        results["room"] = node_room(per_preview)
+        log(f"measuring the real node's idle CPU over {args.idle_seconds:.0f}s")
         results["idle_cpu_seconds"] = idle_cpu(args.idle_seconds)
+        results["idle_pods"] = node_room(per_preview)["pods_now"]
         results["idle_seconds"] = args.idle_seconds
     finally:
-        for pr in range(1, args.runs + 2):
+        for pr in (args.runs + 1, *range(1, args.runs + 1)):
             try:
                 Api(web_port, plaintext, repository).call("DELETE", pr)
             except OSError as exc:
@@ -347,14 +358,17 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"                    ratio of p50s {push_ratio:.2f} (target p50 <= {TARGETS['push_p50']} s, "
           f"ratio <= {TARGETS['ratio']})")
     room = r["room"]
-    print(f"the real node: {r['memory_per_preview_mib']:.1f} MiB used per sample preview (2 pods); room for "
-          f"{room['previews_by_pods']} previews by pods (maxPods {room['max_pods']}), "
-          f"{room['previews_by_addresses']} by pod addresses, {room['previews_by_memory_requests']} by memory "
-          f"requests, {room['previews_by_memory_used']} by memory used ({room['allocatable_memory_gib']:.1f} GiB)")
+    bounds = {"pods": f"pods (maxPods {room['max_pods']})", "addresses": "pod addresses (a /24)",
+              "cpu_requests": f"CPU requests ({room['cpu_allocatable']:g} CPUs allocatable)",
+              "memory_requests": f"memory requests ({room['memory_allocatable_gib']:.1f} GiB)",
+              "memory_used": "memory used"}
+    limits = "; ".join(f"{room['more_by_' + key]} by {what}" for key, what in bounds.items())
+    print(f"the real node: {r['memory_per_preview_mib']:.1f} MiB used per sample preview (2 pods, their cgroups); "
+          f"with {room['pods_now']} pods on it, room for more previews: {limits}")
     cpu = r["idle_cpu_seconds"]
     total = sum(cpu.values())
     parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
-    print(f"the real node idle, {room['pods_now']} pods: {total:.2f} s of CPU in {r['idle_seconds']:.0f} s "
+    print(f"the real node idle, {r['idle_pods']} pods: {total:.2f} s of CPU in {r['idle_seconds']:.0f} s "
           f"({100 * total / r['idle_seconds']:.1f} % of one core): {parts}")
 
 

@@ -1026,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="what each of kubectl's namespaces holds: a ConfigMap (default), or the same objects "
                              "as a preview of this run (its guardrails and the sample app, so also 2 pods)")
     parser.add_argument("--pod-requests", metavar="CPU,MEMORY",
-                        help="resource requests for the sample app's container instead of its own (50m,64Mi), "
+                        help="resource requests for the sample app's container instead of its own (10m,16Mi), "
                              "e.g. 10m,32Mi, when the nodes cannot hold N previews otherwise")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     parser.add_argument("--keep-logs", action="store_true", help="keep the three processes' logs (path printed)")
@@ -1095,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
         "nproc": len(os.sched_getaffinity(0)), "cpu": cpu_model(platform.processor() or "unknown"),
         "server_version": server, "pod_capacity": capacity, "pods_before": pods_before, "prefix": prefix,
         "node_cpu": room["cpu"], "node_memory_gib": room["memory"] / 1024**3 if room["memory"] else None,
-        "pod_requests": requests or "the template's own (cpu 50m, memory 64Mi)",
+        "pod_requests": requests or "the template's own (cpu 10m, memory 16Mi)",
         "previews": args.previews, "delay": args.delay, "clients": args.clients, "database": BENCH_DB,
         "deploy_slots": os.environ.get("PREVIEWS_DEPLOY_SLOTS", str(settings.PREVIEWS_DEPLOY_SLOTS)),
         "load_at_start": load.at_start,

@@ -385,8 +385,8 @@ def test_costs_come_from_the_cluster_and_show_what_sleeping_saves(preview_repo, 
     auth = {"HTTP_AUTHORIZATION": f"Bearer {plaintext}", "content_type": "application/json"}
     cache.clear()
     body = client.get(url, **auth).json()
-    # web: 2 x (50m, 32Mi); db: 3 x (100m, 128Mi)
-    awake = {"cpu_millicores": 400, "memory_bytes": (2 * 32 + 3 * 128) * 2**20, "cpu": "400m", "memory": "448Mi"}
+    # web: 2 x (10m, 16Mi); db: 3 x (100m, 128Mi)
+    awake = {"cpu_millicores": 320, "memory_bytes": (2 * 16 + 3 * 128) * 2**20, "cpu": "320m", "memory": "416Mi"}
     assert body["total"]["requested"] == awake
     assert body["previews"][0]["saved_by_sleeping"]["cpu_millicores"] == 0
 
@@ -401,8 +401,8 @@ def test_costs_come_from_the_cluster_and_show_what_sleeping_saves(preview_repo, 
     assert body["previews"][0]["status"] == "sleeping"
 
     page = admin_client.get(f"/previews/{preview.pk}/").content.decode()
-    assert 'id="wake"' in page and "sleeping saves CPU 400m, memory 448Mi" in page
-    assert "448Mi" in admin_client.get("/costs/").content.decode()
+    assert 'id="wake"' in page and "sleeping saves CPU 320m, memory 416Mi" in page
+    assert "416Mi" in admin_client.get("/costs/").content.decode()
     assert admin_client.post(f"/previews/{preview.pk}/wake").status_code == 302
     preview.refresh_from_db()
     assert preview.status == "pending" and preview.events.get(action="wake requested").actor == "admin"
