@@ -163,31 +163,32 @@ def is_label_key(key: str) -> bool:
         not prefix or (len(prefix) <= 253 and bool(DNS_SUBDOMAIN_RE.fullmatch(prefix))))
 
 
-def parse_node_selector(value: str) -> tuple[tuple[str, str], ...]:
-    """`key=value,key=value` (label keys and values) -> pairs; raises ValidationError naming the bad part."""
+def _pairs(value: str, split, valid, error) -> tuple[tuple[str, str], ...]:
+    """Comma-separated parts, each split in two by `split` and checked by `valid`; `error(part)` says why not."""
     pairs = []
     for part in (p.strip() for p in (value or "").split(",")):
         if not part:
             continue
-        key, sep, val = (s.strip() for s in part.partition("="))
-        if not sep or not is_label_key(key) or not LABEL_VALUE_RE.fullmatch(val):
-            raise ValidationError(f"{part!r} is not a node label as key=value", code="invalid_node_selector")
-        pairs.append((key, val))
+        first, sep, second = (s.strip() for s in split(part))
+        if not sep or not valid(first, second):
+            raise ValidationError(error(part), code="invalid")
+        pairs.append((first, second))
     return tuple(pairs)
+
+
+def parse_node_selector(value: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,key=value` (label keys and values) -> pairs; raises ValidationError naming the bad part."""
+    return _pairs(value, lambda part: part.partition("="),
+                  lambda key, val: is_label_key(key) and bool(LABEL_VALUE_RE.fullmatch(val)),
+                  lambda part: f"{part!r} is not a node label as key=value")
 
 
 def parse_tolerations(value: str) -> tuple[tuple[str, str], ...]:
     """`key:Effect,key:Effect` (a taint key tolerated whatever its value) -> pairs; raises ValidationError."""
-    pairs = []
-    for part in (p.strip() for p in (value or "").split(",")):
-        if not part:
-            continue
-        key, sep, effect = (s.strip() for s in part.rpartition(":"))
-        if not sep or not is_label_key(key) or effect not in TAINT_EFFECTS:
-            raise ValidationError(f"{part!r} is not a taint to tolerate as key:Effect (Effect one of "
-                                  f"{', '.join(TAINT_EFFECTS)})", code="invalid_toleration")
-        pairs.append((key, effect))
-    return tuple(pairs)
+    return _pairs(value, lambda part: part.rpartition(":"),
+                  lambda key, effect: is_label_key(key) and effect in TAINT_EFFECTS,
+                  lambda part: f"{part!r} is not a taint to tolerate as key:Effect (Effect one of "
+                               f"{', '.join(TAINT_EFFECTS)})")
 
 
 def validate_node_selector(value: str) -> None:
