@@ -121,7 +121,7 @@ def ours(api: Api, port: int, pr: int, sha: str, image: str) -> float:
 
 def rendered(repository, namespace: str, sha: str, image: str) -> str:
     """The objects the service applies for this preview (namespace, guardrails, the bundle), as one YAML stream
-    for kubectl, labelled as the benchmark's instead of the service's so nothing of ours adopts them."""
+    for kubectl, labelled as the benchmark's instead of the service's so the watcher follows none of them."""
     from django.utils import timezone
 
     from previews import links, manifests, provisioning
@@ -132,7 +132,10 @@ def rendered(repository, namespace: str, sha: str, image: str) -> str:
                       expires_at=timezone.now())
     plan = provisioning.plan_deploy(preview)
     ours_only = set(provisioning.preview_labels(preview))
-    namespace_labels = {k: v for k, v in plan.namespace_labels.items() if k not in ours_only} | {BENCH_LABEL: "1"}
+    # The namespace keeps the managed-by label alone: the Gateway admits routes only from namespaces with it
+    # (the reaper would take it for an orphan only after its grace period, an hour by default).
+    namespace_labels = {k: v for k, v in plan.namespace_labels.items()
+                        if k not in ours_only or k == manifests.MANAGED_BY_LABEL} | {BENCH_LABEL: "1"}
     docs = [{"apiVersion": "v1", "kind": "Namespace",
              "metadata": {"name": namespace, "labels": namespace_labels, "annotations": plan.namespace_annotations}}]
     for obj in plan.guardrails + plan.objects:
