@@ -7,7 +7,8 @@ the service's own pages pass through untouched: only a host `<namespace>.<base d
 repository is served here, before Django's host checks (the base domains are data, not settings).
 
 Nothing here sets a cookie or trusts the Host header beyond finding the preview: the pages link only to
-their own host's paths and to PREVIEWS_PUBLIC_URL.
+their own host's paths and to PREVIEWS_PUBLIC_URL. The wake button needs no CSRF token: waking is what
+opening the URL does on other services (Okteto), it is idempotent, and a preview that is awake ignores it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ def _page(state: str, namespace: str, preview: Preview | None, status: int | Non
     response = HttpResponse(render_to_string("previews/visit.html", context), status=status or STATUS_CODES[state])
     response[FALLBACK_HEADER] = state
     response["Cache-Control"] = "no-store"
+    # What SecurityMiddleware and XFrameOptionsMiddleware would add: these pages are answered before them.
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Referrer-Policy"] = "same-origin"
+    response["X-Frame-Options"] = "DENY"
     if response.status_code == 503:
         response["Retry-After"] = "5"
     return response

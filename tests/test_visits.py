@@ -47,6 +47,7 @@ def test_an_asleep_previews_host_gets_the_asleep_page_whatever_the_case_and_port
     page = response.content.decode()
     assert "acme/shop #7 is asleep" in page and f'action="{visits.WAKE_PATH}"' in page
     assert not response.cookies
+    assert response["X-Content-Type-Options"] == "nosniff" and response["X-Frame-Options"] == "DENY"
 
 
 def test_the_asleep_pages_button_wakes_the_preview_as_a_visitor(client, asleep):
