@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.db.models import Max
     from django_q.models import OrmQ
 
-    from previews import kube
+    from previews.gateways import kube
     from previews.models import Repository
     from previews.services import Actor
 

@@ -396,7 +396,7 @@ def wait_for_worker(state: State, deadline: float) -> float:
 
 def wait_for_watcher(state: State, deadline: float) -> float:
     """Wait until our watcher leads, is connected and has listed every kind."""
-    from previews import kube_watch
+    from previews.gateways.kube import watch as kube_watch
     from previews.models import WatcherStatus
 
     started = time.monotonic()
@@ -1063,7 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_django("config.settings_test")
     from django.conf import settings
 
-    from previews import kube, services
+    from previews import services
+    from previews.gateways import kube
     from previews.models import Repository
 
     kube.ping()  # fails early, with the service's own error, when the cluster does not answer

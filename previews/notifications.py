@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from previews import github, links, locks, services
-from previews.gateways import errors
+from previews import links, locks, services
+from previews.gateways import errors, github
 from previews.models import GITHUB_SYNC_FAILED, EventAction, Preview
 
 RETRY_DELAY = timedelta(seconds=60)

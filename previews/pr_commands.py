@@ -22,8 +22,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from previews import commands, github, optin, selectors, services, validators, webhooks
-from previews.gateways import errors
+from previews import commands, optin, payloads, selectors, services, validators
+from previews.gateways import errors, github
 from previews.models import ActorKind, CommentCommand, Preview, PullRequestState, Repository
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ def answer(full_name: str, number: int, comment_id: int, reaction: str, reply: s
     return "answered"
 
 
-def handle_comment(repository: Repository, event: webhooks.CommentEvent) -> str:
-    """Act on one `issue_comment` delivery (its shape checked by `webhooks.parse_comment`). Returns the outcome
+def handle_comment(repository: Repository, event: payloads.CommentEvent) -> str:
+    """Act on one `issue_comment` delivery (its shape checked by `payloads.parse_comment`). Returns the outcome
     for the webhook's log."""
     if event.action != "created":
         return "only new comments carry commands"
@@ -128,7 +128,7 @@ def _live(preview: Preview | None) -> bool:
 
 
 def _run(command: commands.Command, repository: Repository, number: int, preview: Preview | None,
-         event: webhooks.CommentEvent, actor: services.Actor) -> Answer:
+         event: payloads.CommentEvent, actor: services.Actor) -> Answer:
     name = command.name
     if name == commands.HELP:
         return Answer(OK, "help", commands.HELP_TEXT)
@@ -169,7 +169,7 @@ def _run(command: commands.Command, repository: Repository, number: int, preview
     raise AssertionError(f"unhandled command {name}")
 
 
-def _create(repository: Repository, number: int, preview: Preview | None, event: webhooks.CommentEvent,
+def _create(repository: Repository, number: int, preview: Preview | None, event: payloads.CommentEvent,
             actor: services.Actor) -> Answer:
     if event.state not in ("", "open"):
         return Answer(REFUSED, f"PR #{number} is closed")
@@ -192,7 +192,7 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
         sha = github.pull_state(repository.full_name, number).head_sha
     if not validators.SHA_RE.fullmatch(sha or ""):
         return Answer(REFUSED, "the PR's head commit is not known yet (GitHub could not be asked); try again")
-    image = webhooks.image_reference(repository.image_template, number, sha)
+    image = payloads.image_reference(repository.image_template, number, sha)
     try:
         services.preview_upsert(repository=repository, pr_number=number, actor=actor,
                                 request=services.PreviewRequest(head_sha=sha, images=(image,)))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from previews import data as preview_data
-from previews import kube, links, locks, manifests, policy, services
-from previews.gateways import errors, preview_db
+from previews import links, locks, manifests, policy, services
+from previews.gateways import errors, kube, preview_db
 from previews.models import EventAction, Preview
 
 logger = logging.getLogger(__name__)

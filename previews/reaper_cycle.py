@@ -26,8 +26,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from previews import github, kube, locks, provisioning, reaper, selectors, services
-from previews.gateways import errors
+from previews import locks, provisioning, reaper, selectors, services
+from previews.gateways import errors, github, kube
 from previews.models import ReaperRun
 
 logger = logging.getLogger(__name__)

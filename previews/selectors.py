@@ -11,8 +11,9 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import cost, github, kube, kube_view, optin
-from previews.gateways import errors
+from previews import cost, optin
+from previews.gateways import errors, github, kube
+from previews.gateways.kube import views as kube_view
 from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 from previews.rows import Columns, Record

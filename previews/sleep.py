@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from previews import kube, locks, services
-from previews.gateways import errors
+from previews import locks, services
+from previews.gateways import errors, kube
 from previews.models import ActorKind, EventAction, Preview, Repository
 
 logger = logging.getLogger(__name__)

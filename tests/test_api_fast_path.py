@@ -14,8 +14,9 @@ from django.utils import timezone
 from django_q.models import OrmQ
 from rest_framework import serializers as drf
 
-from previews import github, selectors, services, webhooks
+from previews import payloads, selectors, services
 from previews.api.serializers import PreviewSerializer, PreviewUpsertSerializer, common_upsert_data
+from previews.gateways import github
 from previews.models import ApiToken, Preview, Repository
 from tests.factories import make_preview, make_repository
 
@@ -360,7 +361,7 @@ def webhook(client: Client, sha: str, updated_at: datetime, delivery: str, actio
     body = json.dumps(payload).encode()
     return client.post("/api/v1/github/webhook", data=body, content_type="application/json",
                        HTTP_X_GITHUB_EVENT="pull_request", HTTP_X_GITHUB_DELIVERY=delivery,
-                       HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for("secret", body))
+                       HTTP_X_HUB_SIGNATURE_256=payloads.signature_for("secret", body))
 
 
 def pulls_asked(fake_github) -> int:

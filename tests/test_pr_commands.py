@@ -11,7 +11,7 @@ from django.utils.module_loading import import_string
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from previews import notifications, services, webhooks
+from previews import notifications, payloads, services
 from previews.models import CommentCommand, Preview
 from tests.factories import make_preview, make_repository
 
@@ -33,7 +33,7 @@ def hook(settings, django_capture_on_commit_callbacks):
             response = client.post("/api/v1/github/webhook", data=body, content_type="application/json",
                                    HTTP_X_GITHUB_EVENT=event,
                                    HTTP_X_GITHUB_DELIVERY=delivery or f"d-{next(_deliveries)}",
-                                   HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for(SECRET, body))
+                                   HTTP_X_HUB_SIGNATURE_256=payloads.signature_for(SECRET, body))
         assert response.status_code == status, response.content
         return response.json()["outcome"] if status == 202 else response.json()
 

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube, services
-from previews.gateways import errors
+from previews import services
+from previews.gateways import errors, kube
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)

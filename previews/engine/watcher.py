@@ -41,9 +41,10 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube_watch, policy, services
+from previews import policy, services
 from previews.engine import rollout
 from previews.gateways import errors
+from previews.gateways.kube import watch as kube_watch
 from previews.models import Preview, WatcherStatus
 
 logger = logging.getLogger(__name__)

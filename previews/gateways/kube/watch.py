@@ -20,8 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from previews.gateways import errors
-from previews.kube import MANAGED_SELECTOR, _translate, api_client
-from previews.manifests import GATEWAY_GROUP
+from previews.gateways.kube.client import MANAGED_SELECTOR, _translate, api_client
+from previews.manifests.labels import GATEWAY_GROUP
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # The gateway's own helpers (as kube_watch uses them): calls with its retries and errors.
-from previews.kube import REQUEST_TIMEOUT, _call, _core, event_time, list_workloads, read_namespace
+from previews.gateways.kube.client import REQUEST_TIMEOUT, _call, _core
+from previews.gateways.kube.namespaces import read_namespace
+from previews.gateways.kube.workloads import event_time, list_workloads
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""Validating a bundle as a whole: plain data, then each object by its kind."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from previews.manifests.allowlists import (
+    ALLOWED_KINDS,
+    MAX_DEPTH,
+    MAX_INT,
+    RESERVED_KINDS,
+    SECRET_TYPES,
+    TOP_LEVEL_FIELDS,
+)
+from previews.manifests.context import RenderContext
+from previews.manifests.labels import HOST_PLACEHOLDER, ROUTE_KINDS, ROUTING_GATEWAY
+from previews.manifests.metadata import _validate_metadata
+from previews.manifests.objects import _dict, _pod_templates
+from previews.manifests.problems import Problem, _bare, _expect_dict, _join, _only, _show
+from previews.manifests.routes import _validate_httproute, _validate_ingress, _validate_service
+from previews.manifests.workloads import (
+    _validate_hpa,
+    _validate_pdb,
+    _validate_pod_spec,
+    _validate_pvc_object,
+    _validate_statefulset,
+)
+from previews.validators import DNS_SUBDOMAIN_RE
+
+
+def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
+    """Every policy problem in the bundle, in document order."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], int] = {}
+    for i, obj in enumerate(objects):
+        data_problems = list(plain_data_problems(i, obj))
+        if data_problems:
+            # Non-string keys or odd types: the rest of the checks could misread the object.
+            problems.extend(data_problems)
+            continue
+        problems.extend(_validate_object(i, obj, ctx))
+        key = (str(obj.get("kind")), str(_dict(obj.get("metadata")).get("name")))
+        if key in seen:
+            problems.append(Problem(i, "metadata.name", f"{key[0]} {_show(key[1])} appears twice (first in "
+                                                        f"document {seen[key] + 1})"))
+        seen.setdefault(key, i)
+    return problems
+
+
+def plain_data_problems(i: int, value, path: str = "") -> Iterator[Problem]:
+    """JSON-shaped data only: string keys; strings, finite numbers in int64, booleans, null, lists, mappings;
+    at most MAX_DEPTH levels. Iterative, so no input can exhaust the stack."""
+    stack = [(path, value, 0)]
+    while stack:
+        here, item, depth = stack.pop()
+        if isinstance(item, dict | list) and depth >= MAX_DEPTH:
+            yield Problem(i, here, f"nested more than {MAX_DEPTH} levels deep")
+            continue
+        if isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    yield Problem(i, here, f"the key {_show(key)} is a {type(key).__name__}; only string keys "
+                                           "are allowed")
+                    continue
+                children.append((_join(here, key), child, depth + 1))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend(reversed([(f"{here}[{j}]", child, depth + 1) for j, child in enumerate(item)]))
+        elif item is None or isinstance(item, bool | str):
+            continue
+        elif isinstance(item, int):
+            if abs(item) > MAX_INT:
+                yield Problem(i, here, "the number is out of range (64-bit integers only)")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                yield Problem(i, here, f"{item} is not a finite number")
+        else:
+            yield Problem(i, here, f"a {type(item).__name__} value is not plain data (strings, numbers, booleans, "
+                                   "null, lists and mappings only)")
+
+
+
+
+def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]:
+    kind, api_version = obj.get("kind"), obj.get("apiVersion")
+    if not isinstance(kind, str) or not kind:
+        yield Problem(i, "kind", "every object needs a kind")
+        return
+    if kind in RESERVED_KINDS:
+        yield Problem(i, "kind", f"{kind} is not allowed: {RESERVED_KINDS[kind]}")
+        return
+    if kind not in ALLOWED_KINDS:
+        allowed = ", ".join(sorted(ALLOWED_KINDS))
+        yield Problem(i, "kind", f"{_bare(kind)} is not allowed; allowed kinds: {allowed}")
+        return
+    if kind == "Ingress" and ctx.routing == ROUTING_GATEWAY:
+        yield Problem(i, "kind", "this repository routes through the Gateway API (routing: gateway): leave the "
+                                 "Ingress out (an HTTPRoute is generated) or bring an HTTPRoute with hostnames "
+                                 f"[{HOST_PLACEHOLDER}]")
+        return
+    if kind in ROUTE_KINDS and ctx.routing != ROUTING_GATEWAY:
+        yield Problem(i, "kind", f"this repository routes through an Ingress (routing: ingress): an {kind} needs "
+                                 "routing: gateway; leave it out (an Ingress is generated) or bring an Ingress")
+        return
+    if api_version not in ALLOWED_KINDS[kind]:
+        yield Problem(i, "apiVersion", f"{kind} must use apiVersion {' or '.join(ALLOWED_KINDS[kind])}, "
+                                       f"not {_show(api_version)}")
+    yield from _only(i, "", obj, TOP_LEVEL_FIELDS, "top-level")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        yield Problem(i, "metadata", "every object needs metadata with a name")
+        return
+    name = metadata.get("name")
+    if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(name):
+        yield Problem(i, "metadata.name", f"{_show(name)} is not a valid object name (lower-case DNS subdomain)")
+    namespace = metadata.get("namespace")
+    if namespace not in (None, "", ctx.namespace):
+        yield Problem(i, "metadata.namespace", f"objects must stay in the preview's namespace; "
+                                               f"{_show(namespace)} is another namespace")
+    yield from _validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None)
+    spec = obj.get("spec")
+    yield from _expect_dict(i, "spec", spec)
+    spec = _dict(spec)
+    for path, template in _pod_templates(kind, obj):
+        yield from _validate_metadata(i, f"{path}.metadata", _dict(template.get("metadata")))
+        yield from _validate_pod_spec(i, f"{path}.spec", _dict(template.get("spec")), ctx)
+    checks = {
+        "Service": _validate_service, "Ingress": _validate_ingress, "PersistentVolumeClaim": _validate_pvc_object,
+        "PodDisruptionBudget": _validate_pdb, "Secret": _validate_secret, "StatefulSet": _validate_statefulset,
+        "HorizontalPodAutoscaler": _validate_hpa, "HTTPRoute": _validate_httproute,
+    }
+    if kind in checks:
+        yield from checks[kind](i, obj, spec, ctx)
+
+
+
+def _validate_secret(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    secret_type = obj.get("type", "Opaque")
+    if secret_type not in SECRET_TYPES:
+        reason = ("ServiceAccount token Secrets mint long-lived API credentials"
+                  if secret_type == "kubernetes.io/service-account-token" else f"allowed: {', '.join(SECRET_TYPES)}")
+        yield Problem(i, "type", f"Secrets of type {_show(secret_type)} are not allowed: {reason}")

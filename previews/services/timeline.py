@@ -1,0 +1,44 @@
+"""Who changed a preview, and the events of its timeline (the audit log)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from previews.models import ActorKind, EventAction, Preview, PreviewEvent
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: ActorKind
+    name: str
+    url: str = ""  # e.g. the GitHub Actions run of a workflow actor; kept in the event's details
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls(ActorKind.SYSTEM, "worker")
+
+
+
+def _event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
+    if actor.url:
+        details["actor_url"] = actor.url
+    return PreviewEvent.objects.create(
+        preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action, message=message,
+        details=details, generation=preview.generation,
+    )
+
+
+def _event_of(preview_id: int, generation: int, actor: Actor, action: EventAction, message: str = "",
+              **details) -> PreviewEvent:
+    """`_event` for a preview just updated where it was at `generation`: no need to read it back."""
+    return _event(Preview(pk=preview_id, generation=generation), actor, action, message, **details)
+
+
+
+REAPER = Actor(ActorKind.REAPER, "reaper")
+
+
+def _event_row(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    """An unsaved event, for bulk_create (what `_event` saves one at a time)."""
+    return PreviewEvent(preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action,
+                        message=message, details=details, generation=preview.generation)

@@ -1,0 +1,274 @@
+"""CI's and the webhook's request for a PR's preview: validated, then created, updated or left unchanged."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from previews import links, policy, selectors, validators
+from previews.models import EventAction, Preview, Repository
+from previews.rows import Record
+from previews.services.errors import PreviewConflict, StaleCommit
+from previews.services.queue import _request_deploy, github_sync_enqueue
+from previews.services.timeline import Actor, _event
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    """What CI (or a webhook) asks for: this commit, these images, optionally these manifests."""
+
+    head_sha: str
+    images: tuple[str, ...] = ()
+    manifests: str = ""
+    ttl_hours: int | None = None
+    title: str = ""
+    author: str = ""
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    preview: Preview
+    created: bool
+    deploy_enqueued: bool
+
+
+
+def _validate_request(repository: Repository | None, pr_number: int, request: PreviewRequest) -> dict[str, str]:
+    """The request's images by name, or ValidationError. Without a repository, only the rules that do not depend
+    on one (`preview_touch_by_name` judges `ttl_hours` in its statement and takes no manifests)."""
+    errors: dict[str, list[str]] = {}
+
+    def check(field: str, fn, value) -> None:
+        try:
+            fn(value)
+        except ValidationError as exc:
+            errors.setdefault(field, []).extend(exc.messages)
+
+    check("pr_number", validators.validate_pr_number, pr_number)
+    check("head_sha", validators.validate_sha, request.head_sha)
+    for i, image in enumerate(request.images):
+        check(f"images[{i}]", validators.validate_image, image)
+    if repository is not None and request.ttl_hours is not None and not 1 <= request.ttl_hours <= \
+            repository.max_ttl_hours:
+        errors["ttl_hours"] = [f"ttl_hours must be between 1 and {repository.max_ttl_hours} for {repository}"]
+    if len(request.manifests.encode()) > settings.PREVIEWS_MAX_MANIFEST_BYTES:
+        errors["manifests"] = [f"manifests are larger than {settings.PREVIEWS_MAX_MANIFEST_BYTES} bytes"]
+    elif request.manifests.strip():
+        if repository is None:
+            raise ValueError("manifests are judged against a repository's policy: pass the repository")
+        # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
+        # field instead of a failed deploy later.
+        refused = policy.bundle_problems(repository, links.namespace_for(repository, pr_number), request.manifests)
+        if refused is not None:
+            errors["manifests"] = [str(p) for p in refused.problems]
+            if refused.total > len(refused.problems):
+                errors["manifests"].append(f"and {refused.total - len(refused.problems)} more problems")
+    if len(request.title) > 300:
+        errors["title"] = ["title is longer than 300 characters"]
+    if len(request.author) > 39:
+        errors["author"] = ["author is longer than 39 characters"]
+    if errors:
+        raise ValidationError(errors)
+    images: dict[str, str] = {}
+    for image in request.images:
+        name = validators.image_name(image)
+        if name in images and images[name] != image:
+            raise ValidationError({"images": [f"image {name} is given twice with different references"]})
+        images[name] = image
+    return images
+
+
+def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRequest, actor: Actor,
+                   check_opt_in: bool = False) -> UpsertResult:
+    """Create or update a PR's preview and enqueue its deploy when anything changed.
+
+    The same commit, images and manifests again change nothing and enqueue
+    nothing, unless the last deploy failed (then it is a retry) or the preview
+    sleeps (then it wakes). With `check_opt_in` (a CI request), a request that
+    would create or change a preview is refused for a PR the repository's
+    opt-in policy leaves out.
+    """
+    images = _validate_request(repository, pr_number, request)
+    unchanged = _upsert_unchanged(repository, pr_number, request, images)
+    if unchanged is not None:
+        return UpsertResult(unchanged, created=False, deploy_enqueued=False)
+    if check_opt_in:
+        refusal = selectors.opt_in_refusal(repository, pr_number)
+        if refusal:
+            raise PreviewConflict(refusal)
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                return _upsert_locked(repository, pr_number, request, images, actor)
+        except IntegrityError:
+            # A concurrent request created the same preview first; the second pass updates it.
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _upsert_unchanged(repository: Repository, pr_number: int, request: PreviewRequest,
+                      images: dict[str, str]) -> Preview | None:
+    """The idempotent request (same commit, images and manifests; up, neither failed nor asleep) in one statement,
+    or None.
+
+    One conditional UPDATE ... RETURNING: the row lock it takes and its WHERE clause decide "unchanged"
+    atomically, as `_upsert_locked` does under SELECT ... FOR UPDATE, and it only touches title, author and
+    updated_at, as that path does for an unchanged request. None (nothing updated): the preview does not
+    exist or the request changes something; the caller takes the locked path. No stale-commit check is
+    needed: the commit is the preview's own.
+    """
+    table = Preview._meta.db_table
+    assignments, params = ["updated_at = %s"], [timezone.now()]
+    for column, value in (("title", request.title), ("author", request.author)):
+        if value:
+            assignments.append(f"{column} = %s")
+            params.append(value)
+    params += [repository.pk, pr_number, Preview.Desired.UP.value, Preview.Status.PENDING.value,
+               Preview.Status.DEPLOYING.value, Preview.Status.READY.value, request.head_sha, request.manifests,
+               json.dumps(images)]
+    sql = (f"UPDATE {table} SET {', '.join(assignments)} WHERE repository_id = %s AND pr_number = %s "
+           "AND desired = %s AND status IN (%s, %s, %s) AND head_sha = %s AND manifests = %s "
+           "AND images = %s::jsonb RETURNING *")
+    rows = list(Preview.objects.raw(sql, params))
+    if not rows:
+        return None
+    rows[0].repository = repository
+    return rows[0]
+
+
+@dataclass(frozen=True)
+class TouchResult:
+    repository_id: int | None  # None: no repository of that name is configured
+    preview: Record | None  # the unchanged preview as the API shows it, touched; None: take the locked path
+
+
+def _touch_sql(title: bool, author: bool) -> str:
+    """`preview_touch_by_name`'s statement, setting title and author when given."""
+    assignments = ['"updated_at" = %s'] + ['"title" = %s'] * title + ['"author" = %s'] * author
+    return (
+        f"WITH r AS (SELECT {selectors.API_REPOSITORY.select('r')}, r.\"max_ttl_hours\" "
+        f"FROM {Repository._meta.db_table} r "
+        f'WHERE {selectors.REPOSITORY_BY_NAME_WHERE} ORDER BY r."owner", r."name" LIMIT 1), '
+        f"touched AS (UPDATE {Preview._meta.db_table} p SET {', '.join(assignments)} FROM r "
+        'WHERE p."repository_id" = r."id" AND p."pr_number" = %s AND p."desired" = %s '
+        'AND p."status" IN (%s, %s, %s) AND p."head_sha" = %s AND p."manifests" = %s AND p."images" = %s::jsonb '
+        'AND (%s::integer IS NULL OR %s::integer <= r."max_ttl_hours") '
+        f"RETURNING {selectors.API_PREVIEW.select('p')}) "
+        f"SELECT {selectors.API_REPOSITORY.select('r')}, touched.* FROM r LEFT JOIN touched ON TRUE")
+
+
+_TOUCH_SQL: dict[tuple[bool, bool], str] = {}
+
+
+def preview_touch_by_name(owner: str, name: str, pr_number: int, request: PreviewRequest) -> TouchResult:
+    """`preview_upsert`'s idempotent case for a repository known by name only, in one statement.
+
+    The API's commonest PUT (CI again for the same commit) finds the repository and touches the unchanged
+    preview in one round trip instead of two. The repository is found as `selectors.repository_get` finds it;
+    the preview is touched under exactly `_upsert_unchanged`'s conditions, plus the one repository-dependent
+    rule a request without manifests has (`ttl_hours` within the repository's maximum): when anything differs,
+    nothing is written, and the caller takes `preview_upsert` with the repository. ValidationError for a request
+    that is invalid whatever the repository. Requests with manifests are judged by the repository's policy
+    first, so they do not come here (ValueError).
+    """
+    images = _validate_request(None, pr_number, request)
+    sets = (bool(request.title), bool(request.author))
+    sql = _TOUCH_SQL.get(sets) or _TOUCH_SQL.setdefault(sets, _touch_sql(*sets))
+    params = [owner, name, timezone.now(), *(value for value in (request.title, request.author) if value),
+              pr_number, Preview.Desired.UP.value, Preview.Status.PENDING.value, Preview.Status.DEPLOYING.value,
+              Preview.Status.READY.value, request.head_sha, request.manifests, json.dumps(images), request.ttl_hours,
+              request.ttl_hours]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return TouchResult(None, None)
+    width = selectors.API_REPOSITORY.width
+    if row[width] is None:  # the preview's id: nothing was touched
+        return TouchResult(row[0], None)
+    return TouchResult(row[0], selectors.api_preview_record(row[width:] + row[:width]))
+
+
+def _check_preview_limit(repository: Repository, exclude: Preview | None = None) -> None:
+    """Refuse one more live preview beyond the repository's maximum. Call inside the transaction that brings a
+    preview up: the repository's row lock makes concurrent checks take turns."""
+    Repository.objects.select_for_update().filter(pk=repository.pk).first()
+    live = Preview.objects.filter(repository=repository, status__in=Preview.LIVE_STATUSES)
+    if exclude is not None:
+        live = live.exclude(pk=exclude.pk)
+    count = live.count()
+    if count >= repository.max_live_previews:
+        raise PreviewConflict(f"{repository} already has {count} live previews, its maximum; close or delete "
+                              "one first")
+
+
+def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResult:
+    now = timezone.now()
+    ttl = request.ttl_hours or repository.default_ttl_hours
+    preview = (Preview.objects.select_for_update().select_related("repository")
+               .filter(repository=repository, pr_number=pr_number).first())
+    if preview is not None:
+        # Under the row lock, so no request for another commit can slip in between the check and the write.
+        stale = selectors.stale_request_reason(repository, preview, request.head_sha)
+        if stale:
+            raise StaleCommit(stale)
+    if preview is None:
+        namespace = links.namespace_for(repository, pr_number)
+        if namespace in settings.PREVIEWS_PROTECTED_NAMESPACES:
+            raise PreviewConflict(f"namespace {namespace!r} is protected; choose another namespace prefix for "
+                                  f"{repository}")
+        other = Preview.objects.filter(namespace=namespace).exclude(repository=repository).first()
+        if other is not None:
+            raise PreviewConflict(f"namespace {namespace!r} is already used by {other}; give {repository} its own "
+                                  "namespace prefix")
+        _check_preview_limit(repository)
+        preview = Preview.objects.create(
+            repository=repository, pr_number=pr_number, namespace=namespace,
+            url=links.preview_url(repository, namespace), head_sha=request.head_sha, images=images,
+            manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
+            title=request.title, author=request.author, last_activity_at=now,
+        )
+        _event(preview, actor, EventAction.CREATED, f"Preview requested for {request.head_sha[:7]}",
+               head_sha=request.head_sha, images=images)
+        _request_deploy(preview)
+        github_sync_enqueue(preview.pk)
+        return UpsertResult(preview, created=True, deploy_enqueued=True)
+
+    unchanged = (preview.desired == Preview.Desired.UP and preview.head_sha == request.head_sha
+                 and preview.images == images and preview.manifests == request.manifests)
+    if request.title:
+        preview.title = request.title
+    if request.author:
+        preview.author = request.author
+    # A request for a sleeping preview wakes it, even for the same commit.
+    if unchanged and preview.status not in (Preview.Status.FAILED, Preview.Status.SLEEPING):
+        preview.save(update_fields=["title", "author", "updated_at"])
+        return UpsertResult(preview, created=False, deploy_enqueued=False)
+
+    action = EventAction.REDEPLOY_REQUESTED if unchanged else EventAction.UPDATED
+    if unchanged and preview.status == Preview.Status.SLEEPING:
+        action = EventAction.WAKE_REQUESTED
+    if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
+        # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
+        _check_preview_limit(repository, exclude=preview)
+        action = EventAction.REOPENED
+    preview.head_sha, preview.images, preview.manifests = request.head_sha, images, request.manifests
+    preview.desired = Preview.Desired.UP
+    preview.status, preview.status_message = Preview.Status.PENDING, ""
+    preview.generation += 1
+    preview.expires_at = max(preview.expires_at, now + timedelta(hours=ttl))
+    preview.deleted_at = preview.slept_at = None
+    preview.last_activity_at = now
+    preview.save()
+    _event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
+           images=images)
+    _request_deploy(preview)
+    github_sync_enqueue(preview.pk)
+    return UpsertResult(preview, created=False, deploy_enqueued=True)
