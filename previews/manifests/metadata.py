@@ -11,8 +11,8 @@ from previews.manifests.allowlists import (
     SAFE_ANNOTATION_VALUE_RE,
 )
 from previews.manifests.context import Policy
-from previews.manifests.objects import _dict
-from previews.manifests.problems import Problem, _expect_dict, _join, _only
+from previews.manifests.objects import as_dict
+from previews.manifests.problems import Problem, expect_dict, join_path, only
 
 
 def _reserved_annotation(key: str) -> bool:
@@ -20,18 +20,18 @@ def _reserved_annotation(key: str) -> bool:
     return any(prefix == domain or prefix.endswith("." + domain) for domain in ("kubernetes.io", "k8s.io"))
 
 
-def _validate_metadata(i: int, path: str, metadata: dict, ingress_policy: Policy | None = None) -> Iterator[Problem]:
-    yield from _only(i, path, metadata, METADATA_FIELDS, "metadata", METADATA_REASONS)
+def validate_metadata(i: int, path: str, metadata: dict, ingress_policy: Policy | None = None) -> Iterator[Problem]:
+    yield from only(i, path, metadata, METADATA_FIELDS, "metadata", METADATA_REASONS)
     if metadata.get("creationTimestamp") is not None:
         yield Problem(i, f"{path}.creationTimestamp", "creationTimestamp is set by Kubernetes; leave it out")
     for sub in ("labels", "annotations"):
-        yield from _expect_dict(i, f"{path}.{sub}", metadata.get(sub))
-        for key, value in _dict(metadata.get(sub)).items():
+        yield from expect_dict(i, f"{path}.{sub}", metadata.get(sub))
+        for key, value in as_dict(metadata.get(sub)).items():
             if not isinstance(value, str):
-                yield Problem(i, _join(f"{path}.{sub}", key), f"{sub} values must be strings, not "
+                yield Problem(i, join_path(f"{path}.{sub}", key), f"{sub} values must be strings, not "
                                                               f"{type(value).__name__}")
-    for key, value in _dict(metadata.get("annotations")).items():
-        where = _join(f"{path}.annotations", key)
+    for key, value in as_dict(metadata.get("annotations")).items():
+        where = join_path(f"{path}.annotations", key)
         if ingress_policy is not None:
             if key not in ingress_policy.ingress_annotations:
                 yield Problem(i, where, "this Ingress annotation is not allowed: only the configured list is "

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from previews.manifests.allowlists import MAX_PROBLEMS, MAX_SHOWN, SIMPLE_KEY_RE
 
 
-def _show(value) -> str:
+def quoted(value) -> str:
     """A user-supplied value quoted in a message, never longer than MAX_SHOWN characters."""
     text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
-def _bare(value) -> str:
-    """Like _show, without quotes for strings."""
-    return _show(value)[1:-1] if isinstance(value, str) else _show(value)
+def quoted_bare(value) -> str:
+    """Like quoted, without quotes for strings."""
+    return quoted(value)[1:-1] if isinstance(value, str) else quoted(value)
 
 
-def _join(path: str, key: str) -> str:
+def join_path(path: str, key: str) -> str:
     if SIMPLE_KEY_RE.fullmatch(key):
         return f"{path}.{key}" if path else key
     shown = key if len(key) <= MAX_SHOWN else key[: MAX_SHOWN - 3] + "..."
@@ -55,17 +55,17 @@ class ManifestError(Exception):
 
 
 
-def _only(i: int, path: str, mapping: dict, allowed: Iterable[str], what: str,
+def only(i: int, path: str, mapping: dict, allowed: Iterable[str], what: str,
           reasons: dict[str, str] | None = None) -> Iterator[Problem]:
     """Every key of `mapping` outside `allowed` is a problem, with its reason when one is known."""
     for key in mapping:
         if key in allowed:
             continue
         reason = (reasons or {}).get(key)
-        message = f"{key} is not allowed: {reason}" if reason else f"{_show(key)} is not an allowed {what} field"
-        yield Problem(i, _join(path, key), message)
+        message = f"{key} is not allowed: {reason}" if reason else f"{quoted(key)} is not an allowed {what} field"
+        yield Problem(i, join_path(path, key), message)
 
 
-def _expect_dict(i: int, path: str, value) -> Iterator[Problem]:
+def expect_dict(i: int, path: str, value) -> Iterator[Problem]:
     if value is not None and not isinstance(value, dict):
         yield Problem(i, path, f"expected a mapping, got {type(value).__name__}")

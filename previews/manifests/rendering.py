@@ -13,7 +13,7 @@ from previews.manifests.labels import (
     ROUTE_KINDS,
     ROUTING_GATEWAY,
 )
-from previews.manifests.objects import _containers, _dict, _list, _pod_specs, _pod_templates
+from previews.manifests.objects import as_dict, as_list, containers, pod_specs, pod_templates
 from previews.manifests.parsing import parse_bundle
 from previews.manifests.problems import ManifestError
 from previews.manifests.validation import validate
@@ -35,15 +35,15 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
         metadata = obj.setdefault("metadata", {})
         metadata.pop("creationTimestamp", None)
         metadata["namespace"] = ctx.namespace
-        metadata["labels"] = {**_dict(metadata.get("labels")), **ctx.labels}
-        for _path, pod_spec in _pod_specs(obj["kind"], obj):
-            for _cpath, container in _containers(pod_spec):
+        metadata["labels"] = {**as_dict(metadata.get("labels")), **ctx.labels}
+        for _path, pod_spec in pod_specs(obj["kind"], obj):
+            for _cpath, container in containers(pod_spec):
                 container["image"] = override_image(container["image"], ctx.images)
-        for _path, template in _pod_templates(obj["kind"], obj):
+        for _path, template in pod_templates(obj["kind"], obj):
             # Pods (and ReplicaSets, which copy these) carry our labels too, so the cluster watcher
             # can follow them with one label-selected watch instead of watching every pod.
             template_meta = template.setdefault("metadata", {})
-            template_meta["labels"] = {**_dict(template_meta.get("labels")), **ctx.labels}
+            template_meta["labels"] = {**as_dict(template_meta.get("labels")), **ctx.labels}
         if obj["kind"] == "Ingress":
             _fill_hosts(obj, ctx)
         elif obj["kind"] in ROUTE_KINDS:
@@ -62,14 +62,14 @@ def _fill_route(route: dict, ctx: RenderContext) -> None:
     refused any other)."""
     spec = route.setdefault("spec", {})
     spec["parentRefs"] = [ctx.gateway.parent_ref()]
-    spec["hostnames"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in _list(spec.get("hostnames"))]
-    for rule in _list(spec.get("rules")):
-        filters = list(_list(rule.get("filters")))
-        for backend in _list(rule.get("backendRefs")):
-            filters.extend(_list(_dict(backend).get("filters")))
+    spec["hostnames"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in as_list(spec.get("hostnames"))]
+    for rule in as_list(spec.get("rules")):
+        filters = list(as_list(rule.get("filters")))
+        for backend in as_list(rule.get("backendRefs")):
+            filters.extend(as_list(as_dict(backend).get("filters")))
         for route_filter in filters:
             for key in ("urlRewrite", "requestRedirect"):
-                config = _dict(_dict(route_filter).get(key))
+                config = as_dict(as_dict(route_filter).get(key))
                 if config.get("hostname") == HOST_PLACEHOLDER:
                     config["hostname"] = ctx.host
 
@@ -93,11 +93,11 @@ def generated_route(ctx: RenderContext) -> dict:
 
 def _fill_hosts(ingress: dict, ctx: RenderContext) -> None:
     spec = ingress.get("spec") or {}
-    for rule in _list(spec.get("rules")):
+    for rule in as_list(spec.get("rules")):
         if rule.get("host") == HOST_PLACEHOLDER:
             rule["host"] = ctx.host
-    for tls in _list(spec.get("tls")):
-        tls["hosts"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in _list(tls.get("hosts"))]
+    for tls in as_list(spec.get("tls")):
+        tls["hosts"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in as_list(tls.get("hosts"))]
     # The class is always the service's choice (validation refused any other).
     if ctx.ingress_class:
         spec["ingressClassName"] = ctx.ingress_class

@@ -15,16 +15,16 @@ from previews.manifests.allowlists import (
 )
 from previews.manifests.context import RenderContext
 from previews.manifests.labels import HOST_PLACEHOLDER, ROUTE_KINDS, ROUTING_GATEWAY
-from previews.manifests.metadata import _validate_metadata
-from previews.manifests.objects import _dict, _pod_templates
-from previews.manifests.problems import Problem, _bare, _expect_dict, _join, _only, _show
-from previews.manifests.routes import _validate_httproute, _validate_ingress, _validate_service
+from previews.manifests.metadata import validate_metadata
+from previews.manifests.objects import as_dict, pod_templates
+from previews.manifests.problems import Problem, expect_dict, join_path, only, quoted, quoted_bare
+from previews.manifests.routes import validate_httproute, validate_ingress, validate_service
 from previews.manifests.workloads import (
-    _validate_hpa,
-    _validate_pdb,
-    _validate_pod_spec,
-    _validate_pvc_object,
-    _validate_statefulset,
+    validate_hpa,
+    validate_pdb,
+    validate_pod_spec,
+    validate_pvc_object,
+    validate_statefulset,
 )
 from previews.validators import DNS_SUBDOMAIN_RE
 
@@ -40,9 +40,9 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
             problems.extend(data_problems)
             continue
         problems.extend(_validate_object(i, obj, ctx))
-        key = (str(obj.get("kind")), str(_dict(obj.get("metadata")).get("name")))
+        key = (str(obj.get("kind")), str(as_dict(obj.get("metadata")).get("name")))
         if key in seen:
-            problems.append(Problem(i, "metadata.name", f"{key[0]} {_show(key[1])} appears twice (first in "
+            problems.append(Problem(i, "metadata.name", f"{key[0]} {quoted(key[1])} appears twice (first in "
                                                         f"document {seen[key] + 1})"))
         seen.setdefault(key, i)
     return problems
@@ -61,10 +61,10 @@ def plain_data_problems(i: int, value, path: str = "") -> Iterator[Problem]:
             children = []
             for key, child in item.items():
                 if not isinstance(key, str):
-                    yield Problem(i, here, f"the key {_show(key)} is a {type(key).__name__}; only string keys "
+                    yield Problem(i, here, f"the key {quoted(key)} is a {type(key).__name__}; only string keys "
                                            "are allowed")
                     continue
-                children.append((_join(here, key), child, depth + 1))
+                children.append((join_path(here, key), child, depth + 1))
             stack.extend(reversed(children))
         elif isinstance(item, list):
             stack.extend(reversed([(f"{here}[{j}]", child, depth + 1) for j, child in enumerate(item)]))
@@ -93,7 +93,7 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
         return
     if kind not in ALLOWED_KINDS:
         allowed = ", ".join(sorted(ALLOWED_KINDS))
-        yield Problem(i, "kind", f"{_bare(kind)} is not allowed; allowed kinds: {allowed}")
+        yield Problem(i, "kind", f"{quoted_bare(kind)} is not allowed; allowed kinds: {allowed}")
         return
     if kind == "Ingress" and ctx.routing == ROUTING_GATEWAY:
         yield Problem(i, "kind", "this repository routes through the Gateway API (routing: gateway): leave the "
@@ -106,30 +106,30 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
         return
     if api_version not in ALLOWED_KINDS[kind]:
         yield Problem(i, "apiVersion", f"{kind} must use apiVersion {' or '.join(ALLOWED_KINDS[kind])}, "
-                                       f"not {_show(api_version)}")
-    yield from _only(i, "", obj, TOP_LEVEL_FIELDS, "top-level")
+                                       f"not {quoted(api_version)}")
+    yield from only(i, "", obj, TOP_LEVEL_FIELDS, "top-level")
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
         yield Problem(i, "metadata", "every object needs metadata with a name")
         return
     name = metadata.get("name")
     if not isinstance(name, str) or len(name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(name):
-        yield Problem(i, "metadata.name", f"{_show(name)} is not a valid object name (lower-case DNS subdomain)")
+        yield Problem(i, "metadata.name", f"{quoted(name)} is not a valid object name (lower-case DNS subdomain)")
     namespace = metadata.get("namespace")
     if namespace not in (None, "", ctx.namespace):
         yield Problem(i, "metadata.namespace", f"objects must stay in the preview's namespace; "
-                                               f"{_show(namespace)} is another namespace")
-    yield from _validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None)
+                                               f"{quoted(namespace)} is another namespace")
+    yield from validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None)
     spec = obj.get("spec")
-    yield from _expect_dict(i, "spec", spec)
-    spec = _dict(spec)
-    for path, template in _pod_templates(kind, obj):
-        yield from _validate_metadata(i, f"{path}.metadata", _dict(template.get("metadata")))
-        yield from _validate_pod_spec(i, f"{path}.spec", _dict(template.get("spec")), ctx)
+    yield from expect_dict(i, "spec", spec)
+    spec = as_dict(spec)
+    for path, template in pod_templates(kind, obj):
+        yield from validate_metadata(i, f"{path}.metadata", as_dict(template.get("metadata")))
+        yield from validate_pod_spec(i, f"{path}.spec", as_dict(template.get("spec")), ctx)
     checks = {
-        "Service": _validate_service, "Ingress": _validate_ingress, "PersistentVolumeClaim": _validate_pvc_object,
-        "PodDisruptionBudget": _validate_pdb, "Secret": _validate_secret, "StatefulSet": _validate_statefulset,
-        "HorizontalPodAutoscaler": _validate_hpa, "HTTPRoute": _validate_httproute,
+        "Service": validate_service, "Ingress": validate_ingress, "PersistentVolumeClaim": validate_pvc_object,
+        "PodDisruptionBudget": validate_pdb, "Secret": _validate_secret, "StatefulSet": validate_statefulset,
+        "HorizontalPodAutoscaler": validate_hpa, "HTTPRoute": validate_httproute,
     }
     if kind in checks:
         yield from checks[kind](i, obj, spec, ctx)
@@ -141,4 +141,4 @@ def _validate_secret(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Itera
     if secret_type not in SECRET_TYPES:
         reason = ("ServiceAccount token Secrets mint long-lived API credentials"
                   if secret_type == "kubernetes.io/service-account-token" else f"allowed: {', '.join(SECRET_TYPES)}")
-        yield Problem(i, "type", f"Secrets of type {_show(secret_type)} are not allowed: {reason}")
+        yield Problem(i, "type", f"Secrets of type {quoted(secret_type)} are not allowed: {reason}")

@@ -14,12 +14,12 @@ from previews.services.errors import PreviewConflict
 from previews.services.queue import (
     SLEEP_TASK,
     TEARDOWN_TASK,
-    _enqueue,
-    _request_deploy,
     deploy_slots_fill,
+    enqueue,
     github_sync_enqueue,
+    request_deploy,
 )
-from previews.services.timeline import Actor, _event
+from previews.services.timeline import Actor, record_event
 
 
 def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
@@ -32,8 +32,8 @@ def preview_redeploy(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, ""
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, EventAction.REDEPLOY_REQUESTED, f"Redeploy of {preview.head_sha[:7]} requested")
-        _request_deploy(preview)
+        record_event(preview, actor, EventAction.REDEPLOY_REQUESTED, f"Redeploy of {preview.head_sha[:7]} requested")
+        request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -43,11 +43,11 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
     with transaction.atomic():
         preview = Preview.objects.select_for_update().get(pk=preview.pk)
         if preview.desired != Preview.Desired.DOWN:
-            _destroy_locked(preview, actor, reason)
+            destroy_locked(preview, actor, reason)
     return preview
 
 
-def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
+def destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
     """Record desired state down and enqueue the teardown; the caller holds the row lock in its transaction."""
     held_slot = preview.deploy_queued_at is not None
     preview.desired = Preview.Desired.DOWN
@@ -55,8 +55,8 @@ def _destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
     preview.generation += 1
     preview.deploy_queued_at = preview.next_attempt_at = None
     preview.save()
-    _event(preview, actor, EventAction.DESTROY_REQUESTED, reason or "Preview deletion requested")
-    _enqueue(TEARDOWN_TASK, preview)
+    record_event(preview, actor, EventAction.DESTROY_REQUESTED, reason or "Preview deletion requested")
+    enqueue(TEARDOWN_TASK, preview)
     github_sync_enqueue(preview.pk)
     if held_slot:
         # Its queued deploy is now stale: give the slot to the next preview waiting for one.
@@ -80,9 +80,9 @@ def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
         # A reset is a deploy: it wakes a sleeping preview and restarts the idle clock.
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
-        _event(preview, actor, EventAction.DATA_RESET_REQUESTED,
+        record_event(preview, actor, EventAction.DATA_RESET_REQUESTED,
                f"Reset of the {preview.repository.data_mode} data requested")
-        _request_deploy(preview)
+        request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -110,7 +110,7 @@ def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -
         previous = preview.expires_at
         preview.expires_at, preview.last_activity_at = wanted, now
         preview.save(update_fields=["expires_at", "last_activity_at", "updated_at"])
-        _event(preview, actor, EventAction.EXTENDED, reason.strip(), hours=hours,
+        record_event(preview, actor, EventAction.EXTENDED, reason.strip(), hours=hours,
                previous_expires_at=previous.isoformat(), expires_at=wanted.isoformat())
         github_sync_enqueue(preview.pk)
     return preview
@@ -122,7 +122,7 @@ def preview_pin(*, preview: Preview, pinned: bool, actor: Actor) -> Preview:
         if preview.pinned != pinned:
             preview.pinned = pinned
             preview.save(update_fields=["pinned", "updated_at"])
-            _event(preview, actor, EventAction.PINNED if pinned else EventAction.UNPINNED)
+            record_event(preview, actor, EventAction.PINNED if pinned else EventAction.UNPINNED)
             github_sync_enqueue(preview.pk)
     return preview
 
@@ -148,8 +148,8 @@ def preview_sleep(*, preview: Preview, actor: Actor, reason: str = "") -> Previe
         preview.status, preview.status_message = Preview.Status.SLEEPING, "Going to sleep: scaling to zero"
         preview.slept_at = None
         preview.save()
-        _event(preview, actor, EventAction.SLEEP_REQUESTED, reason or "Sleep requested")
-        _enqueue(SLEEP_TASK, preview)
+        record_event(preview, actor, EventAction.SLEEP_REQUESTED, reason or "Sleep requested")
+        enqueue(SLEEP_TASK, preview)
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -173,8 +173,8 @@ def preview_wake(*, preview: Preview, actor: Actor) -> Preview:
         preview.status, preview.status_message = Preview.Status.PENDING, "Waking up"
         preview.last_activity_at, preview.slept_at = now, None
         preview.save()
-        _event(preview, actor, EventAction.WAKE_REQUESTED, "Wake requested: restoring the workloads' replicas")
-        _request_deploy(preview)
+        record_event(preview, actor, EventAction.WAKE_REQUESTED, "Wake requested: restoring the workloads' replicas")
+        request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -193,6 +193,6 @@ def preview_record_command(*, preview_id: int, actor: Actor, command: str, resul
         if not Preview.objects.filter(pk=preview_id).update(last_command=last, last_activity_at=now):
             return
         preview = Preview.objects.get(pk=preview_id)
-        _event(preview, actor, EventAction.COMMAND, f"{command}: {result}", comment_id=comment_id, ok=ok,
+        record_event(preview, actor, EventAction.COMMAND, f"{command}: {result}", comment_id=comment_id, ok=ok,
                **({"reason": reason} if reason else {}))
         github_sync_enqueue(preview_id)

@@ -9,8 +9,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from previews.models import EventAction, Preview
-from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, _enqueue, deploy_slots_fill, github_sync_enqueue
-from previews.services.timeline import Actor, _event, _event_of
+from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, enqueue, github_sync_enqueue
+from previews.services.timeline import Actor, record_event, record_event_of
 
 MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
 
@@ -25,7 +25,7 @@ def preview_slept(*, preview_id: int, generation: int, workloads: dict[str, int]
                                          status=Preview.Status.SLEEPING).update(
             slept_at=now, observed_generation=generation, status_message=message, updated_at=now)
         if updated:
-            _event_of(preview_id, generation, Actor.system(), EventAction.SLEPT, message, replicas=workloads)
+            record_event_of(preview_id, generation, Actor.system(), EventAction.SLEPT, message, replicas=workloads)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -38,7 +38,7 @@ def preview_sleep_retry(*, preview_id: int) -> bool:
         if preview is None:
             return False
         Preview.objects.filter(pk=preview_id).update(updated_at=timezone.now())
-        _enqueue(SLEEP_TASK, preview)
+        enqueue(SLEEP_TASK, preview)
     return True
 
 
@@ -60,7 +60,7 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, action:
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated:
             preview = Preview.objects.get(pk=preview_id)
-            _event(preview, Actor.system(), action, message, **details)
+            record_event(preview, Actor.system(), action, message, **details)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -69,7 +69,7 @@ def preview_note(*, preview_id: int, action: EventAction, message: str, **detail
     """An event without a status change (a step done, a warning)."""
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
-        _event(preview, Actor.system(), action, message, **details)
+        record_event(preview, Actor.system(), action, message, **details)
 
 
 
@@ -81,7 +81,7 @@ def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
             status=Preview.Status.DEPLOYING, status_message="Rendering and applying the manifests",
             deploy_queued_at=None, next_attempt_at=None, deploy_started_at=now, updated_at=now)
         if updated:
-            _event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_STARTED)
+            record_event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_STARTED)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -97,7 +97,7 @@ def preview_data_prepared(*, preview_id: int, generation: int, database: str, re
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated and (reset or steps):
             action = EventAction.DATA_RESET if reset else EventAction.DATA_CREATED
-            _event_of(preview_id, generation, Actor.system(), action,
+            record_event_of(preview_id, generation, Actor.system(), action,
                    f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
             if reset:
                 github_sync_enqueue(preview_id)
@@ -120,7 +120,7 @@ def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[st
                                          status=Preview.Status.DEPLOYING).update(
             applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
         if updated:
-            _event_of(preview_id, generation, Actor.system(), EventAction.APPLIED,
+            record_event_of(preview_id, generation, Actor.system(), EventAction.APPLIED,
                    f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
     return bool(updated)
 
@@ -137,7 +137,7 @@ def preview_deploy_wait(*, preview_id: int, generation: int, message: str, retry
             status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
             next_attempt_at=now + timedelta(seconds=retry_in), updated_at=now)
         if updated:
-            _event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_WAITING, message)
+            record_event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_WAITING, message)
     return bool(updated)
 
 
@@ -163,7 +163,7 @@ def preview_rollout_finished(*, preview_id: int, generation: int, ready: bool, m
             preview.status, preview.status_message, action = Preview.Status.FAILED, message, EventAction.DEPLOY_FAILED
         preview.observed_generation = generation
         preview.save(update_fields=["status", "status_message", "ready_at", "observed_generation", "updated_at"])
-        _event(preview, Actor.system(), action, preview.status_message, duration_seconds=took,
+        record_event(preview, Actor.system(), action, preview.status_message, duration_seconds=took,
                **({"url": preview.url} if ready else {}), **details)
         github_sync_enqueue(preview_id)
     return True
@@ -189,7 +189,7 @@ def preview_namespace_gone(*, namespace: str) -> str:
                 status=Preview.Status.DELETED, status_message=f"Namespace {namespace} deleted", deleted_at=now,
                 observed_generation=preview.generation, updated_at=now)
             preview.refresh_from_db()
-            _event(preview, Actor.system(), EventAction.DELETED, preview.status_message,
+            record_event(preview, Actor.system(), EventAction.DELETED, preview.status_message,
                    duration_seconds=round((now - requested).total_seconds(), 3) if requested else None)
             github_sync_enqueue(preview.pk)
             return "deleted"
@@ -212,7 +212,7 @@ def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
         for preview in lost:
             Preview.objects.filter(pk=preview.pk).update(status=Preview.Status.PENDING, status_message=message,
                                                          deploy_queued_at=None, next_attempt_at=None)
-            _event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
+            record_event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
     return len(lost)
 
 
@@ -224,5 +224,5 @@ def preview_teardown_retry(*, preview_id: int) -> bool:
             pk=preview_id, desired=Preview.Desired.DOWN, status=Preview.Status.DELETING).first()
         if preview is None:
             return False
-        _enqueue(TEARDOWN_TASK, preview)
+        enqueue(TEARDOWN_TASK, preview)
     return True

@@ -23,14 +23,14 @@ GITHUB_SYNC_BATCH = 50  # previews per batched sync task (a mass deletion queues
 SLEEP_TASK = "previews.tasks.sleep_preview"
 
 
-def _enqueue(task: str, preview: Preview) -> None:
+def enqueue(task: str, preview: Preview) -> None:
     # After commit, so a worker never sees a generation the database does not hold yet.
     preview_id, generation = preview.pk, preview.generation
     transaction.on_commit(lambda: async_task(task, preview_id, generation,
                                              task_name=f"{task.rsplit('.', 1)[1]}:{preview_id}:{generation}"))
 
 
-def _request_deploy(preview: Preview) -> None:
+def request_deploy(preview: Preview) -> None:
     """Queue the preview's deploy task, or leave it waiting for one of its repository's deploy slots.
 
     A repository has PREVIEWS_DEPLOY_SLOTS deploy tasks in the queue at most, so one repository's flood
@@ -40,14 +40,14 @@ def _request_deploy(preview: Preview) -> None:
     if preview.deploy_queued_at is not None:
         # Its task is still queued, for an older generation: that one will find itself stale.
         Preview.objects.filter(pk=preview.pk).update(next_attempt_at=None)
-        _enqueue(DEPLOY_TASK, preview)
+        enqueue(DEPLOY_TASK, preview)
         return
     locks.repository_slots_lock(preview.repository_id)
     in_use = Preview.objects.filter(repository_id=preview.repository_id, deploy_queued_at__isnull=False).count()
     if in_use < settings.PREVIEWS_DEPLOY_SLOTS:
         preview.deploy_queued_at = timezone.now()
         Preview.objects.filter(pk=preview.pk).update(deploy_queued_at=preview.deploy_queued_at, next_attempt_at=None)
-        _enqueue(DEPLOY_TASK, preview)
+        enqueue(DEPLOY_TASK, preview)
     else:
         message = (f"Waiting for a deploy slot: {in_use} deploys of {preview.repository} are queued "
                    f"(at most {settings.PREVIEWS_DEPLOY_SLOTS} at a time)")
@@ -69,7 +69,7 @@ def deploy_slots_fill(repository_id: int) -> int:
             .order_by("updated_at", "pk")[:free])
         for preview in waiting:
             Preview.objects.filter(pk=preview.pk).update(deploy_queued_at=now, next_attempt_at=None)
-            _enqueue(DEPLOY_TASK, preview)
+            enqueue(DEPLOY_TASK, preview)
     return len(waiting)
 
 

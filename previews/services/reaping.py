@@ -8,16 +8,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from previews.models import EventAction, Preview, PreviewEvent
-from previews.services.actions import _destroy_locked
+from previews.services.actions import destroy_locked
 from previews.services.progress import preview_set_status, preview_teardown_retry
 from previews.services.queue import (
     TEARDOWN_TASK,
-    _enqueue,
     deploy_slots_fill,
+    enqueue,
     github_sync_enqueue,
     github_sync_enqueue_many,
 )
-from previews.services.timeline import REAPER, _event, _event_row
+from previews.services.timeline import REAPER, event_row, record_event
 
 
 def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason: str, detail: str = "") -> bool:
@@ -33,12 +33,12 @@ def preview_reap(*, preview_id: int, generation: int | None, expires_at, reason:
             return False
         if preview.desired == Preview.Desired.DOWN:
             # Already asked for; a teardown that failed earlier is simply tried again.
-            _event(preview, REAPER, EventAction.REAPED, f"{reason}: deleting again", reason=reason)
-            _enqueue(TEARDOWN_TASK, preview)
+            record_event(preview, REAPER, EventAction.REAPED, f"{reason}: deleting again", reason=reason)
+            enqueue(TEARDOWN_TASK, preview)
             return True
         if preview.pinned:
             return False  # pinned since the plan (a pin changes neither generation nor expiry)
-        _destroy_locked(preview, REAPER, f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
+        destroy_locked(preview, REAPER, f"Reaper: {reason}" + (f" ({detail})" if detail else ""))
     return True
 
 
@@ -93,9 +93,9 @@ def _reap_chunk(chunk) -> tuple[list[Reaped], list[int]]:
             continue
         if preview.desired == Preview.Desired.DOWN:
             # Already asked for; a teardown that failed earlier is simply tried again, by its task.
-            events.append(_event_row(preview, REAPER, "reaped", f"{decision.reason}: deleting again",
+            events.append(event_row(preview, REAPER, "reaped", f"{decision.reason}: deleting again",
                                      reason=decision.reason))
-            _enqueue(TEARDOWN_TASK, preview)
+            enqueue(TEARDOWN_TASK, preview)
             reaped.append(Reaped(preview.pk, preview.generation, preview.namespace, direct=False))
             continue
         if preview.pinned:
@@ -109,10 +109,10 @@ def _reap_chunk(chunk) -> tuple[list[Reaped], list[int]]:
         preview.deploy_queued_at = preview.next_attempt_at = None
         preview.updated_at = now
         changed.append(preview)
-        events.append(_event_row(preview, REAPER, "destroy requested", reason))
+        events.append(event_row(preview, REAPER, "destroy requested", reason))
         direct = not preview.data_name
         if not direct:
-            _enqueue(TEARDOWN_TASK, preview)
+            enqueue(TEARDOWN_TASK, preview)
         reaped.append(Reaped(preview.pk, preview.generation, preview.namespace, direct=direct))
     Preview.objects.bulk_update(changed, ["desired", "status", "status_message", "generation", "deploy_queued_at",
                                           "next_attempt_at", "updated_at"])
@@ -180,7 +180,7 @@ def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -
         Preview.objects.filter(pk=preview_id).update(status=Preview.Status.DELETED, status_message=reason,
                                                      deleted_at=now, updated_at=now,
                                                      observed_generation=preview.generation)
-        _event(preview, REAPER, EventAction.MARKED_DELETED, reason)
+        record_event(preview, REAPER, EventAction.MARKED_DELETED, reason)
         github_sync_enqueue(preview_id)
     return True
 
@@ -191,7 +191,7 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
         expiry_warned_for=expires_at).update(expiry_warned_for=expires_at)
     if updated:
         preview = Preview.objects.get(pk=preview_id)
-        _event(preview, REAPER, EventAction.EXPIRY_WARNING, f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
+        record_event(preview, REAPER, EventAction.EXPIRY_WARNING, f"Expires at {expires_at:%Y-%m-%d %H:%M} UTC")
         github_sync_enqueue(preview_id, expiry_warning=True)
     return bool(updated)
 
@@ -199,4 +199,4 @@ def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
 def preview_note_stuck(*, preview_id: int, detail: str) -> None:
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
-        _event(preview, REAPER, EventAction.NAMESPACE_STUCK, detail)
+        record_event(preview, REAPER, EventAction.NAMESPACE_STUCK, detail)

@@ -19,7 +19,7 @@ class Actor:
 
 
 
-def _event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
+def record_event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
     if actor.url:
         details["actor_url"] = actor.url
     return PreviewEvent.objects.create(
@@ -28,17 +28,17 @@ def _event(preview: Preview, actor: Actor, action: EventAction, message: str = "
     )
 
 
-def _event_of(preview_id: int, generation: int, actor: Actor, action: EventAction, message: str = "",
+def record_event_of(preview_id: int, generation: int, actor: Actor, action: EventAction, message: str = "",
               **details) -> PreviewEvent:
-    """`_event` for a preview just updated where it was at `generation`: no need to read it back."""
-    return _event(Preview(pk=preview_id, generation=generation), actor, action, message, **details)
+    """`record_event` for a preview just updated where it was at `generation`: no need to read it back."""
+    return record_event(Preview(pk=preview_id, generation=generation), actor, action, message, **details)
 
 
 
 REAPER = Actor(ActorKind.REAPER, "reaper")
 
 
-def _event_row(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
-    """An unsaved event, for bulk_create (what `_event` saves one at a time)."""
+def event_row(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
+    """An unsaved event, for bulk_create (what `record_event` saves one at a time)."""
     return PreviewEvent(preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action,
                         message=message, details=details, generation=preview.generation)

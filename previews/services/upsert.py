@@ -15,8 +15,8 @@ from previews import links, policy, selectors, validators
 from previews.models import EventAction, Preview, Repository
 from previews.rows import Record
 from previews.services.errors import PreviewConflict, StaleCommit
-from previews.services.queue import _request_deploy, github_sync_enqueue
-from previews.services.timeline import Actor, _event
+from previews.services.queue import github_sync_enqueue, request_deploy
+from previews.services.timeline import Actor, record_event
 
 
 @dataclass(frozen=True)
@@ -235,9 +235,9 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
             manifests=request.manifests, expires_at=now + timedelta(hours=ttl),
             title=request.title, author=request.author, last_activity_at=now,
         )
-        _event(preview, actor, EventAction.CREATED, f"Preview requested for {request.head_sha[:7]}",
+        record_event(preview, actor, EventAction.CREATED, f"Preview requested for {request.head_sha[:7]}",
                head_sha=request.head_sha, images=images)
-        _request_deploy(preview)
+        request_deploy(preview)
         github_sync_enqueue(preview.pk)
         return UpsertResult(preview, created=True, deploy_enqueued=True)
 
@@ -267,8 +267,8 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
     preview.deleted_at = preview.slept_at = None
     preview.last_activity_at = now
     preview.save()
-    _event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
+    record_event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
            images=images)
-    _request_deploy(preview)
+    request_deploy(preview)
     github_sync_enqueue(preview.pk)
     return UpsertResult(preview, created=False, deploy_enqueued=True)

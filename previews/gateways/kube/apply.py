@@ -6,7 +6,7 @@ import contextlib
 import json
 
 from previews.gateways import errors
-from previews.gateways.kube.client import REQUEST_TIMEOUT, _call, _resource, map_concurrently
+from previews.gateways.kube.client import REQUEST_TIMEOUT, call, map_concurrently, resource_for
 from previews.gateways.kube.errors import KindNotServed
 from previews.manifests.allowlists import ALLOWED_KINDS
 from previews.manifests.labels import FIELD_MANAGER
@@ -38,7 +38,7 @@ def apply_objects(objects: list[dict], track: tuple[str, ...] = WORKLOAD_KINDS) 
     workloads: dict[str, int] = {}
     for wave in apply_waves(objects):
         # Resolved in the calling thread: the discovery client is per thread, requests may be shared.
-        calls = [(obj, _resource(obj["apiVersion"], obj["kind"])) for obj in wave]
+        calls = [(obj, resource_for(obj["apiVersion"], obj["kind"])) for obj in wave]
         results = map_concurrently(_apply_one, calls)
         for (obj, _), generation in zip(calls, results, strict=True):
             if obj["kind"] in track:
@@ -46,13 +46,13 @@ def apply_objects(objects: list[dict], track: tuple[str, ...] = WORKLOAD_KINDS) 
     return workloads
 
 
-def _apply_one(call: tuple[dict, object]) -> int:
+def _apply_one(item: tuple[dict, object]) -> int:
     """Apply one object; its metadata.generation after the apply."""
-    obj, resource = call
+    obj, resource = item
     meta = obj["metadata"]
     # The response is read as plain JSON: the dynamic client would wrap every field of it (managedFields
     # included) in objects of its own, for one number.
-    response = _call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
+    response = call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
                      body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
                      force_conflicts=True, serialize=False, _request_timeout=REQUEST_TIMEOUT)
     return int(json.loads(response.data).get("metadata", {}).get("generation") or 0)
@@ -67,17 +67,17 @@ def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) 
     for kind, versions in ALLOWED_KINDS.items():
         api_version = versions[0]
         try:
-            resource = _resource(api_version, kind)
+            resource = resource_for(api_version, kind)
         except KindNotServed:
             continue
-        items = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+        items = call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
                       label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
         for item in items:
             name = item.metadata.name
             if (api_version, kind, name) in keep:
                 continue
             with contextlib.suppress(errors.NotFound):
-                _call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
+                call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
                       body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
             deleted.append(f"{kind}/{name}")
     return deleted
@@ -88,9 +88,9 @@ def count_objects(namespace: str, kinds: tuple[str, ...] = tuple(ALLOWED_KINDS))
     total = 0
     for kind in kinds:
         try:
-            resource = _resource(ALLOWED_KINDS[kind][0], kind)
+            resource = resource_for(ALLOWED_KINDS[kind][0], kind)
         except KindNotServed:
             continue
-        total += len(_call(f"list {kind}", resource.get, namespace=namespace,
+        total += len(call(f"list {kind}", resource.get, namespace=namespace,
                            _request_timeout=REQUEST_TIMEOUT).items)
     return total

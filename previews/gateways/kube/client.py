@@ -29,7 +29,7 @@ RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 REQUEST_TIMEOUT = (5, 30)  # connect, read seconds
 
 
-def _translate(exc: Exception, action: str) -> errors.GatewayError:
+def translate(exc: Exception, action: str) -> errors.GatewayError:
     """The client's exception as one of ours (the caller raises it `from exc`)."""
     if isinstance(exc, ApiException | DynamicApiError):
         status = int(getattr(exc, "status", 0) or 0)
@@ -53,18 +53,18 @@ def _api_message(exc: Exception) -> str:
     return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
 
 
-def _call(action: str, fn: Callable, *args, retry: bool = True, **kwargs):
+def call(action: str, fn: Callable, *args, retry: bool = True, **kwargs):
     """Run one API call, retrying 429/5xx/connection errors with bounded backoff (unless retry=False)."""
     for attempt, delay in enumerate((*RETRY_DELAYS, None) if retry else (None,)):
         try:
             return fn(*args, **kwargs)
         except (ApiException, DynamicApiError) as exc:
             if getattr(exc, "status", 0) not in errors.RETRY_STATUSES or delay is None:
-                raise _translate(exc, action) from exc
+                raise translate(exc, action) from exc
             logger.warning("%s: HTTP %s, retry %d in %.1fs", action, exc.status, attempt + 1, delay)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if delay is None:
-                raise _translate(exc, action) from exc
+                raise translate(exc, action) from exc
             logger.warning("%s: %s, retry %d in %.1fs", action, exc, attempt + 1, delay)
         time.sleep(delay)
     raise AssertionError("unreachable")
@@ -102,14 +102,14 @@ def preload() -> None:
         getattr(client, name)
 
 
-def _core() -> client.CoreV1Api:
+def core_api() -> client.CoreV1Api:
     return client.CoreV1Api(api_client())
 
 
-def _dynamic() -> dynamic.DynamicClient:
+def discovery() -> dynamic.DynamicClient:
     dyn = getattr(_local, "dynamic", None)
     if dyn is None:
-        dyn = _call("discover the API", dynamic.DynamicClient, api_client())
+        dyn = call("discover the API", dynamic.DynamicClient, api_client())
         _local.dynamic = dyn
     return dyn
 
@@ -122,7 +122,7 @@ def reset_clients() -> None:
 def ping() -> str:
     """The server's version; raises errors.Unavailable (or another GatewayError) unless the API answers us."""
     # No retries: a readiness probe must answer quickly, and the next probe is the retry.
-    version = _call("check the API", client.VersionApi(api_client()).get_code, retry=False, _request_timeout=(2, 5))
+    version = call("check the API", client.VersionApi(api_client()).get_code, retry=False, _request_timeout=(2, 5))
     return version.git_version
 
 
@@ -130,9 +130,9 @@ def ping() -> str:
 LIST_PAGE_SIZE = 500
 
 
-def _resource(api_version: str, kind: str):
+def resource_for(api_version: str, kind: str):
     try:
-        return _dynamic().resources.get(api_version=api_version, kind=kind)
+        return discovery().resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError as exc:
         hint = ""
         if api_version.startswith(GATEWAY_GROUP + "/"):

@@ -13,7 +13,7 @@ from kubernetes import client
 
 from previews.gateways import errors
 from previews.gateways.kube.apply import apply_objects
-from previews.gateways.kube.client import LIST_PAGE_SIZE, MANAGED_SELECTOR, REQUEST_TIMEOUT, _call, _core, api_client
+from previews.gateways.kube.client import LIST_PAGE_SIZE, MANAGED_SELECTOR, REQUEST_TIMEOUT, api_client, call, core_api
 from previews.gateways.kube.errors import NamespaceNotOurs, ProtectedNamespace
 from previews.manifests.labels import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
@@ -55,7 +55,7 @@ def _refuse_protected(name: str) -> None:
 
 def read_namespace(name: str) -> NamespaceInfo | None:
     try:
-        ns = _call(f"read namespace {name}", _core().read_namespace, name, _request_timeout=REQUEST_TIMEOUT)
+        ns = call(f"read namespace {name}", core_api().read_namespace, name, _request_timeout=REQUEST_TIMEOUT)
     except errors.NotFound:
         return None
     return _namespace_info(ns)
@@ -86,7 +86,7 @@ def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
                                   status=409)
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
-    ns = _call(f"apply namespace {name}", _core().patch_namespace, name, body, field_manager=FIELD_MANAGER,
+    ns = call(f"apply namespace {name}", core_api().patch_namespace, name, body, field_manager=FIELD_MANAGER,
                force=True, _content_type="application/apply-patch+yaml", _request_timeout=REQUEST_TIMEOUT)
     return _namespace_info(ns)
 
@@ -102,7 +102,7 @@ def create_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
     try:
-        ns = _call(f"create namespace {name}", _core().create_namespace, body, field_manager=FIELD_MANAGER,
+        ns = call(f"create namespace {name}", core_api().create_namespace, body, field_manager=FIELD_MANAGER,
                    _request_timeout=REQUEST_TIMEOUT)
     except errors.Conflict:  # AlreadyExists
         return None
@@ -131,7 +131,7 @@ def ensure_access(namespace: str, cluster_role: str, service_account: str, label
     deadline = time.monotonic() + timeout
     authorization = client.AuthorizationV1Api(api_client())
     while True:
-        result = _call("check access", authorization.create_self_subject_access_review, review,
+        result = call("check access", authorization.create_self_subject_access_review, review,
                        _request_timeout=REQUEST_TIMEOUT)
         if result.status.allowed:
             return
@@ -199,7 +199,7 @@ def _delete(name: str, preconditions: client.V1Preconditions) -> DeleteOutcome:
     """One preconditioned DELETE; its answer (the namespace, now terminating) says what became of it."""
     body = client.V1DeleteOptions(preconditions=preconditions, propagation_policy="Background")
     try:
-        response = _call(f"delete namespace {name}", _core().delete_namespace, name, body=body,
+        response = call(f"delete namespace {name}", core_api().delete_namespace, name, body=body,
                          _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
     except errors.NotFound:
         return DeleteOutcome(gone=True)
@@ -243,11 +243,11 @@ def list_managed_namespaces_with_clock() -> ManagedListing:
     def page(continue_token: str | None):
         nonlocal requests
         requests += 1
-        return _core().list_namespace_with_http_info(label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
+        return core_api().list_namespace_with_http_info(label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
                                                      _continue=continue_token, _request_timeout=REQUEST_TIMEOUT)
 
     while True:
-        items, _status, headers = _call("list managed namespaces", page, token)
+        items, _status, headers = call("list managed namespaces", page, token)
         if server_time is None:
             server_time = _http_date((headers or {}).get("Date"))
         result.extend(_namespace_info(ns) for ns in items.items)

@@ -9,14 +9,21 @@ from kubernetes import client
 
 from previews.cost import Workload
 from previews.gateways import errors
-from previews.gateways.kube.client import LIST_PAGE_SIZE, MANAGED_SELECTOR, REQUEST_TIMEOUT, _call, _core, _resource
+from previews.gateways.kube.client import (
+    LIST_PAGE_SIZE,
+    MANAGED_SELECTOR,
+    REQUEST_TIMEOUT,
+    call,
+    core_api,
+    resource_for,
+)
 
 
 def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
     """Why pods are not ready: container waiting reasons, quota rejections, recent warnings."""
     reasons: list[str] = []
-    core = _core()
-    pods = _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items
+    core = core_api()
+    pods = call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items
     for pod in pods:
         statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
         for cs in statuses:
@@ -28,14 +35,14 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
                 t = cs.last_state.terminated
                 reasons.append(f"pod {pod.metadata.name} container {cs.name} restarted {cs.restart_count} times "
                                f"(last exit {t.exit_code}, {t.reason})")
-    rs_resource = _resource("apps/v1", "ReplicaSet")
-    for item in _call("list replicasets", rs_resource.get, namespace=namespace,
+    rs_resource = resource_for("apps/v1", "ReplicaSet")
+    for item in call("list replicasets", rs_resource.get, namespace=namespace,
                       _request_timeout=REQUEST_TIMEOUT).items:
         rs = item.to_dict()
         for cond in (rs.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
                 reasons.append(f"replicaset {rs['metadata']['name']}: {cond.get('message')}")
-    events = _call("list events", core.list_namespaced_event, namespace, field_selector="type=Warning",
+    events = call("list events", core.list_namespaced_event, namespace, field_selector="type=Warning",
                    _request_timeout=REQUEST_TIMEOUT).items
     events.sort(key=event_time, reverse=True)
     for event in events[:max_events]:
@@ -67,14 +74,14 @@ def list_workloads(namespace: str | None = None) -> list[tuple[str, dict]]:
     list, in pages of LIST_PAGE_SIZE)."""
     result = []
     for kind in SCALABLE_KINDS:
-        resource = _resource("apps/v1", kind)
+        resource = resource_for("apps/v1", kind)
         token = None
         while True:
             if namespace:
-                page = _call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
+                page = call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
                              _request_timeout=REQUEST_TIMEOUT)
             else:
-                page = _call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
+                page = call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
                              _continue=token, _request_timeout=REQUEST_TIMEOUT)
             result.extend((kind, item.to_dict()) for item in page.items)
             token = None if namespace else getattr(page.metadata, "continue", None)
@@ -98,16 +105,16 @@ def _change_workload(kind: str, namespace: str, name: str, change: Callable[[dic
     sleep field manager, preconditioned on the resourceVersion read. Controllers write status all the time, so
     a 409 is read again and retried a few times. Returns the object after the patch, or None (gone, or no change).
     """
-    resource = _resource("apps/v1", kind)
+    resource = resource_for("apps/v1", kind)
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
-            obj = _call(f"read {kind} {namespace}/{name}", resource.get, name=name, namespace=namespace,
+            obj = call(f"read {kind} {namespace}/{name}", resource.get, name=name, namespace=namespace,
                         _request_timeout=REQUEST_TIMEOUT).to_dict()
             body = change(obj)
             if body is None:
                 return None
             body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
-            return _call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
+            return call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
                          namespace=namespace, content_type="application/merge-patch+json",
                          field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
         except errors.NotFound:
