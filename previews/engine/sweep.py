@@ -55,7 +55,8 @@ def sweep() -> dict[str, int]:
         for preview in deleting if present is not None else []:
             info = present.get(preview.namespace)
             if info is None:
-                done["deleted"] += services.preview_namespace_gone(namespace=preview.namespace) == "deleted"
+                done["deleted"] += (services.preview_namespace_gone(namespace=preview.namespace)
+                                    == services.NamespaceGone.DELETED)
             elif info.phase != "Terminating" and preview.updated_at < now - DELETE_RETRY_AFTER:
                 done["delete_retried"] += services.preview_teardown_retry(preview_id=preview.pk)
 

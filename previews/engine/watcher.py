@@ -245,7 +245,7 @@ class Watcher:
                 item = None
         for namespace in sorted(gone):
             outcome = services.preview_namespace_gone(namespace=namespace)
-            if outcome not in ("unknown", "ignored", "already deleted"):
+            if outcome in (services.NamespaceGone.DELETED, services.NamespaceGone.DEPLOY_RESUMED):
                 logger.info("namespace %s is gone: %s", namespace, outcome)
         now = time.monotonic()
         if now - self._last_refresh >= REFRESH_SECONDS:

@@ -4,7 +4,8 @@ The package's public names, each defined once in the module named below:
 
 - `timeline`: `Actor` and the events of a preview's timeline;
 - `errors`: `PreviewConflict`, `StaleCommit`;
-- `queue`: tasks enqueued after commit, a repository's deploy slots, GitHub syncs, old task results;
+- `queue`: tasks enqueued after commit, a repository's deploy slots, old task results;
+- `github_sync`: telling the PR (sync tasks) and what it was last told;
 - `tokens`: static API tokens;
 - `pull_requests`: what is known of a pull request;
 - `upsert`: CI's and the webhook's request for a PR's preview;
@@ -21,12 +22,25 @@ from previews.services.actions import (
     preview_redeploy,
     preview_reset_data,
     preview_sleep,
-    preview_touch,
     preview_wake,
 )
 from previews.services.errors import PreviewConflict, StaleCommit
+from previews.services.github_sync import (
+    GITHUB_SYNC_BATCH,
+    GITHUB_SYNC_MANY_TASK,
+    GITHUB_SYNC_TASK,
+    github_sync_enqueue,
+    github_sync_enqueue_many,
+    github_sync_retry,
+    preview_github_recorded,
+    preview_github_sync_failed,
+    preview_github_synced,
+)
 from previews.services.progress import (
     MAX_STATUS_MESSAGE,
+    NamespaceGone,
+    TeardownIssued,
+    TeardownOutcome,
     preview_data_measured,
     preview_data_prepared,
     preview_deploy_applied,
@@ -40,31 +54,17 @@ from previews.services.progress import (
     preview_sleep_retry,
     preview_slept,
     preview_teardown_retry,
+    previews_teardown_issued,
 )
 from previews.services.pull_requests import pull_request_record, pull_request_set_opt
-from previews.services.queue import (
-    DEPLOY_TASK,
-    GITHUB_SYNC_BATCH,
-    GITHUB_SYNC_MANY_TASK,
-    GITHUB_SYNC_TASK,
-    SLEEP_TASK,
-    TEARDOWN_TASK,
-    deploy_slots_fill,
-    github_sync_enqueue,
-    github_sync_enqueue_many,
-    github_sync_retry,
-    task_results_prune,
-)
+from previews.services.queue import DEPLOY_TASK, SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, task_results_prune
 from previews.services.reaping import (
     REAP_CHUNK,
     Reaped,
-    TeardownIssued,
     preview_mark_gone,
     preview_note_stuck,
-    preview_reap,
     preview_warn_expiry,
     previews_reap,
-    previews_teardown_issued,
 )
 from previews.services.timeline import REAPER, Actor
 from previews.services.tokens import TOKEN_CACHE, TokenCache, token_authenticate, token_create, token_revoke
@@ -78,15 +78,15 @@ from previews.services.upsert import (
 
 __all__ = [
     "DEPLOY_TASK", "GITHUB_SYNC_BATCH", "GITHUB_SYNC_MANY_TASK", "GITHUB_SYNC_TASK", "MAX_STATUS_MESSAGE", "REAPER",
-    "REAP_CHUNK", "SLEEP_TASK", "TEARDOWN_TASK", "TOKEN_CACHE", "Actor", "PreviewConflict", "PreviewRequest",
-    "Reaped", "StaleCommit", "TeardownIssued", "TokenCache", "TouchResult", "UpsertResult", "deploy_slots_fill",
-    "github_sync_enqueue", "github_sync_enqueue_many", "github_sync_retry", "preview_data_measured",
-    "preview_data_prepared", "preview_deploy_applied", "preview_deploy_started", "preview_deploy_wait",
-    "preview_deploys_requeue_lost", "preview_destroy", "preview_extend", "preview_mark_gone",
-    "preview_namespace_gone", "preview_note", "preview_note_stuck", "preview_pin", "preview_reap",
-    "preview_record_command", "preview_redeploy", "preview_reset_data", "preview_rollout_finished",
-    "preview_set_status", "preview_sleep", "preview_sleep_retry", "preview_slept", "preview_teardown_retry",
-    "preview_touch", "preview_touch_by_name", "preview_upsert", "preview_wake", "preview_warn_expiry",
-    "previews_reap", "previews_teardown_issued", "pull_request_record", "pull_request_set_opt", "task_results_prune",
-    "token_authenticate", "token_create", "token_revoke",
+    "REAP_CHUNK", "SLEEP_TASK", "TEARDOWN_TASK", "TOKEN_CACHE", "Actor", "NamespaceGone", "PreviewConflict",
+    "PreviewRequest", "Reaped", "StaleCommit", "TeardownIssued", "TeardownOutcome", "TokenCache", "TouchResult",
+    "UpsertResult", "deploy_slots_fill", "github_sync_enqueue", "github_sync_enqueue_many", "github_sync_retry",
+    "preview_data_measured", "preview_data_prepared", "preview_deploy_applied", "preview_deploy_started",
+    "preview_deploy_wait", "preview_deploys_requeue_lost", "preview_destroy", "preview_extend",
+    "preview_github_recorded", "preview_github_sync_failed", "preview_github_synced", "preview_mark_gone",
+    "preview_namespace_gone", "preview_note", "preview_note_stuck", "preview_pin", "preview_record_command",
+    "preview_redeploy", "preview_reset_data", "preview_rollout_finished", "preview_set_status", "preview_sleep",
+    "preview_sleep_retry", "preview_slept", "preview_teardown_retry", "preview_touch_by_name", "preview_upsert",
+    "preview_wake", "preview_warn_expiry", "previews_reap", "previews_teardown_issued", "pull_request_record",
+    "pull_request_set_opt", "task_results_prune", "token_authenticate", "token_create", "token_revoke",
 ]

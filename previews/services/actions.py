@@ -11,14 +11,8 @@ from django.utils import timezone
 from previews import validators
 from previews.models import EventAction, Preview, Repository
 from previews.services.errors import PreviewConflict
-from previews.services.queue import (
-    SLEEP_TASK,
-    TEARDOWN_TASK,
-    deploy_slots_fill,
-    enqueue,
-    github_sync_enqueue,
-    request_deploy,
-)
+from previews.services.github_sync import github_sync_enqueue
+from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, enqueue, request_deploy
 from previews.services.timeline import Actor, record_event
 
 
@@ -47,19 +41,33 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
     return preview
 
 
-def destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
-    """Record desired state down and enqueue the teardown; the caller holds the row lock in its transaction."""
+# What the destroy transition changes, for a save or a bulk update.
+DESTROY_FIELDS = ("desired", "status", "status_message", "generation", "deploy_queued_at", "next_attempt_at",
+                  "updated_at")
+
+
+def bring_down(preview: Preview, reason: str) -> bool:
+    """The destroy transition, in memory: desired down, deleting, a new generation, no queue slot or retry time.
+
+    The one owner of it: `destroy_locked` saves it for one preview, the reaper's bulk path for many. True when
+    the preview held a deploy slot: its queued deploy is now stale, and the slot goes to the next one waiting.
+    """
     held_slot = preview.deploy_queued_at is not None
     preview.desired = Preview.Desired.DOWN
     preview.status, preview.status_message = Preview.Status.DELETING, reason
     preview.generation += 1
     preview.deploy_queued_at = preview.next_attempt_at = None
-    preview.save()
+    return held_slot
+
+
+def destroy_locked(preview: Preview, actor: Actor, reason: str) -> None:
+    """Record desired state down and enqueue the teardown; the caller holds the row lock in its transaction."""
+    held_slot = bring_down(preview, reason)
+    preview.save(update_fields=DESTROY_FIELDS)
     record_event(preview, actor, EventAction.DESTROY_REQUESTED, reason or "Preview deletion requested")
     enqueue(TEARDOWN_TASK, preview)
     github_sync_enqueue(preview.pk)
     if held_slot:
-        # Its queued deploy is now stale: give the slot to the next preview waiting for one.
         repository_id = preview.repository_id
         transaction.on_commit(lambda: deploy_slots_fill(repository_id))
 
@@ -177,11 +185,6 @@ def preview_wake(*, preview: Preview, actor: Actor) -> Preview:
         request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
-
-
-def preview_touch(*, preview_id: int) -> None:
-    """Activity on the preview (a PR command): restart its idle clock."""
-    Preview.objects.filter(pk=preview_id).update(last_activity_at=timezone.now())
 
 
 def preview_record_command(*, preview_id: int, actor: Actor, command: str, result: str, ok: bool,

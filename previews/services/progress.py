@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from previews.models import EventAction, Preview
-from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, enqueue, github_sync_enqueue
-from previews.services.timeline import Actor, record_event, record_event_of
+from previews.models import EventAction, Preview, PreviewEvent
+from previews.services.github_sync import github_sync_enqueue
+from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, enqueue
+from previews.services.timeline import Actor, event_row, record_event, record_event_of
 
 MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
+FAILED_DELETE_MESSAGE = 2000  # characters of a failed delete's reason kept in the status message
+
+
+class NamespaceGone(StrEnum):
+    """What a managed namespace's disappearance meant (`preview_namespace_gone`)."""
+
+    UNKNOWN = "unknown"  # no preview has that namespace
+    ALREADY_DELETED = "already deleted"
+    DELETED = "deleted"  # its preview was being deleted: now it is
+    DEPLOY_RESUMED = "deploy resumed"  # its preview's deploy waited for the old namespace to go
+    IGNORED = "ignored"
+
+
+class TeardownOutcome(StrEnum):
+    """What became of a namespace delete issued for a preview being torn down."""
+
+    TERMINATING = "terminating"  # the watcher marks the preview deleted once the namespace is gone
+    GONE = "gone"
+    NOT_OURS = "not ours"  # nothing deleted: the namespace is someone else's
+    FAILED = "failed"  # the sweep tries again
+    BUSY = "busy"  # another task of the preview held its lock: its teardown task waits for it
+
+
+@dataclass(frozen=True)
+class TeardownIssued:
+    """One namespace delete issued by a teardown: the task's own, or one of the reaper's many."""
+
+    preview_id: int
+    generation: int
+    namespace: str
+    outcome: TeardownOutcome
+    message: str = ""  # why, for not ours and failed
+    duration_seconds: float | None = None  # how long the teardown took, when it is known
 
 
 def preview_slept(*, preview_id: int, generation: int, workloads: dict[str, int]) -> bool:
@@ -44,8 +80,13 @@ def preview_sleep_retry(*, preview_id: int) -> bool:
 
 
 def preview_set_status(*, preview_id: int, generation: int, status: str, action: EventAction, message: str = "",
-                       **details) -> bool:
-    """Record a task's progress, but only for the generation it works on: a stale task changes nothing."""
+                       actor: Actor | None = None, **details) -> bool:
+    """Record a task's progress, but only for the generation it works on: a stale task changes nothing.
+
+    The one owner of what a status brings with it: ready sets `ready_at`; ready, failed and deleted are the
+    generation's end (`observed_generation`); deleted sets `deleted_at`. The event is by `actor` (default: the
+    worker) and the PR is told.
+    """
     now = timezone.now()
     if len(message) > MAX_STATUS_MESSAGE:
         message = message[: MAX_STATUS_MESSAGE - 30] + f" … ({len(message)} characters in all)"
@@ -59,8 +100,7 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, action:
     with transaction.atomic():
         updated = Preview.objects.filter(pk=preview_id, generation=generation).update(**fields)
         if updated:
-            preview = Preview.objects.get(pk=preview_id)
-            record_event(preview, Actor.system(), action, message, **details)
+            record_event_of(preview_id, generation, actor or Actor.system(), action, message, **details)
             github_sync_enqueue(preview_id)
     return bool(updated)
 
@@ -148,57 +188,48 @@ def preview_rollout_finished(*, preview_id: int, generation: int, ready: bool, m
     Only the generation that is current *and* applied is ever marked: a superseded or
     half-applied generation never becomes ready.
     """
-    now = timezone.now()
     with transaction.atomic():
         preview = (Preview.objects.select_for_update().filter(
             pk=preview_id, generation=generation, applied_generation=generation, desired=Preview.Desired.UP,
             status=Preview.Status.DEPLOYING).first())
         if preview is None:
             return False
-        took = round((now - preview.deploy_started_at).total_seconds(), 3) if preview.deploy_started_at else None
+        started = preview.deploy_started_at
+        took = round((timezone.now() - started).total_seconds(), 3) if started else None
         if ready:
-            preview.status, preview.status_message = Preview.Status.READY, f"Ready at {preview.url}"
-            preview.ready_at, action = now, EventAction.READY
-        else:
-            preview.status, preview.status_message, action = Preview.Status.FAILED, message, EventAction.DEPLOY_FAILED
-        preview.observed_generation = generation
-        preview.save(update_fields=["status", "status_message", "ready_at", "observed_generation", "updated_at"])
-        record_event(preview, Actor.system(), action, preview.status_message, duration_seconds=took,
-               **({"url": preview.url} if ready else {}), **details)
-        github_sync_enqueue(preview_id)
-    return True
+            return preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.READY,
+                                      message=f"Ready at {preview.url}", action=EventAction.READY,
+                                      duration_seconds=took, url=preview.url, **details)
+        return preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.FAILED,
+                                  message=message, action=EventAction.DEPLOY_FAILED, duration_seconds=took, **details)
 
 
-def preview_namespace_gone(*, namespace: str) -> str:
+def preview_namespace_gone(*, namespace: str) -> NamespaceGone:
     """The watcher (or the sweep) saw a managed namespace disappear. Returns what it meant.
 
     A preview being deleted is now deleted; a preview whose deploy waited for its old namespace to
     finish terminating is queued again at once.
     """
-    now = timezone.now()
     with transaction.atomic():
         preview = Preview.objects.select_for_update().filter(namespace=namespace).first()
         if preview is None:
-            return "unknown"
+            return NamespaceGone.UNKNOWN
         if preview.desired == Preview.Desired.DOWN:
             if preview.status == Preview.Status.DELETED:
-                return "already deleted"
+                return NamespaceGone.ALREADY_DELETED
             requested = (preview.events.filter(action=EventAction.DESTROY_REQUESTED, generation=preview.generation)
                          .values_list("created_at", flat=True).first())
-            Preview.objects.filter(pk=preview.pk).update(
-                status=Preview.Status.DELETED, status_message=f"Namespace {namespace} deleted", deleted_at=now,
-                observed_generation=preview.generation, updated_at=now)
-            preview.refresh_from_db()
-            record_event(preview, Actor.system(), EventAction.DELETED, preview.status_message,
-                   duration_seconds=round((now - requested).total_seconds(), 3) if requested else None)
-            github_sync_enqueue(preview.pk)
-            return "deleted"
+            took = round((timezone.now() - requested).total_seconds(), 3) if requested else None
+            preview_set_status(preview_id=preview.pk, generation=preview.generation, status=Preview.Status.DELETED,
+                               message=f"Namespace {namespace} deleted", action=EventAction.DELETED,
+                               duration_seconds=took)
+            return NamespaceGone.DELETED
         if preview.status == Preview.Status.PENDING and preview.deploy_queued_at is None:
             Preview.objects.filter(pk=preview.pk).update(next_attempt_at=None)
             repository_id = preview.repository_id
             transaction.on_commit(lambda: deploy_slots_fill(repository_id))
-            return "deploy resumed"
-    return "ignored"
+            return NamespaceGone.DEPLOY_RESUMED
+    return NamespaceGone.IGNORED
 
 
 def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
@@ -226,3 +257,38 @@ def preview_teardown_retry(*, preview_id: int) -> bool:
             return False
         enqueue(TEARDOWN_TASK, preview)
     return True
+
+
+def previews_teardown_issued(*, issued: list[TeardownIssued], actor: Actor) -> dict[str, int]:
+    """Record namespace deletes issued for previews being torn down; counts by outcome. Each only for the
+    generation that issued it; `actor` (the worker, or the reaper) is who issued them.
+
+    Terminating: a "namespace terminating" event each (in one statement); the watcher marks them deleted.
+    Gone or not ours: deleted now. Failed: "delete failed" with the reason, and the sweep tries again. Busy:
+    the teardown task is queued, which waits for the preview's lock.
+    """
+    counts: dict[str, int] = {}
+    terminating = [i for i in issued if i.outcome == TeardownOutcome.TERMINATING]
+    if terminating:
+        current = set(Preview.objects.filter(pk__in=[i.preview_id for i in terminating], desired=Preview.Desired.DOWN)
+                      .values_list("pk", "generation"))
+        PreviewEvent.objects.bulk_create([
+            event_row(Preview(pk=i.preview_id), actor, EventAction.NAMESPACE_TERMINATING,
+                      f"Namespace {i.namespace} is terminating", generation=i.generation)
+            for i in terminating if (i.preview_id, i.generation) in current])
+    for item in issued:
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+        timing = {} if item.duration_seconds is None else {"duration_seconds": item.duration_seconds}
+        if item.outcome == TeardownOutcome.GONE:
+            preview_set_status(preview_id=item.preview_id, generation=item.generation, status=Preview.Status.DELETED,
+                               message=f"Namespace {item.namespace} deleted", action=EventAction.DELETED, **timing)
+        elif item.outcome == TeardownOutcome.NOT_OURS:
+            preview_set_status(preview_id=item.preview_id, generation=item.generation, status=Preview.Status.DELETED,
+                               message=f"Nothing deleted: {item.message}", action=EventAction.DELETED)
+        elif item.outcome == TeardownOutcome.FAILED:
+            message = f"Deleting failed, the sweep tries again: {item.message}"[:FAILED_DELETE_MESSAGE]
+            preview_set_status(preview_id=item.preview_id, generation=item.generation,
+                               status=Preview.Status.DELETING, message=message, action=EventAction.DELETE_FAILED)
+        elif item.outcome == TeardownOutcome.BUSY:
+            preview_teardown_retry(preview_id=item.preview_id)
+    return counts

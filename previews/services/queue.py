@@ -1,25 +1,19 @@
-"""The task queue: tasks enqueued after commit, a repository's deploy slots, GitHub syncs, old results."""
+"""The task queue: tasks enqueued after commit, a repository's deploy slots, old task results."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django_q.models import Schedule, Task
-from django_q.tasks import async_task, schedule
+from django_q.models import Task
+from django_q.tasks import async_task
 
 from previews import locks
-from previews.gateways import github
 from previews.models import Preview
 
 DEPLOY_TASK = "previews.tasks.deploy_preview"
 TEARDOWN_TASK = "previews.tasks.teardown_preview"
-GITHUB_SYNC_TASK = "previews.tasks.sync_github"
-GITHUB_SYNC_MANY_TASK = "previews.tasks.sync_github_many"
-GITHUB_SYNC_BATCH = 50  # previews per batched sync task (a mass deletion queues 20 tasks per 1000, not 1000)
 SLEEP_TASK = "previews.tasks.sleep_preview"
 
 
@@ -71,34 +65,6 @@ def deploy_slots_fill(repository_id: int) -> int:
             Preview.objects.filter(pk=preview.pk).update(deploy_queued_at=now, next_attempt_at=None)
             enqueue(DEPLOY_TASK, preview)
     return len(waiting)
-
-
-def github_sync_enqueue(preview_id: int, expiry_warning: bool = False) -> None:
-    """Tell the PR about the preview's state, after commit, in a task of its own."""
-    if github.is_configured():
-        transaction.on_commit(lambda: async_task(GITHUB_SYNC_TASK, preview_id, expiry_warning,
-                                                 task_name=f"sync_github:{preview_id}"))
-
-
-def github_sync_enqueue_many(preview_ids: list[int]) -> None:
-    """Tell many PRs, after commit, in tasks of GITHUB_SYNC_BATCH previews each (each one synced as alone)."""
-    ids = sorted(set(preview_ids))
-    if not ids or not github.is_configured():
-        return
-    batches = [ids[i:i + GITHUB_SYNC_BATCH] for i in range(0, len(ids), GITHUB_SYNC_BATCH)]
-
-    def enqueue() -> None:
-        for batch in batches:
-            async_task(GITHUB_SYNC_MANY_TASK, batch, task_name=f"sync_github_many:{batch[0]}:{len(batch)}")
-
-    transaction.on_commit(enqueue)
-
-
-def github_sync_retry(preview_id: int, delay: timedelta) -> None:
-    """A one-off retry of the GitHub sync after `delay` (the reaper also retries every cycle)."""
-    schedule(GITHUB_SYNC_TASK, preview_id, name=f"github-retry-{preview_id}-{timezone.now().timestamp():.0f}",
-             schedule_type=Schedule.ONCE, next_run=timezone.now() + delay, repeats=1)
-
 
 
 def task_results_prune(*, keep: int) -> int:

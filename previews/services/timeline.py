@@ -18,27 +18,27 @@ class Actor:
         return cls(ActorKind.SYSTEM, "worker")
 
 
-
-def record_event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
-    if actor.url:
-        details["actor_url"] = actor.url
-    return PreviewEvent.objects.create(
-        preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action, message=message,
-        details=details, generation=preview.generation,
-    )
-
-
-def record_event_of(preview_id: int, generation: int, actor: Actor, action: EventAction, message: str = "",
-              **details) -> PreviewEvent:
-    """`record_event` for a preview just updated where it was at `generation`: no need to read it back."""
-    return record_event(Preview(pk=preview_id, generation=generation), actor, action, message, **details)
-
-
-
 REAPER = Actor(ActorKind.REAPER, "reaper")
 
 
-def event_row(preview: Preview, actor: Actor, action: str, message: str = "", **details) -> PreviewEvent:
-    """An unsaved event, for bulk_create (what `record_event` saves one at a time)."""
+def event_row(preview: Preview, actor: Actor, action: EventAction, message: str = "",
+              generation: int | None = None, **details) -> PreviewEvent:
+    """One event of the preview's timeline, unsaved (a bulk path creates many in one statement), at the
+    preview's generation unless `generation` says which."""
+    if actor.url:
+        details["actor_url"] = actor.url
     return PreviewEvent(preview=preview, actor_kind=actor.kind, actor=actor.name[:150], action=action,
-                        message=message, details=details, generation=preview.generation)
+                        message=message, details=details,
+                        generation=preview.generation if generation is None else generation)
+
+
+def record_event(preview: Preview, actor: Actor, action: EventAction, message: str = "", **details) -> PreviewEvent:
+    event = event_row(preview, actor, action, message, **details)
+    event.save()
+    return event
+
+
+def record_event_of(preview_id: int, generation: int, actor: Actor, action: EventAction, message: str = "",
+                    **details) -> PreviewEvent:
+    """`record_event` for a preview just updated where it was at `generation`: no need to read it back."""
+    return record_event(Preview(pk=preview_id, generation=generation), actor, action, message, **details)

@@ -15,7 +15,8 @@ from previews import links, policy, selectors, validators
 from previews.models import EventAction, Preview, Repository
 from previews.rows import Record
 from previews.services.errors import PreviewConflict, StaleCommit
-from previews.services.queue import github_sync_enqueue, request_deploy
+from previews.services.github_sync import github_sync_enqueue
+from previews.services.queue import request_deploy
 from previews.services.timeline import Actor, record_event
 
 

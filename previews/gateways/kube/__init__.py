@@ -66,7 +66,7 @@ __all__ = [
     "REQUEST_TIMEOUT", "SCALABLE_KINDS", "SLEEP_ANNOTATION", "SLEEP_FIELD_MANAGER", "WORKLOAD_KINDS",
     "DeleteOutcome", "KindNotServed", "ManagedListing", "NamespaceInfo", "NamespaceNotOurs", "ProtectedNamespace",
     "api_client", "apply_objects", "apply_waves", "count_objects", "create_namespace", "delete_listed_namespace",
-    "delete_namespace", "ensure_access", "ensure_namespace", "event_time", "explain_rollout", "list_managed_namespaces",
-    "list_managed_namespaces_with_clock", "list_workloads", "map_concurrently", "ping", "preload", "prune",
-    "read_namespace", "reset_clients", "sleep_workloads", "wake_workloads", "workload_requests",
+    "delete_namespace", "ensure_access", "ensure_namespace", "event_time", "explain_rollout",
+    "list_managed_namespaces", "list_managed_namespaces_with_clock", "list_workloads", "map_concurrently", "ping",
+    "preload", "prune", "read_namespace", "reset_clients", "sleep_workloads", "wake_workloads", "workload_requests",
 ]
