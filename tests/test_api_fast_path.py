@@ -273,6 +273,29 @@ def test_anything_but_an_unchanged_request_takes_the_locked_path(repo, issued, c
     OrmQ.objects.all().delete()
 
 
+@pytest.mark.parametrize("status", list(Preview.Status))
+@pytest.mark.parametrize("desired", list(Preview.Desired))
+def test_unchanged_means_the_same_to_the_locked_path_and_to_the_statements(repo, status, desired):
+    """One rule (services.upsert.Unchanged): the Python check of the locked path and the SQL of the one-statement
+    paths agree for every status, and only pending, deploying or ready previews that are up are unchanged."""
+    from django.db import connection
+
+    from previews.services.upsert import Unchanged
+
+    preview = make_preview(repo, pr_number=42, head_sha=SHA, images={"ghcr.io/acme/shop": IMAGE}, status=status,
+                           desired=desired)
+    preview.refresh_from_db()
+    unchanged = Unchanged(services.PreviewRequest(head_sha=SHA, images=(IMAGE,)), {"ghcr.io/acme/shop": IMAGE})
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT count(*) FROM {Preview._meta.db_table} p WHERE p."id" = %s AND '
+                       f'{Unchanged.condition("p")}', [preview.pk, *unchanged.condition_params()])
+        in_sql = cursor.fetchone()[0] == 1
+    assert unchanged.holds(preview) is in_sql
+    assert in_sql is (desired == "up" and status in ("pending", "deploying", "ready"))
+    other = Unchanged(services.PreviewRequest(head_sha="f" * 40, images=(IMAGE,)), {"ghcr.io/acme/shop": IMAGE})
+    assert not other.holds(preview)
+
+
 # --- the preview's representation is DRF's --------------------------------------------------------------------
 
 

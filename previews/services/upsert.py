@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,6 +41,53 @@ class UpsertResult:
 
 
 
+class Unchanged:
+    """What makes a request change nothing, written once for the locked path and the one-statement paths.
+
+    The preview is up, for the same commit, images and manifests (`same`), and pending, deploying or ready
+    (`holds`): a failed preview is deployed again (a retry), a sleeping one woken, a deleted one brought back.
+    `condition` is the same test for a statement. All such a request writes is `touched` (title and author
+    when given) and `updated_at`: `assignments` for a statement.
+    """
+
+    FIELDS = ("desired", "head_sha", "manifests", "images")
+    STATUSES = (Preview.Status.PENDING, Preview.Status.DEPLOYING, Preview.Status.READY)
+
+    def __init__(self, request: PreviewRequest, images: dict[str, str]) -> None:
+        self.values = dict(zip(self.FIELDS, (Preview.Desired.UP, request.head_sha, request.manifests, images),
+                               strict=True))
+        self.touched = {name: value for name, value in (("title", request.title), ("author", request.author))
+                        if value}
+
+    def same(self, preview: Preview) -> bool:
+        return all(getattr(preview, name) == value for name, value in self.values.items())
+
+    def holds(self, preview: Preview) -> bool:
+        return preview.status in self.STATUSES and self.same(preview)
+
+    @staticmethod
+    @functools.cache
+    def condition(alias: str) -> str:
+        """The SQL of `holds` for the preview row `alias`; its parameters are `condition_params`."""
+        tests = [f'{alias}."{Preview._meta.get_field(name).column}" = %s' + ("::jsonb" if name == "images" else "")
+                 for name in Unchanged.FIELDS]
+        tests.append(f'{alias}."status" IN ({", ".join(["%s"] * len(Unchanged.STATUSES))})')
+        return " AND ".join(tests)
+
+    def condition_params(self) -> list:
+        values = [json.dumps(value) if name == "images" else str(value) for name, value in self.values.items()]
+        return [*values, *(str(status) for status in self.STATUSES)]
+
+    @staticmethod
+    @functools.cache
+    def assignments(touched: tuple[str, ...]) -> str:
+        """The SQL SET list of an unchanged request that sets `touched`; its parameters are `assignment_params`."""
+        return ", ".join(f'"{Preview._meta.get_field(name).column}" = %s' for name in ("updated_at", *touched))
+
+    def assignment_params(self, now) -> list:
+        return [now, *self.touched.values()]
+
+
 def _validate_request(repository: Repository | None, pr_number: int, request: PreviewRequest) -> dict[str, str]:
     """The request's images by name, or ValidationError. Without a repository, only the rules that do not depend
     on one (`preview_touch_by_name` judges `ttl_hours` in its statement and takes no manifests)."""
@@ -70,10 +118,10 @@ def _validate_request(repository: Repository | None, pr_number: int, request: Pr
             errors["manifests"] = [str(p) for p in refused.problems]
             if refused.total > len(refused.problems):
                 errors["manifests"].append(f"and {refused.total - len(refused.problems)} more problems")
-    if len(request.title) > 300:
-        errors["title"] = ["title is longer than 300 characters"]
-    if len(request.author) > 39:
-        errors["author"] = ["author is longer than 39 characters"]
+    for name in ("title", "author"):
+        limit = Preview._meta.get_field(name).max_length
+        if len(getattr(request, name)) > limit:
+            errors[name] = [f"{name} is longer than {limit} characters"]
     if errors:
         raise ValidationError(errors)
     images: dict[str, str] = {}
@@ -96,9 +144,10 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
     opt-in policy leaves out.
     """
     images = _validate_request(repository, pr_number, request)
-    unchanged = _upsert_unchanged(repository, pr_number, request, images)
-    if unchanged is not None:
-        return UpsertResult(unchanged, created=False, deploy_enqueued=False)
+    unchanged = Unchanged(request, images)
+    touched = _upsert_unchanged(repository, pr_number, unchanged)
+    if touched is not None:
+        return UpsertResult(touched, created=False, deploy_enqueued=False)
     if check_opt_in:
         refusal = selectors.opt_in_refusal(repository, pr_number)
         if refusal:
@@ -106,7 +155,7 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _upsert_locked(repository, pr_number, request, images, actor)
+                return _upsert_locked(repository, pr_number, request, unchanged, actor)
         except IntegrityError:
             # A concurrent request created the same preview first; the second pass updates it.
             if attempt == 1:
@@ -114,29 +163,18 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
     raise AssertionError("unreachable")
 
 
-def _upsert_unchanged(repository: Repository, pr_number: int, request: PreviewRequest,
-                      images: dict[str, str]) -> Preview | None:
-    """The idempotent request (same commit, images and manifests; up, neither failed nor asleep) in one statement,
-    or None.
+def _upsert_unchanged(repository: Repository, pr_number: int, unchanged: Unchanged) -> Preview | None:
+    """The idempotent request in one statement, or None.
 
     One conditional UPDATE ... RETURNING: the row lock it takes and its WHERE clause decide "unchanged"
-    atomically, as `_upsert_locked` does under SELECT ... FOR UPDATE, and it only touches title, author and
-    updated_at, as that path does for an unchanged request. None (nothing updated): the preview does not
-    exist or the request changes something; the caller takes the locked path. No stale-commit check is
-    needed: the commit is the preview's own.
+    atomically, as `_upsert_locked` does under SELECT ... FOR UPDATE, and it writes what that path writes for
+    an unchanged request. None (nothing updated): the preview does not exist or the request changes
+    something; the caller takes the locked path. No stale-commit check is needed: the commit is the
+    preview's own.
     """
-    table = Preview._meta.db_table
-    assignments, params = ["updated_at = %s"], [timezone.now()]
-    for column, value in (("title", request.title), ("author", request.author)):
-        if value:
-            assignments.append(f"{column} = %s")
-            params.append(value)
-    params += [repository.pk, pr_number, Preview.Desired.UP.value, Preview.Status.PENDING.value,
-               Preview.Status.DEPLOYING.value, Preview.Status.READY.value, request.head_sha, request.manifests,
-               json.dumps(images)]
-    sql = (f"UPDATE {table} SET {', '.join(assignments)} WHERE repository_id = %s AND pr_number = %s "
-           "AND desired = %s AND status IN (%s, %s, %s) AND head_sha = %s AND manifests = %s "
-           "AND images = %s::jsonb RETURNING *")
+    sql = (f"UPDATE {Preview._meta.db_table} p SET {Unchanged.assignments(tuple(unchanged.touched))} "
+           f'WHERE p."repository_id" = %s AND p."pr_number" = %s AND {Unchanged.condition("p")} RETURNING *')
+    params = [*unchanged.assignment_params(timezone.now()), repository.pk, pr_number, *unchanged.condition_params()]
     rows = list(Preview.objects.raw(sql, params))
     if not rows:
         return None
@@ -150,22 +188,18 @@ class TouchResult:
     preview: Record | None  # the unchanged preview as the API shows it, touched; None: take the locked path
 
 
-def _touch_sql(title: bool, author: bool) -> str:
-    """`preview_touch_by_name`'s statement, setting title and author when given."""
-    assignments = ['"updated_at" = %s'] + ['"title" = %s'] * title + ['"author" = %s'] * author
+@functools.cache
+def _touch_sql(touched: tuple[str, ...]) -> str:
+    """`preview_touch_by_name`'s statement for a request that sets `touched`."""
     return (
         f"WITH r AS (SELECT {selectors.API_REPOSITORY.select('r')}, r.\"max_ttl_hours\" "
         f"FROM {Repository._meta.db_table} r "
         f'WHERE {selectors.REPOSITORY_BY_NAME_WHERE} ORDER BY r."owner", r."name" LIMIT 1), '
-        f"touched AS (UPDATE {Preview._meta.db_table} p SET {', '.join(assignments)} FROM r "
-        'WHERE p."repository_id" = r."id" AND p."pr_number" = %s AND p."desired" = %s '
-        'AND p."status" IN (%s, %s, %s) AND p."head_sha" = %s AND p."manifests" = %s AND p."images" = %s::jsonb '
+        f"touched AS (UPDATE {Preview._meta.db_table} p SET {Unchanged.assignments(touched)} FROM r "
+        f'WHERE p."repository_id" = r."id" AND p."pr_number" = %s AND {Unchanged.condition("p")} '
         'AND (%s::integer IS NULL OR %s::integer <= r."max_ttl_hours") '
         f"RETURNING {selectors.API_PREVIEW.select('p')}) "
         f"SELECT {selectors.API_REPOSITORY.select('r')}, touched.* FROM r LEFT JOIN touched ON TRUE")
-
-
-_TOUCH_SQL: dict[tuple[bool, bool], str] = {}
 
 
 def preview_touch_by_name(owner: str, name: str, pr_number: int, request: PreviewRequest) -> TouchResult:
@@ -173,21 +207,17 @@ def preview_touch_by_name(owner: str, name: str, pr_number: int, request: Previe
 
     The API's commonest PUT (CI again for the same commit) finds the repository and touches the unchanged
     preview in one round trip instead of two. The repository is found as `selectors.repository_get` finds it;
-    the preview is touched under exactly `_upsert_unchanged`'s conditions, plus the one repository-dependent
-    rule a request without manifests has (`ttl_hours` within the repository's maximum): when anything differs,
+    the preview is touched under the same `Unchanged` condition, plus the one repository-dependent rule a
+    request without manifests has (`ttl_hours` within the repository's maximum): when anything differs,
     nothing is written, and the caller takes `preview_upsert` with the repository. ValidationError for a request
     that is invalid whatever the repository. Requests with manifests are judged by the repository's policy
     first, so they do not come here (ValueError).
     """
-    images = _validate_request(None, pr_number, request)
-    sets = (bool(request.title), bool(request.author))
-    sql = _TOUCH_SQL.get(sets) or _TOUCH_SQL.setdefault(sets, _touch_sql(*sets))
-    params = [owner, name, timezone.now(), *(value for value in (request.title, request.author) if value),
-              pr_number, Preview.Desired.UP.value, Preview.Status.PENDING.value, Preview.Status.DEPLOYING.value,
-              Preview.Status.READY.value, request.head_sha, request.manifests, json.dumps(images), request.ttl_hours,
-              request.ttl_hours]
+    unchanged = Unchanged(request, _validate_request(None, pr_number, request))
+    params = [owner, name, *unchanged.assignment_params(timezone.now()), pr_number, *unchanged.condition_params(),
+              request.ttl_hours, request.ttl_hours]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_touch_sql(tuple(unchanged.touched)), params)
         row = cursor.fetchone()
     if row is None:
         return TouchResult(None, None)
@@ -210,8 +240,10 @@ def _check_preview_limit(repository: Repository, exclude: Preview | None = None)
                               "one first")
 
 
-def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResult:
+def _upsert_locked(repository: Repository, pr_number: int, request: PreviewRequest, unchanged: Unchanged,
+                   actor: Actor) -> UpsertResult:
     now = timezone.now()
+    images = unchanged.values["images"]
     ttl = request.ttl_hours or repository.default_ttl_hours
     preview = (Preview.objects.select_for_update().select_related("repository")
                .filter(repository=repository, pr_number=pr_number).first())
@@ -242,19 +274,15 @@ def _upsert_locked(repository, pr_number, request, images, actor) -> UpsertResul
         github_sync_enqueue(preview.pk)
         return UpsertResult(preview, created=True, deploy_enqueued=True)
 
-    unchanged = (preview.desired == Preview.Desired.UP and preview.head_sha == request.head_sha
-                 and preview.images == images and preview.manifests == request.manifests)
-    if request.title:
-        preview.title = request.title
-    if request.author:
-        preview.author = request.author
-    # A request for a sleeping preview wakes it, even for the same commit.
-    if unchanged and preview.status not in (Preview.Status.FAILED, Preview.Status.SLEEPING):
-        preview.save(update_fields=["title", "author", "updated_at"])
+    for name, value in unchanged.touched.items():
+        setattr(preview, name, value)
+    if unchanged.holds(preview):
+        preview.save(update_fields=[*unchanged.touched, "updated_at"])
         return UpsertResult(preview, created=False, deploy_enqueued=False)
 
-    action = EventAction.REDEPLOY_REQUESTED if unchanged else EventAction.UPDATED
-    if unchanged and preview.status == Preview.Status.SLEEPING:
+    same = unchanged.same(preview)
+    action = EventAction.REDEPLOY_REQUESTED if same else EventAction.UPDATED
+    if same and preview.status == Preview.Status.SLEEPING:
         action = EventAction.WAKE_REQUESTED
     if preview.desired == Preview.Desired.DOWN or preview.status == Preview.Status.DELETED:
         # Coming back up (a reopened PR, a PUT after a delete) counts against the limit like a new preview.
