@@ -12,10 +12,15 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 from django_q.models import OrmQ
-from rest_framework import serializers as drf
 
-from previews import payloads, selectors, services
-from previews.api.serializers import PreviewSerializer, PreviewUpsertSerializer, common_upsert_data
+from previews import links, payloads, selectors, services
+from previews.api.serializers import (
+    PreviewDataSerializer,
+    PreviewLinksSerializer,
+    PreviewSerializer,
+    PreviewUpsertSerializer,
+    common_upsert_data,
+)
 from previews.gateways import github
 from previews.models import ApiToken, Preview, Repository
 from tests.factories import make_preview, make_repository
@@ -300,8 +305,21 @@ def test_unchanged_means_the_same_to_the_locked_path_and_to_the_statements(repo,
 
 
 def drf_rendering(preview: Preview) -> dict:
-    """PreviewSerializer rendered field by field by DRF itself (what the API answered before issue 16)."""
-    return dict(drf.ModelSerializer.to_representation(PreviewSerializer(), preview))
+    """PreviewSerializer rendered field by field by DRF itself: each model field by its serializer field, `data`
+    and `links` by the serializers the schema declares for them, from the preview's values."""
+    rendered = {}
+    for name, field in PreviewSerializer().fields.items():
+        if name == "data":
+            rendered[name] = PreviewDataSerializer({
+                "mode": preview.data_mode or preview.repository.data_mode, "database": preview.data_name,
+                "size_bytes": preview.data_size_bytes, "size_measured_at": preview.data_size_at,
+                "last_reset_at": preview.data_reset_at}).data
+        elif name == "links":
+            rendered[name] = PreviewLinksSerializer(links.api_links(preview)).data
+        else:
+            attribute = field.get_attribute(preview)
+            rendered[name] = None if attribute is None else field.to_representation(attribute)
+    return rendered
 
 
 @pytest.mark.parametrize("variant", ["fresh", "everything-set"])
