@@ -22,6 +22,7 @@ run's namespaces (prefix `bench<6 hex>-`) are deleted at the end, also after an 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -345,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     from django.db.models import Max
     from django_q.models import OrmQ
 
+    from previews import manifests
     from previews.gateways import kube
+    from previews.gateways.kube import client as kube_client
     from previews.models import Repository
     from previews.services import Actor
 
@@ -373,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"in-process watcher {watcher.holder}: every kind listed")
 
     # Warm both clients' API discovery first, as in a long-running worker and a used kubectl.
-    kube.count_objects("default")
+    for kind, versions in manifests.ALLOWED_KINDS.items():
+        with contextlib.suppress(kube.KindNotServed):
+            kube_client.resource_for(versions[0], kind)
     kubectl("api-resources", "-o", "name", timeout=60)
 
     ours: list[Run] = []

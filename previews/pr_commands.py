@@ -24,7 +24,7 @@ from django_q.tasks import async_task
 
 from previews import commands, optin, payloads, selectors, services, validators
 from previews.gateways import errors, github
-from previews.models import ActorKind, CommentCommand, Preview, PullRequestState, Repository
+from previews.models import ActorKind, CommandOpt, CommentCommand, Preview, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def _run(command: commands.Command, repository: Repository, number: int, preview
     if name == commands.CREATE:
         return _create(repository, number, preview, event, actor)
     if name == commands.DELETE:
-        services.pull_request_set_opt(repository=repository, pr_number=number, opt="out")
+        services.pull_request_set_opt(repository=repository, pr_number=number, opt=CommandOpt.OUT)
         if not _live(preview):
             return Answer(OK, "no preview to delete; none is created until `/preview`")
         services.preview_destroy(preview=preview, actor=actor, reason=f"Deleted by @{actor.name} with /preview delete")
@@ -173,8 +173,7 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
             actor: services.Actor) -> Answer:
     if event.state not in ("", "open"):
         return Answer(REFUSED, f"PR #{number} is closed")
-    services.pull_request_set_opt(repository=repository, pr_number=number, opt="in")
-    row = PullRequestState.objects.get(repository=repository, pr_number=number)
+    row = services.pull_request_set_opt(repository=repository, pr_number=number, opt=CommandOpt.IN)
     draft = row.draft if row.github_updated_at else event.draft
     verdict = optin.decide(optin.policy_of(repository), optin.PullInfo(open=True, draft=draft,
                                                                         command_opt=row.command_opt))
@@ -187,10 +186,8 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
         return Answer(OK, f"the preview exists already ({preview.status})")
     if not repository.image_template:
         return Answer(OK, "opted in: CI deploys the preview on its next run")
-    sha = row.head_sha or (preview.head_sha if preview else "")
-    if not sha and github.is_configured():
-        sha = github.pull_state(repository.full_name, number).head_sha
-    if not validators.SHA_RE.fullmatch(sha or ""):
+    sha = services.head_for_deploy(services.PullRequestFacts(repository, number), preview)
+    if not sha:
         return Answer(REFUSED, "the PR's head commit is not known yet (GitHub could not be asked); try again")
     image = payloads.image_reference(repository.image_template, number, sha)
     try:

@@ -192,7 +192,8 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
                                      else ())
     rollout = kube.apply_objects(objects, track=tracked)
     # A namespace created just now holds nothing of an earlier deploy to prune.
-    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects))
+    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects),
+                                                manifests.ALLOWED_KINDS)
     if pruned:
         services.preview_note(preview_id=preview_id, action=EventAction.PRUNED,
                               message="Removed objects no longer in the manifests: " + ", ".join(pruned),

@@ -6,8 +6,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from previews import optin, pr_commands, selectors, services
-from previews.gateways import github
-from previews.models import ActorKind, Repository, WebhookDelivery
+from previews.models import ActorKind, Preview, PullRequestState, Repository, WebhookDelivery
 from previews.payloads import (
     PayloadError,
     PullRequestEvent,
@@ -68,23 +67,20 @@ def _dispatch(event: str, delivery_id: str, payload: dict, repository: Repositor
         return f"repository {full_name!r} is not configured here"
     if event == "issue_comment":
         return pr_commands.handle_comment(repository, parse_comment(payload))
-    pull = parse_pull_request(payload)
-    if pull.updated_at is not None and github.is_configured():
-        # What the stale-commit check of later API requests reads instead of asking GitHub.
-        github.record_pull_head(repository.full_name, pull.number, pull.head_sha, pull.updated_at)
-    return _pull_request(repository, delivery_id, pull)
+    return _pull_request(repository, delivery_id, parse_pull_request(payload))
 
 
 def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEvent) -> str:
     actor = services.Actor(ActorKind.WEBHOOK, f"github:{delivery_id}")
     # The PR's state (open, draft, labels, head) is recorded for the opt-in rules, the API's and /preview's
-    # decisions included, unless a newer delivery already recorded a newer state.
+    # decisions included, and for the stale-commit check of later API requests (which then need not ask GitHub).
     policy = optin.policy_of(repository)
     ours = pull.label is not None and pull.label.lower() == policy.label.lower()
     row = services.pull_request_record(
-        repository=repository, pr_number=pull.number, state="closed" if pull.action == "closed" else "open",
-        draft=pull.draft, labels=list(pull.labels), head_sha=pull.head_sha, github_updated_at=pull.updated_at,
-        reset_opt=pull.action in ("labeled", "unlabeled") and ours)
+        repository=repository, pr_number=pull.number,
+        state=PullRequestState.CLOSED if pull.action == "closed" else PullRequestState.OPEN,
+        draft=pull.draft, labels=list(pull.labels), head_sha=pull.head_sha, head_repository=pull.head_repository,
+        github_updated_at=pull.updated_at, reset_opt=pull.action in ("labeled", "unlabeled") and ours)
     preview = selectors.preview_get(repository, pull.number)
     if pull.action == "closed":
         if preview is None:
@@ -100,7 +96,7 @@ def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEve
                                                   command_opt=row.command_opt))
     if not verdict.wanted:
         if pull.action in ("unlabeled", "converted_to_draft") and preview is not None and preview.is_live \
-                and preview.desired == "up":
+                and preview.desired == Preview.Desired.UP:
             services.preview_destroy(preview=preview, actor=actor,
                                      reason=f"PR #{pull.number} opted out: {verdict.reason}")
             return f"preview for #{pull.number} is being deleted: {verdict.reason}"

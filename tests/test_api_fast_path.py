@@ -21,8 +21,8 @@ from previews.api.serializers import (
     PreviewUpsertSerializer,
     common_upsert_data,
 )
-from previews.gateways import github
-from previews.models import ApiToken, Preview, Repository
+from previews.models import ApiToken, Preview, PullRequestState, Repository
+from previews.services import pull_requests
 from tests.factories import make_preview, make_repository
 
 pytestmark = pytest.mark.django_db
@@ -421,7 +421,7 @@ def test_known_heads_decide_without_asking_github(repo, issued, clock, fake_gith
     # the webhook records the head and leaves deploying to CI).
     assert webhook(hooks, third, t0 + timedelta(minutes=2), "d-3").status_code == 202
     assert webhook(hooks, second, t0 + timedelta(minutes=1), "d-2").status_code == 202
-    known = github.known_pull_head("acme/shop", 42)
+    known = pull_requests.known_head(pull_requests.pull_request_get(repo, 42))
     assert known is not None and known.head_sha == third and known.earlier == (second,)
     fake_github.slow_next(10, 30, path_contains="/pulls/")  # were GitHub asked, the requests would hang
     fake_github.reset_requests()
@@ -467,17 +467,39 @@ def test_githubs_answer_is_remembered_so_the_next_request_need_not_ask(repo, iss
     OrmQ.objects.all().delete()
 
 
-def test_recorded_heads_follow_the_prs_own_order():
+def test_recorded_heads_follow_the_prs_own_order(repo):
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    github.record_pull_head("acme/shop", 1, "a" * 40, t)
-    github.record_pull_head("acme/shop", 1, "c" * 40, t + timedelta(minutes=2))
-    github.record_pull_head("acme/shop", 1, "b" * 40, t + timedelta(minutes=1))  # delivered late
-    known = github.known_pull_head("ACME/shop", 1)
+
+    def webhook_says(sha: str, updated_at: datetime) -> None:
+        services.pull_request_record(repository=repo, pr_number=1, state=PullRequestState.OPEN, draft=False,
+                                     labels=[], head_sha=sha, github_updated_at=updated_at)
+
+    webhook_says("a" * 40, t)
+    webhook_says("c" * 40, t + timedelta(minutes=2))
+    webhook_says("b" * 40, t + timedelta(minutes=1))  # delivered late
+    known = pull_requests.known_head(pull_requests.pull_request_get(repo, 1))
     assert known.head_sha == "c" * 40 and set(known.earlier) == {"a" * 40, "b" * 40}
-    github.record_pull_head("acme/shop", 1, "a" * 40, t + timedelta(minutes=3))  # force-pushed back
-    known = github.known_pull_head("acme/shop", 1)
+    webhook_says("a" * 40, t + timedelta(minutes=3))  # force-pushed back
+    known = pull_requests.known_head(pull_requests.pull_request_get(repo, 1))
     assert known.head_sha == "a" * 40 and set(known.earlier) == {"b" * 40, "c" * 40}
-    assert github.known_pull_head("acme/shop", 2) is None
+    assert pull_requests.known_head(pull_requests.pull_request_get(repo, 2)) is None
+
+
+def test_one_put_asks_github_about_a_pr_once_for_both_checks(label_repo, issued, clock, fake_github):
+    """A PR no webhook told about, whose preview exists: the opt-in check and the stale-commit check share
+    one question to GitHub."""
+    fake_github.add_pull("acme/shop", 42, head_sha="b" * 40)
+    fake_github.update_pull("acme/shop", 42, labels=["preview"])
+    make_preview(label_repo, pr_number=42, head_sha="a" * 40)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    fake_github.reset_requests()
+    assert put(client, {"head_sha": "c" * 40, "image": IMAGE}).status_code == 409  # stale: GitHub says b
+    assert pulls_asked(fake_github) == 1
+    assert pull_requests.known_head(pull_requests.pull_request_get(label_repo, 42)).head_sha == "b" * 40
+    fake_github.reset_requests()
+    assert put(client, {"head_sha": "b" * 40, "image": IMAGE}).status_code == 200  # the head, known: no question
+    assert pulls_asked(fake_github) == 0
+    OrmQ.objects.all().delete()
 
 
 # --- the opt-in check: webhooks first, GitHub tightly bounded, asked once ------------------------------------

@@ -160,9 +160,8 @@ def test_a_kind_the_cluster_does_not_serve_is_a_clear_error_and_has_nothing_to_p
         kube.apply_objects([{"apiVersion": "gateway.networking.k8s.io/v9", "kind": "HTTPRoute",
                              "metadata": {"name": "preview", "namespace": "x"}}])
     # A cluster without the Gateway API CRDs: the prune skips the kind instead of failing the deploy.
-    monkeypatch.setattr(kube.apply, "ALLOWED_KINDS", {**manifests.ALLOWED_KINDS,
-                                                "HTTPRoute": ("gateway.networking.k8s.io/v9",)})
-    assert kube.prune(make_namespace(), "app.kubernetes.io/managed-by=pr-previews", set()) == []
+    kinds = {**manifests.ALLOWED_KINDS, "HTTPRoute": ("gateway.networking.k8s.io/v9",)}
+    assert kube.prune(make_namespace(), "app.kubernetes.io/managed-by=pr-previews", set(), kinds) == []
 
 
 def test_deploy_fails_with_the_clear_error_when_the_cluster_lacks_the_gateway_api(gateway_repo, monkeypatch):

@@ -162,15 +162,6 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = S
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
 
 
-def verifier_matches(verifier: str, password: str) -> bool:
-    """Does a stored SCRAM verifier accept `password`? (For tests and diagnostics.)"""
-    match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier or "")
-    if not match:
-        return False
-    iterations, salt = int(match.group(1)), base64.b64decode(match.group(2))
-    return hmac.compare_digest(scram_verifier(password, salt, iterations), verifier)
-
-
 @dataclass(frozen=True)
 class Spec:
     """One preview's data: the role, and the schema or database of the same name."""

@@ -56,7 +56,7 @@ class ManifestError(Exception):
 
 
 def only(i: int, path: str, mapping: dict, allowed: Iterable[str], what: str,
-          reasons: dict[str, str] | None = None) -> Iterator[Problem]:
+         reasons: dict[str, str] | None = None) -> Iterator[Problem]:
     """Every key of `mapping` outside `allowed` is a problem, with its reason when one is known."""
     for key in mapping:
         if key in allowed:

@@ -48,14 +48,14 @@ def validate_service(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Itera
     if spec.get("externalIPs"):
         yield Problem(i, "spec.externalIPs", "externalIPs are not allowed")
     yield from only(i, "spec", {k: v for k, v in spec.items() if k not in ("externalIPs", "type")},
-                     SERVICE_SPEC_FIELDS, "Service spec")
+                    SERVICE_SPEC_FIELDS, "Service spec")
     if spec.get("clusterIP") not in (None, "", "None"):
         yield Problem(i, "spec.clusterIP", "choose no cluster IP (or None for a headless Service)")
     if any(ip not in ("", "None") for ip in as_list(spec.get("clusterIPs"))):
         yield Problem(i, "spec.clusterIPs", "choose no cluster IPs (or None for a headless Service)")
     for k, port in enumerate(as_list(spec.get("ports"))):
         yield from only(i, f"spec.ports[{k}]", as_dict(port), SERVICE_PORT_FIELDS, "Service port",
-                         {"nodePort": "node ports are not allowed"})
+                        {"nodePort": "node ports are not allowed"})
 
 
 def validate_ingress(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:

@@ -39,7 +39,7 @@ from previews.validators import IMAGE_RE
 def validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> Iterator[Problem]:
     reasons = dict(POD_SPEC_REASONS)
     yield from only(i, path, {k: v for k, v in pod_spec.items() if not is_empty(v)}, POD_SPEC_FIELDS, "pod spec",
-                     reasons)
+                    reasons)
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         if pod_spec.get(flag):
             yield Problem(i, f"{path}.{flag}", f"{flag} is not allowed")
@@ -60,7 +60,7 @@ def validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> 
     affinity = pod_spec.get("affinity")
     yield from expect_dict(i, f"{path}.affinity", affinity)
     yield from only(i, f"{path}.affinity", {k: v for k, v in as_dict(affinity).items() if not is_empty(v)},
-                     AFFINITY_FIELDS, "affinity", {"nodeAffinity": "it pins previews to chosen nodes"})
+                    AFFINITY_FIELDS, "affinity", {"nodeAffinity": "it pins previews to chosen nodes"})
     pod_security = pod_spec.get("securityContext")
     yield from expect_dict(i, f"{path}.securityContext", pod_security)
     pod_security = as_dict(pod_security)
@@ -115,7 +115,7 @@ def _validate_container(i: int, path: str, container: dict, pod_security: dict,
     for k, port in enumerate(as_list(container.get("ports"))):
         port = as_dict(port)
         yield from only(i, f"{path}.ports[{k}]", port, CONTAINER_PORT_FIELDS, "container port",
-                         {"hostIP": "containers do not bind to the node's addresses"})
+                        {"hostIP": "containers do not bind to the node's addresses"})
         if port.get("hostPort"):
             yield Problem(i, f"{path}.ports[{k}].hostPort", "hostPort is not allowed")
     for k, mount in enumerate(as_list(container.get("volumeMounts"))):
@@ -176,7 +176,7 @@ def _validate_volume(i: int, path: str, volume, ctx: RenderContext) -> Iterator[
     if "projected" in volume:
         for k, projection in enumerate(as_list(as_dict(volume["projected"]).get("sources"))):
             yield from only(i, f"{path}.projected.sources[{k}]", as_dict(projection), PROJECTED_SOURCES,
-                             "projected volume source")
+                            "projected volume source")
     if "ephemeral" in volume:
         template = as_dict(as_dict(volume["ephemeral"]).get("volumeClaimTemplate"))
         tpath = f"{path}.ephemeral.volumeClaimTemplate"

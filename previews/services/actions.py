@@ -89,7 +89,7 @@ def preview_reset_data(*, preview: Preview, actor: Actor) -> Preview:
         preview.last_activity_at, preview.slept_at = timezone.now(), None
         preview.save()
         record_event(preview, actor, EventAction.DATA_RESET_REQUESTED,
-               f"Reset of the {preview.repository.data_mode} data requested")
+                     f"Reset of the {preview.repository.data_mode} data requested")
         request_deploy(preview)
         github_sync_enqueue(preview.pk)
     return preview
@@ -119,7 +119,7 @@ def preview_extend(*, preview: Preview, hours: int, reason: str, actor: Actor) -
         preview.expires_at, preview.last_activity_at = wanted, now
         preview.save(update_fields=["expires_at", "last_activity_at", "updated_at"])
         record_event(preview, actor, EventAction.EXTENDED, reason.strip(), hours=hours,
-               previous_expires_at=previous.isoformat(), expires_at=wanted.isoformat())
+                     previous_expires_at=previous.isoformat(), expires_at=wanted.isoformat())
         github_sync_enqueue(preview.pk)
     return preview
 
@@ -197,5 +197,5 @@ def preview_record_command(*, preview_id: int, actor: Actor, command: str, resul
             return
         preview = Preview.objects.get(pk=preview_id)
         record_event(preview, actor, EventAction.COMMAND, f"{command}: {result}", comment_id=comment_id, ok=ok,
-               **({"reason": reason} if reason else {}))
+                     **({"reason": reason} if reason else {}))
         github_sync_enqueue(preview_id)

@@ -138,10 +138,27 @@ def preview_data_prepared(*, preview_id: int, generation: int, database: str, re
         if updated and (reset or steps):
             action = EventAction.DATA_RESET if reset else EventAction.DATA_CREATED
             record_event_of(preview_id, generation, Actor.system(), action,
-                   f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
+                            f"{database}: {', '.join(steps)}" if steps else database, database=database, steps=steps)
             if reset:
                 github_sync_enqueue(preview_id)
     return bool(updated)
+
+
+def preview_data_salted(*, preview_id: int, salt: str) -> str:
+    """Give the preview the salt its data password is derived from, unless it has one: the salt it has."""
+    Preview.objects.filter(pk=preview_id, data_salt="").update(data_salt=salt)
+    return Preview.objects.values_list("data_salt", flat=True).get(pk=preview_id)
+
+
+def preview_data_named(*, preview_id: int, mode: str, name: str) -> None:
+    """The mode and name the preview's data has, recorded before it is created (a teardown after a crash then
+    knows what to drop, even after the repository's mode changed)."""
+    Preview.objects.filter(pk=preview_id).update(data_mode=mode, data_name=name)
+
+
+def preview_data_dropped(*, preview_id: int) -> None:
+    """The preview's data on the shared server is gone."""
+    Preview.objects.filter(pk=preview_id).update(data_mode="", data_name="", data_size_bytes=None, data_size_at=None)
 
 
 def preview_data_measured(*, sizes: dict[int, int | None]) -> None:
@@ -161,7 +178,7 @@ def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[st
             applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
         if updated:
             record_event_of(preview_id, generation, Actor.system(), EventAction.APPLIED,
-                   f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
+                            f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
     return bool(updated)
 
 

@@ -17,6 +17,7 @@ from previews.models import EventAction, Preview, Repository
 from previews.rows import Record
 from previews.services.errors import PreviewConflict, StaleCommit
 from previews.services.github_sync import github_sync_enqueue
+from previews.services.pull_requests import PullRequestFacts, opt_in_refusal, stale_request_reason
 from previews.services.queue import request_deploy
 from previews.services.timeline import Actor, record_event
 
@@ -148,14 +149,16 @@ def preview_upsert(*, repository: Repository, pr_number: int, request: PreviewRe
     touched = _upsert_unchanged(repository, pr_number, unchanged)
     if touched is not None:
         return UpsertResult(touched, created=False, deploy_enqueued=False)
+    # One look at what is known of the PR for the whole request: GitHub is asked at most once.
+    facts = PullRequestFacts(repository, pr_number)
     if check_opt_in:
-        refusal = selectors.opt_in_refusal(repository, pr_number)
+        refusal = opt_in_refusal(facts)
         if refusal:
             raise PreviewConflict(refusal)
     for attempt in range(2):
         try:
             with transaction.atomic():
-                return _upsert_locked(repository, pr_number, request, unchanged, actor)
+                return _upsert_locked(repository, pr_number, request, unchanged, actor, facts)
         except IntegrityError:
             # A concurrent request created the same preview first; the second pass updates it.
             if attempt == 1:
@@ -241,7 +244,7 @@ def _check_preview_limit(repository: Repository, exclude: Preview | None = None)
 
 
 def _upsert_locked(repository: Repository, pr_number: int, request: PreviewRequest, unchanged: Unchanged,
-                   actor: Actor) -> UpsertResult:
+                   actor: Actor, facts: PullRequestFacts) -> UpsertResult:
     now = timezone.now()
     images = unchanged.values["images"]
     ttl = request.ttl_hours or repository.default_ttl_hours
@@ -249,7 +252,7 @@ def _upsert_locked(repository: Repository, pr_number: int, request: PreviewReque
                .filter(repository=repository, pr_number=pr_number).first())
     if preview is not None:
         # Under the row lock, so no request for another commit can slip in between the check and the write.
-        stale = selectors.stale_request_reason(repository, preview, request.head_sha)
+        stale = stale_request_reason(facts, preview, request.head_sha)
         if stale:
             raise StaleCommit(stale)
     if preview is None:
@@ -269,7 +272,7 @@ def _upsert_locked(repository: Repository, pr_number: int, request: PreviewReque
             title=request.title, author=request.author, last_activity_at=now,
         )
         record_event(preview, actor, EventAction.CREATED, f"Preview requested for {request.head_sha[:7]}",
-               head_sha=request.head_sha, images=images)
+                     head_sha=request.head_sha, images=images)
         request_deploy(preview)
         github_sync_enqueue(preview.pk)
         return UpsertResult(preview, created=True, deploy_enqueued=True)
@@ -297,7 +300,7 @@ def _upsert_locked(repository: Repository, pr_number: int, request: PreviewReque
     preview.last_activity_at = now
     preview.save()
     record_event(preview, actor, action, f"Deploy of {request.head_sha[:7]} requested", head_sha=request.head_sha,
-           images=images)
+                 images=images)
     request_deploy(preview)
     github_sync_enqueue(preview.pk)
     return UpsertResult(preview, created=False, deploy_enqueued=True)

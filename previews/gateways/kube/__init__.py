@@ -20,7 +20,6 @@ from previews.gateways.kube.apply import (
     WORKLOAD_KINDS,
     apply_objects,
     apply_waves,
-    count_objects,
     prune,
 )
 from previews.gateways.kube.client import (
@@ -65,8 +64,8 @@ __all__ = [
     "CONCURRENCY", "LIST_PAGE_SIZE", "MANAGED_SELECTOR", "MAX_REMEMBERED_REPLICAS", "POD_CREATING_KINDS",
     "REQUEST_TIMEOUT", "SCALABLE_KINDS", "SLEEP_ANNOTATION", "SLEEP_FIELD_MANAGER", "WORKLOAD_KINDS",
     "DeleteOutcome", "KindNotServed", "ManagedListing", "NamespaceInfo", "NamespaceNotOurs", "ProtectedNamespace",
-    "api_client", "apply_objects", "apply_waves", "count_objects", "create_namespace", "delete_listed_namespace",
-    "delete_namespace", "ensure_access", "ensure_namespace", "event_time", "explain_rollout",
-    "list_managed_namespaces", "list_managed_namespaces_with_clock", "list_workloads", "map_concurrently", "ping",
-    "preload", "prune", "read_namespace", "reset_clients", "sleep_workloads", "wake_workloads", "workload_requests",
+    "api_client", "apply_objects", "apply_waves", "create_namespace", "delete_listed_namespace", "delete_namespace",
+    "ensure_access", "ensure_namespace", "event_time", "explain_rollout", "list_managed_namespaces",
+    "list_managed_namespaces_with_clock", "list_workloads", "map_concurrently", "ping", "preload", "prune",
+    "read_namespace", "reset_clients", "sleep_workloads", "wake_workloads", "workload_requests",
 ]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Mapping
 
 from previews.gateways import errors
 from previews.gateways.kube.client import REQUEST_TIMEOUT, call, map_concurrently, resource_for
 from previews.gateways.kube.errors import KindNotServed
-from previews.manifests.allowlists import ALLOWED_KINDS
 from previews.manifests.labels import FIELD_MANAGER
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
@@ -53,44 +53,33 @@ def _apply_one(item: tuple[dict, object]) -> int:
     # The response is read as plain JSON: the dynamic client would wrap every field of it (managedFields
     # included) in objects of its own, for one number.
     response = call(f"apply {obj['kind']} {meta['namespace']}/{meta['name']}", resource.server_side_apply,
-                     body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
-                     force_conflicts=True, serialize=False, _request_timeout=REQUEST_TIMEOUT)
+                    body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER,
+                    force_conflicts=True, serialize=False, _request_timeout=REQUEST_TIMEOUT)
     return int(json.loads(response.data).get("metadata", {}).get("generation") or 0)
 
 
-def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]]) -> list[str]:
-    """Delete objects of the allowed kinds that carry our labels but were not rendered this time.
+def prune(namespace: str, label_selector: str, keep: set[tuple[str, str, str]],
+          kinds: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Delete objects of `kinds` (kind -> its apiVersions; the first is listed) that carry our labels but were
+    not rendered this time.
 
     A kind the cluster does not serve (the Gateway API's, without its CRDs) has nothing to prune.
     """
     deleted = []
-    for kind, versions in ALLOWED_KINDS.items():
+    for kind, versions in kinds.items():
         api_version = versions[0]
         try:
             resource = resource_for(api_version, kind)
         except KindNotServed:
             continue
         items = call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
-                      label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
+                     label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
         for item in items:
             name = item.metadata.name
             if (api_version, kind, name) in keep:
                 continue
             with contextlib.suppress(errors.NotFound):
                 call(f"delete {kind} {namespace}/{name}", resource.delete, name=name, namespace=namespace,
-                      body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
+                     body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
             deleted.append(f"{kind}/{name}")
     return deleted
-
-
-def count_objects(namespace: str, kinds: tuple[str, ...] = tuple(ALLOWED_KINDS)) -> int:
-    """How many objects of the allowed kinds exist in the namespace (0 if it does not exist)."""
-    total = 0
-    for kind in kinds:
-        try:
-            resource = resource_for(ALLOWED_KINDS[kind][0], kind)
-        except KindNotServed:
-            continue
-        total += len(call(f"list {kind}", resource.get, namespace=namespace,
-                           _request_timeout=REQUEST_TIMEOUT).items)
-    return total

@@ -87,7 +87,7 @@ def ensure_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
     ns = call(f"apply namespace {name}", core_api().patch_namespace, name, body, field_manager=FIELD_MANAGER,
-               force=True, _content_type="application/apply-patch+yaml", _request_timeout=REQUEST_TIMEOUT)
+              force=True, _content_type="application/apply-patch+yaml", _request_timeout=REQUEST_TIMEOUT)
     return _namespace_info(ns)
 
 
@@ -103,7 +103,7 @@ def create_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
             "metadata": {"name": name, "labels": labels, "annotations": annotations}}
     try:
         ns = call(f"create namespace {name}", core_api().create_namespace, body, field_manager=FIELD_MANAGER,
-                   _request_timeout=REQUEST_TIMEOUT)
+                  _request_timeout=REQUEST_TIMEOUT)
     except errors.Conflict:  # AlreadyExists
         return None
     return _namespace_info(ns)
@@ -132,7 +132,7 @@ def ensure_access(namespace: str, cluster_role: str, service_account: str, label
     authorization = client.AuthorizationV1Api(api_client())
     while True:
         result = call("check access", authorization.create_self_subject_access_review, review,
-                       _request_timeout=REQUEST_TIMEOUT)
+                      _request_timeout=REQUEST_TIMEOUT)
         if result.status.allowed:
             return
         if time.monotonic() > deadline:
@@ -200,7 +200,7 @@ def _delete(name: str, preconditions: client.V1Preconditions) -> DeleteOutcome:
     body = client.V1DeleteOptions(preconditions=preconditions, propagation_policy="Background")
     try:
         response = call(f"delete namespace {name}", core_api().delete_namespace, name, body=body,
-                         _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+                        _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
     except errors.NotFound:
         return DeleteOutcome(gone=True)
     try:
@@ -244,7 +244,7 @@ def list_managed_namespaces_with_clock() -> ManagedListing:
         nonlocal requests
         requests += 1
         return core_api().list_namespace_with_http_info(label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
-                                                     _continue=continue_token, _request_timeout=REQUEST_TIMEOUT)
+                                                        _continue=continue_token, _request_timeout=REQUEST_TIMEOUT)
 
     while True:
         items, _status, headers = call("list managed namespaces", page, token)

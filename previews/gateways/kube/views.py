@@ -67,7 +67,7 @@ def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOvervie
         pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
             cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting)))
     raw_events = call("list events", core.list_namespaced_event, namespace,
-                       _request_timeout=REQUEST_TIMEOUT).items
+                      _request_timeout=REQUEST_TIMEOUT).items
     raw_events.sort(key=event_time, reverse=True)
     events = [EventView(e.type or "", e.reason or "", f"{e.involved_object.kind}/{e.involved_object.name}",
                         e.message or "", event_time(e))

@@ -20,12 +20,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from previews.gateways import errors
-from previews.gateways.kube.client import MANAGED_SELECTOR, api_client, translate
+from previews.gateways.kube.client import LIST_PAGE_SIZE, MANAGED_SELECTOR, api_client, translate
 from previews.manifests.labels import GATEWAY_GROUP
 
 logger = logging.getLogger(__name__)
 
-LIST_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,13 @@ def explain_rollout(namespace: str, max_events: int = 5) -> list[str]:
                                f"(last exit {t.exit_code}, {t.reason})")
     rs_resource = resource_for("apps/v1", "ReplicaSet")
     for item in call("list replicasets", rs_resource.get, namespace=namespace,
-                      _request_timeout=REQUEST_TIMEOUT).items:
+                     _request_timeout=REQUEST_TIMEOUT).items:
         rs = item.to_dict()
         for cond in (rs.get("status") or {}).get("conditions") or []:
             if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
                 reasons.append(f"replicaset {rs['metadata']['name']}: {cond.get('message')}")
     events = call("list events", core.list_namespaced_event, namespace, field_selector="type=Warning",
-                   _request_timeout=REQUEST_TIMEOUT).items
+                  _request_timeout=REQUEST_TIMEOUT).items
     events.sort(key=event_time, reverse=True)
     for event in events[:max_events]:
         line = f"{event.involved_object.kind} {event.involved_object.name}: {event.reason}: {event.message}"
@@ -79,10 +79,10 @@ def list_workloads(namespace: str | None = None) -> list[tuple[str, dict]]:
         while True:
             if namespace:
                 page = call(f"list {kind} in {namespace}", resource.get, namespace=namespace,
-                             _request_timeout=REQUEST_TIMEOUT)
+                            _request_timeout=REQUEST_TIMEOUT)
             else:
                 page = call(f"list {kind}", resource.get, label_selector=MANAGED_SELECTOR, limit=LIST_PAGE_SIZE,
-                             _continue=token, _request_timeout=REQUEST_TIMEOUT)
+                            _continue=token, _request_timeout=REQUEST_TIMEOUT)
             result.extend((kind, item.to_dict()) for item in page.items)
             token = None if namespace else getattr(page.metadata, "continue", None)
             if not token:
@@ -109,14 +109,14 @@ def _change_workload(kind: str, namespace: str, name: str, change: Callable[[dic
     for attempt in range(CONFLICT_ATTEMPTS):
         try:
             obj = call(f"read {kind} {namespace}/{name}", resource.get, name=name, namespace=namespace,
-                        _request_timeout=REQUEST_TIMEOUT).to_dict()
+                       _request_timeout=REQUEST_TIMEOUT).to_dict()
             body = change(obj)
             if body is None:
                 return None
             body.setdefault("metadata", {})["resourceVersion"] = obj["metadata"]["resourceVersion"]
             return call(f"scale {kind} {namespace}/{name}", resource.patch, body=body, name=name,
-                         namespace=namespace, content_type="application/merge-patch+json",
-                         field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
+                        namespace=namespace, content_type="application/merge-patch+json",
+                        field_manager=SLEEP_FIELD_MANAGER, _request_timeout=REQUEST_TIMEOUT).to_dict()
         except errors.NotFound:
             return None
         except errors.Conflict:
