@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from previews import data as preview_data
-from previews import links, locks, manifests, policy, services
+from previews import locks, manifests, policy, services
 from previews.gateways import errors, kube, preview_db
 from previews.models import EventAction, Preview
 
@@ -51,20 +51,10 @@ def preview_labels(preview: Preview) -> dict[str, str]:
 
 
 def render_context(preview: Preview) -> manifests.RenderContext:
-    repository = preview.repository
-    return manifests.RenderContext(
-        namespace=preview.namespace,
-        host=links.preview_host(repository, preview.namespace),
-        labels=preview_labels(preview),
-        images=dict(preview.images),
-        service_name=repository.service_name,
-        service_port=repository.service_port,
-        tls_secret_name=repository.tls_secret_name,
-        ingress_class=settings.PREVIEWS_INGRESS_CLASS,
-        policy=policy.manifest_policy(repository),
-        routing=policy.routing(repository),
-        gateway=policy.gateway(),
-    )
+    """What the request-time check judged the bundle by (`policy.request_context`), with the preview's own
+    labels and images."""
+    return dataclasses.replace(policy.request_context(preview.repository, preview.namespace),
+                               labels=preview_labels(preview), images=dict(preview.images))
 
 
 def plan_deploy(preview: Preview) -> DeployPlan:

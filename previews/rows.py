@@ -2,11 +2,11 @@
 
 Why not the ORM there: building and compiling a QuerySet (joins, lookups, the select list) cost more CPU than
 Postgres spends answering a lookup by a unique key, and it was most of an API GET's time outside Postgres.
-Why not a cache of compiled QuerySets (this module replaced one): it had to reach into the ORM's compiler
-internals. What is left is plain and supported: SQL through `connection.cursor()` with the columns named from
-the model's public `_meta` API, each value passed through its field's `from_db_value` (what the ORM does for
-JSON fields), and the instance made with `Model.from_db`, the documented hook the ORM itself uses. Fields
-that are not selected are deferred: reading one later is one more query, as with `QuerySet.only()`.
+Why not a cache of compiled QuerySets: it would have to reach into the ORM's compiler internals. What is left
+is plain and supported: SQL through `connection.cursor()` with the columns named from the model's public
+`_meta` API, each value passed through its field's `from_db_value` (what the ORM does for JSON fields), and the
+instance made with `Model.from_db`, the documented hook the ORM itself uses. Fields that are not selected are
+deferred: reading one later is one more query, as with `QuerySet.only()`.
 
 `Columns.record` is cheaper still, for what is only shown: a read-only `Record` with the columns' values as
 attributes (the same values the model instance would hold), without a model's `__init__` (a third of a GET's

@@ -1,4 +1,4 @@
-"""The API's cheap paths (issue 16): the token cache and its revocation bound, the queries per request, the
+"""The API's cheap paths: the token cache and its revocation bound, the queries per request, the
 one-statement idempotent PUT, the explicit preview representation, and a stale-commit check that knows the PR's
 head without asking GitHub."""
 
@@ -220,10 +220,11 @@ def test_an_unknown_repository_and_a_foreign_scope_answer_as_before(repo, issued
     assert missing.status_code == 404
     assert missing.json()["detail"] == "repository acme/nope is not configured in this service"
     invalid = put(admin, {"head_sha": "nope", "image": IMAGE}, path="/api/v1/repos/acme/nope/previews/42")
-    assert invalid.status_code == 404  # the repository first, as before: then the body
+    assert invalid.status_code == 404  # the repository first, then the body
 
 
-def test_misses_still_answer_as_before(repo, issued, clock, django_assert_max_num_queries):
+def test_a_missing_preview_or_repository_is_a_404_in_at_most_two_queries(repo, issued, clock,
+                                                                          django_assert_max_num_queries):
     client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
     client.get(PATH)
     with django_assert_max_num_queries(2):  # the joined read finds nothing, then the repository
