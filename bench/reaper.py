@@ -234,20 +234,9 @@ class BenchState:
 
 
 def namespace_names_in_cluster() -> set[str] | None:
-    """All namespace names (one list call), or None when the API did not answer."""
-    from kubernetes import client
-
-    from previews.gateways import kube
-
-    try:
-        # Raw JSON: deserializing thousands of V1Namespace objects would make each poll of the cleanup slow.
-        response = client.CoreV1Api(kube.api_client()).list_namespace(_preload_content=False,
-                                                                       _request_timeout=(5, 60))
-        items = json.loads(response.data)["items"]
-    except Exception as exc:
-        log(f"listing namespaces failed: {exc}")
-        return None
-    return {ns["metadata"]["name"] for ns in items}
+    """Every namespace's name (one raw list call), or None when the API did not answer."""
+    states = namespace_states()
+    return None if states is None else set(states)
 
 
 def pick_run_hex() -> str:
@@ -732,6 +721,7 @@ def namespace_states() -> dict[str, bool] | None:
     from previews.gateways import kube
 
     try:
+        # Raw JSON: deserializing thousands of V1Namespace objects would make each poll of the cleanup slow.
         response = client.CoreV1Api(kube.api_client()).list_namespace(_preload_content=False,
                                                                        _request_timeout=(5, 60))
         items = json.loads(response.data)["items"]

@@ -45,22 +45,22 @@ class Columns(Generic[M]):
     def select(self, alias: str) -> str:
         return ", ".join(f'{alias}."{column}"' for column in self.columns)
 
-    def load(self, values, using: str = "default") -> M:
-        """The instance for `values`, this object's columns in order (a row or a slice of one)."""
+    def _converted(self, values, using: str):
+        """`values` as the model's fields hold them (what the ORM's `from_db_value` does)."""
         if self.converters:
             values = list(values)
             connection = connections[using]
             for i, field in self.converters:
                 values[i] = field.from_db_value(values[i], None, connection)
-        return self.model.from_db(using, self.attnames, values)
+        return values
+
+    def load(self, values, using: str = "default") -> M:
+        """The instance for `values`, this object's columns in order (a row or a slice of one)."""
+        return self.model.from_db(using, self.attnames, self._converted(values, using))
 
     def record(self, values, using: str = "default") -> Record:
         """The columns' values as a `Record`, converted as `load` converts them; `pk` is the primary key."""
-        if self.converters:
-            values = list(values)
-            connection = connections[using]
-            for i, field in self.converters:
-                values[i] = field.from_db_value(values[i], None, connection)
+        values = self._converted(values, using)
         record = Record()
         record.__dict__.update(zip(self.attnames, values, strict=True))
         record.__dict__["pk"] = values[0]
