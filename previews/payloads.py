@@ -82,7 +82,6 @@ def repository_full_name(payload: dict) -> str:
     return full_name if isinstance(full_name, str) and full_name.count("/") == 1 else ""
 
 
-
 def _field(payload, path: str, kind, required: bool = True):
     value = payload
     for part in path.split("."):

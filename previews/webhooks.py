@@ -32,7 +32,6 @@ def secret_for(repository: Repository | None) -> str:
     return settings.GITHUB_WEBHOOK_SECRET
 
 
-
 def handle_event(*, event: str, delivery_id: str, payload: dict, repository: Repository | None = None) -> str:
     """Act on one delivery, at most once per delivery id. Returns what was done, for the response and the log.
 

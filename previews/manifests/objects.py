@@ -5,17 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 
-def as_dict(value) -> dict:
+def as_dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def as_list(value) -> list:
+def as_list(value: object) -> list:
     return value if isinstance(value, list) else []
 
 
-def is_empty(value) -> bool:
+def is_empty(value: object) -> bool:
     return value is None or value == {} or value == [] or value == "" or value is False
-
 
 
 def pod_templates(kind: str, obj: dict) -> Iterator[tuple[str, dict]]:
@@ -37,7 +36,6 @@ def containers(pod_spec: dict) -> Iterator[tuple[str, dict]]:
         for j, container in enumerate(as_list(pod_spec.get(group))):
             if isinstance(container, dict):
                 yield f"{group}[{j}]", container
-
 
 
 def object_keys(objects: Iterable[dict]) -> set[tuple[str, str, str]]:

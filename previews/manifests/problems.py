@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from previews.manifests.allowlists import MAX_PROBLEMS, MAX_SHOWN, SIMPLE_KEY_RE
 
 
-def quoted(value) -> str:
+def quoted(value: object) -> str:
     """A user-supplied value quoted in a message, never longer than MAX_SHOWN characters."""
     text = repr(value)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
-def quoted_bare(value) -> str:
+def quoted_bare(value: object) -> str:
     """Like quoted, without quotes for strings."""
     return quoted(value)[1:-1] if isinstance(value, str) else quoted(value)
 
@@ -54,7 +54,6 @@ class ManifestError(Exception):
         super().__init__(text)
 
 
-
 def only(i: int, path: str, mapping: dict, allowed: Iterable[str], what: str,
          reasons: dict[str, str] | None = None) -> Iterator[Problem]:
     """Every key of `mapping` outside `allowed` is a problem, with its reason when one is known."""
@@ -66,6 +65,6 @@ def only(i: int, path: str, mapping: dict, allowed: Iterable[str], what: str,
         yield Problem(i, join_path(path, key), message)
 
 
-def expect_dict(i: int, path: str, value) -> Iterator[Problem]:
+def expect_dict(i: int, path: str, value: object) -> Iterator[Problem]:
     if value is not None and not isinstance(value, dict):
         yield Problem(i, path, f"expected a mapping, got {type(value).__name__}")

@@ -48,7 +48,7 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
     return problems
 
 
-def plain_data_problems(i: int, value, path: str = "") -> Iterator[Problem]:
+def plain_data_problems(i: int, value: object, path: str = "") -> Iterator[Problem]:
     """JSON-shaped data only: string keys; strings, finite numbers in int64, booleans, null, lists, mappings;
     at most MAX_DEPTH levels. Iterative, so no input can exhaust the stack."""
     stack = [(path, value, 0)]
@@ -79,8 +79,6 @@ def plain_data_problems(i: int, value, path: str = "") -> Iterator[Problem]:
         else:
             yield Problem(i, here, f"a {type(item).__name__} value is not plain data (strings, numbers, booleans, "
                                    "null, lists and mappings only)")
-
-
 
 
 def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]:
@@ -133,7 +131,6 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
     }
     if kind in checks:
         yield from checks[kind](i, obj, spec, ctx)
-
 
 
 def _validate_secret(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:

@@ -221,7 +221,6 @@ def validate_statefulset(i: int, obj: dict, spec: dict, ctx: RenderContext) -> I
         yield from _validate_pvc_spec(i, f"spec.volumeClaimTemplates[{k}].spec", as_dict(template.get("spec")), ctx)
 
 
-
 def validate_pdb(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
     yield from only(i, "spec", spec, PDB_SPEC_FIELDS, "PodDisruptionBudget spec", {
         "minAvailable": "a minimum can equal the replica count and block every node drain; use maxUnavailable"})
@@ -235,7 +234,6 @@ def validate_pdb(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[
     if not allows:
         yield Problem(i, "spec.maxUnavailable", f"{quoted(budget)} would block node drains; allow at least one "
                                                 "disruption (1 or more, or a percentage from 1%)")
-
 
 
 def validate_hpa(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:

@@ -162,8 +162,6 @@ def preview_sleep(*, preview: Preview, actor: Actor, reason: str = "") -> Previe
     return preview
 
 
-
-
 def preview_wake(*, preview: Preview, actor: Actor) -> Preview:
     """Bring a sleeping preview back: a deploy of the same commit, which restores the remembered replicas
     and becomes ready through the watcher like any deploy. For a preview that is awake it only restarts

@@ -78,7 +78,6 @@ def preview_sleep_retry(*, preview_id: int) -> bool:
     return True
 
 
-
 def preview_set_status(*, preview_id: int, generation: int, status: str, action: EventAction, message: str = "",
                        actor: Actor | None = None, **details) -> bool:
     """Record a task's progress, but only for the generation it works on: a stale task changes nothing.
@@ -110,7 +109,6 @@ def preview_note(*, preview_id: int, action: EventAction, message: str, **detail
     preview = Preview.objects.filter(pk=preview_id).first()
     if preview is not None:
         record_event(preview, Actor.system(), action, message, **details)
-
 
 
 def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
@@ -262,7 +260,6 @@ def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
                                                          deploy_queued_at=None, next_attempt_at=None)
             record_event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
     return len(lost)
-
 
 
 def preview_teardown_retry(*, preview_id: int) -> bool:

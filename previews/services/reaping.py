@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -94,8 +95,6 @@ def _reap_chunk(chunk: list[Decision]) -> tuple[list[Reaped], list[int]]:
     return reaped, skipped
 
 
-
-
 def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -> bool:
     """The namespace is gone from the cluster: record the preview as deleted."""
     with transaction.atomic():
@@ -106,7 +105,7 @@ def preview_mark_gone(*, preview_id: int, generation: int | None, reason: str) -
                                   message=reason, action=EventAction.MARKED_DELETED, actor=REAPER)
 
 
-def preview_warn_expiry(*, preview_id: int, expires_at) -> bool:
+def preview_warn_expiry(*, preview_id: int, expires_at: datetime) -> bool:
     """Announce, once per expiry time, on the PR that the preview will expire soon."""
     updated = Preview.objects.filter(pk=preview_id, expires_at=expires_at).exclude(
         expiry_warned_for=expires_at).update(expiry_warned_for=expires_at)

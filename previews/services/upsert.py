@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -39,7 +39,6 @@ class UpsertResult:
     preview: Preview
     created: bool
     deploy_enqueued: bool
-
 
 
 class Unchanged:
@@ -85,7 +84,7 @@ class Unchanged:
         """The SQL SET list of an unchanged request that sets `touched`; its parameters are `assignment_params`."""
         return ", ".join(f'"{Preview._meta.get_field(name).column}" = %s' for name in ("updated_at", *touched))
 
-    def assignment_params(self, now) -> list:
+    def assignment_params(self, now: datetime) -> list:
         return [now, *self.touched.values()]
 
 

@@ -23,6 +23,8 @@ from previews.gateways.kube.errors import KindNotServed
 from previews.manifests.labels import GATEWAY_GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
@@ -53,7 +55,7 @@ def _api_message(exc: Exception) -> str:
     return f"HTTP {getattr(exc, 'status', '?')} {getattr(exc, 'reason', '')}".strip()
 
 
-def call(action: str, fn: Callable, *args, retry: bool = True, **kwargs):
+def call(action: str, fn: Callable[..., T], *args, retry: bool = True, **kwargs) -> T:
     """Run one API call, retrying 429/5xx/connection errors with bounded backoff (unless retry=False)."""
     for attempt, delay in enumerate((*RETRY_DELAYS, None) if retry else (None,)):
         try:
@@ -126,11 +128,10 @@ def ping() -> str:
     return version.git_version
 
 
-
 LIST_PAGE_SIZE = 500
 
 
-def resource_for(api_version: str, kind: str):
+def resource_for(api_version: str, kind: str) -> dynamic.Resource:
     try:
         return discovery().resources.get(api_version=api_version, kind=kind)
     except ResourceNotFoundError as exc:
@@ -140,10 +141,6 @@ def resource_for(api_version: str, kind: str):
                     "routing to ingress")
         raise KindNotServed(f"the cluster does not serve {kind} in {api_version}{hint}", status=404) from exc
 
-
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 CONCURRENCY = 8  # requests one process has in flight at once (applies of a wave, a reaper cycle's deletes)
 

@@ -109,7 +109,6 @@ def create_namespace(name: str, labels: dict[str, str], annotations: dict[str, s
     return _namespace_info(ns)
 
 
-
 def ensure_access(namespace: str, cluster_role: str, service_account: str, labels: dict[str, str],
                   timeout: float = 10) -> None:
     """Bind `cluster_role` to our ServiceAccount inside one preview namespace, and wait until it takes effect.
@@ -220,7 +219,6 @@ def _rfc3339(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from previews.manifests.labels import GATEWAY_GROUP
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class WatchedKind:
     """One collection the watcher follows: the client's cluster-wide list call, and how it is selected."""

@@ -62,7 +62,6 @@ def _dedupe(lines: list[str]) -> list[str]:
     return [x for x in lines if not (x in seen or seen.add(x))]
 
 
-
 SLEEP_ANNOTATION = "previews.dev/sleep-replicas"
 SLEEP_FIELD_MANAGER = "pr-previews-sleep"
 SCALABLE_KINDS = ("Deployment", "StatefulSet")  # what sleeps, what the costs and the cluster view count
