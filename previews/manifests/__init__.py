@@ -50,6 +50,7 @@ from previews.manifests.labels import (
     ROUTING_GATEWAY,
     ROUTING_INGRESS,
     ROUTING_MODES,
+    WORKLOAD_KINDS,
 )
 from previews.manifests.objects import object_keys
 from previews.manifests.parsing import parse_bundle
@@ -63,7 +64,8 @@ __all__ = [
     "GENERATED_INGRESS_NAME", "GENERATED_ROUTE_NAME", "HOST_PLACEHOLDER", "MANAGED_BY_LABEL", "MANAGED_BY_VALUE",
     "MAX_DEPTH", "MAX_OBJECTS", "MAX_PROBLEMS", "POD_SECURITY_LEVELS", "POD_SPEC_FIELDS", "PROTECTED_NAMESPACES",
     "PR_LABEL", "REPOSITORY_LABEL", "RESERVED_KINDS", "ROUTE_KINDS", "ROUTING_GATEWAY", "ROUTING_INGRESS",
-    "ROUTING_MODES", "VOLUME_TYPES", "GatewayRef", "Guardrails", "ManifestError", "Policy", "Problem",
-    "RenderContext", "generated_ingress", "generated_route", "guardrail_objects", "namespace_security_labels",
-    "object_keys", "override_image", "parse_bundle", "plain_data_problems", "render", "render_bundle", "validate",
+    "ROUTING_MODES", "VOLUME_TYPES", "WORKLOAD_KINDS", "GatewayRef", "Guardrails", "ManifestError", "Policy",
+    "Problem", "RenderContext", "generated_ingress", "generated_route", "guardrail_objects",
+    "namespace_security_labels", "object_keys", "override_image", "parse_bundle", "plain_data_problems", "render",
+    "render_bundle", "validate",
 ]

@@ -21,3 +21,5 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
 # The route kinds of gateway routing: each is watched for its status and pruned like any allowed kind.
 ROUTE_KINDS = ("HTTPRoute",)
+# The kinds whose rollout a deploy waits for (at the generation its apply produced).
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")

@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from previews.gateways import errors
 from previews.gateways.kube.client import REQUEST_TIMEOUT, call, map_concurrently, resource_for
 from previews.gateways.kube.errors import KindNotServed
-from previews.manifests.labels import FIELD_MANAGER
+from previews.manifests.labels import FIELD_MANAGER, WORKLOAD_KINDS
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 # Kinds whose controllers create pods: applied after everything else of the same call, so the
 # ConfigMaps, Secrets, ServiceAccounts and claims their pods use exist before the first pod does.
 POD_CREATING_KINDS = frozenset(("Deployment", "StatefulSet", "Job", "CronJob"))
