@@ -34,13 +34,18 @@ def cpu_model(fallback: str = "unknown") -> str:
     return fallback
 
 
+def env_or_script(variable: str, script: str, *args: str) -> str:
+    """The environment variable when set, or else what `scripts/<script> <args>` prints."""
+    value = os.environ.get(variable, "").strip()
+    if value:
+        return value
+    out = subprocess.run([str(ROOT / "scripts" / script), *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def base_database_url() -> str:
     """DATABASE_URL from the environment, or else the one `scripts/postgres url` prints."""
-    url = os.environ.get("DATABASE_URL", "").strip()
-    if url:
-        return url
-    out = subprocess.run([str(ROOT / "scripts" / "postgres"), "url"], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
+    return env_or_script("DATABASE_URL", "postgres", "url")
 
 
 def ensure_bench_database(url: str) -> str:

@@ -22,6 +22,7 @@ run's namespaces (prefix `bench<6 hex>-`) are deleted at the end, also after an 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -41,7 +42,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root, for `bench.common`
 
-from bench.common import BENCH_DB, ROOT, cpu_model, log, setup_django
+from bench.common import BENCH_DB, ROOT, cpu_model, env_or_script, log, setup_django
 
 CLEANUP_TIMEOUT = 300.0  # seconds to wait for the run's namespaces to be gone
 KUBECTL_TIMEOUT = 180.0  # seconds any single kubectl call may take before it counts as failed
@@ -54,11 +55,8 @@ SYNC_TIMEOUT = 60.0  # seconds the in-process watcher may take to list every kin
 
 
 def kubeconfig_path() -> str:
-    path = os.environ.get("KUBECONFIG", "").strip()
-    if path:
-        return path
-    out = subprocess.run([str(ROOT / "scripts" / "kube"), "kubeconfig"], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
+    """KUBECONFIG from the environment, or else the local cluster's (`scripts/kube kubeconfig`)."""
+    return env_or_script("KUBECONFIG", "kube", "kubeconfig")
 
 
 def kubectl(*args: str, timeout: float = KUBECTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -81,7 +79,7 @@ def server_version() -> tuple[str, str]:
 
 def namespaces_with_prefix(prefix: str) -> list[str] | None:
     """Names of the namespaces starting with `prefix-`, or None when kubectl failed."""
-    result = kubectl("get", "namespaces", "-o", "name", timeout=30)
+    result = kubectl("get", "namespaces", "-o", "name", timeout=60)
     if result.returncode != 0:
         return None
     names = [line.split("/", 1)[1] for line in result.stdout.split() if line.startswith("namespace/")]
@@ -345,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     from django.db.models import Max
     from django_q.models import OrmQ
 
-    from previews import kube
+    from previews import manifests
+    from previews.gateways import kube
+    from previews.gateways.kube import client as kube_client
     from previews.models import Repository
     from previews.services import Actor
 
@@ -373,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"in-process watcher {watcher.holder}: every kind listed")
 
     # Warm both clients' API discovery first, as in a long-running worker and a used kubectl.
-    kube.count_objects("default")
+    for kind, versions in manifests.ALLOWED_KINDS.items():
+        with contextlib.suppress(kube.KindNotServed):
+            kube_client.resource_for(versions[0], kind)
     kubectl("api-resources", "-o", "name", timeout=60)
 
     ours: list[Run] = []

@@ -130,7 +130,7 @@ class OpenPullsRecorder:
         self.results: list[tuple[str, Any, float]] = []  # full name, OpenPulls, seconds
 
     def install(self) -> None:
-        from previews import github
+        from previews.gateways import github
 
         original = github.open_pull_numbers
 
@@ -234,20 +234,9 @@ class BenchState:
 
 
 def namespace_names_in_cluster() -> set[str] | None:
-    """All namespace names (one list call), or None when the API did not answer."""
-    from kubernetes import client
-
-    from previews import kube
-
-    try:
-        # Raw JSON: deserializing thousands of V1Namespace objects would make each poll of the cleanup slow.
-        response = client.CoreV1Api(kube.api_client()).list_namespace(_preload_content=False,
-                                                                       _request_timeout=(5, 60))
-        items = json.loads(response.data)["items"]
-    except Exception as exc:
-        log(f"listing namespaces failed: {exc}")
-        return None
-    return {ns["metadata"]["name"] for ns in items}
+    """Every namespace's name (one raw list call), or None when the API did not answer."""
+    states = namespace_states()
+    return None if states is None else set(states)
 
 
 def pick_run_hex() -> str:
@@ -326,7 +315,7 @@ def create_namespace(body: dict) -> str:
     """Create one namespace (thread-safe: one ApiClient per thread); returns "" or the error."""
     from kubernetes import client
 
-    from previews import kube
+    from previews.gateways import kube
 
     core = client.CoreV1Api(kube.api_client())
     for attempt in range(4):
@@ -472,7 +461,7 @@ class BaselineSample:
 def measure_baseline(previews: list[Any], sample_size: int, fake: Any,
                      kube_counter: KubeRequestCounter) -> BaselineSample:
     """pull_state and read_namespace, one per sampled preview, sequentially as one cycle would call them."""
-    from previews import github, kube
+    from previews.gateways import github, kube
 
     sample = random.Random(0).sample(previews, min(sample_size, len(previews)))
     fake.reset_requests()
@@ -509,7 +498,7 @@ def measure_baseline(previews: list[Any], sample_size: int, fake: Any,
 def delete_namespace(name: str) -> str:
     from kubernetes import client
 
-    from previews import kube
+    from previews.gateways import kube
 
     core = client.CoreV1Api(kube.api_client())
     for attempt in range(4):
@@ -729,9 +718,10 @@ def namespace_states() -> dict[str, bool] | None:
     """{name: terminating} for every namespace (one raw list call), or None when the API did not answer."""
     from kubernetes import client
 
-    from previews import kube
+    from previews.gateways import kube
 
     try:
+        # Raw JSON: deserializing thousands of V1Namespace objects would make each poll of the cleanup slow.
         response = client.CoreV1Api(kube.api_client()).list_namespace(_preload_content=False,
                                                                        _request_timeout=(5, 60))
         items = json.loads(response.data)["items"]
@@ -1066,7 +1056,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         setup_django("config.settings_test")
         from django.conf import settings
 
-        from previews import kube
+        from previews.gateways import kube
         from previews.models import GitHubState
 
         assert fake.base_url == settings.GITHUB_API_URL, "GitHub is not the fake"

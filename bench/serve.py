@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_django("config.settings_test")
     from kubernetes import config
 
-    from previews import kube, services
+    from previews import services
+    from previews.gateways import kube
     from previews.models import Repository
 
     config.load_kube_config(os.environ["KUBECONFIG"])

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repositor
 
 from bench.api_load import cpu_snapshot, free_port, gunicorn_command, percentile, tail
 from bench.common import BENCH_DB, ROOT, cpu_model, log, setup_django
-from bench.provision import kubeconfig_path, kubectl, server_version
+from bench.provision import kubeconfig_path, kubectl, namespaces_with_prefix, server_version
 
 Q_WORKERS = 2
 START_DELAY_ANNOTATION = "previews.local/start-delay"
@@ -273,15 +273,6 @@ def wait_http_up(proc: Proc, port: int, deadline: float) -> None:
 # --- setup checks -----------------------------------------------------------------------------------
 
 
-def namespaces_with_prefix(prefix: str) -> list[str] | None:
-    """Names of the namespaces starting with `prefix-`, or None when kubectl failed."""
-    result = kubectl("get", "namespaces", "-o", "name", timeout=60)
-    if result.returncode != 0:
-        return None
-    names = [line.split("/", 1)[1] for line in result.stdout.split() if line.startswith("namespace/")]
-    return [n for n in names if n.startswith(prefix + "-")]
-
-
 QUANTITY_SUFFIXES = (("Ki", 1024), ("Mi", 1024**2), ("Gi", 1024**3), ("Ti", 1024**4), ("m", 0.001),
                      ("k", 1000), ("M", 1000**2), ("G", 1000**3), ("T", 1000**4))
 
@@ -396,7 +387,7 @@ def wait_for_worker(state: State, deadline: float) -> float:
 
 def wait_for_watcher(state: State, deadline: float) -> float:
     """Wait until our watcher leads, is connected and has listed every kind."""
-    from previews import kube_watch
+    from previews.gateways.kube import watch as kube_watch
     from previews.models import WatcherStatus
 
     started = time.monotonic()
@@ -1063,7 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_django("config.settings_test")
     from django.conf import settings
 
-    from previews import kube, services
+    from previews import services
+    from previews.gateways import kube
     from previews.models import Repository
 
     kube.ping()  # fails early, with the service's own error, when the cluster does not answer

@@ -3,7 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from previews import metrics
-from previews.api import views as api_views
+from previews.api import health
 from previews.api.errors import api_not_found
 
 urlpatterns = [
@@ -14,8 +14,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[],
                                                      permission_classes=[]), name="api-docs"),
     re_path(r"^api/(?P<unmatched>.*)$", api_not_found),
-    path("healthz", api_views.healthz, name="healthz"),
-    path("readyz", api_views.readyz, name="readyz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("dashboard.urls")),
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from previews.kube_view import MAX_LOG_LINES
+from previews.gateways.kube.views import MAX_LOG_LINES
 from previews.models import Preview
 from previews.validators import DNS_LABEL_RE, DNS_SUBDOMAIN_RE, MAX_TTL_HOURS
 

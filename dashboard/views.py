@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required, permission_required
@@ -122,44 +124,44 @@ def preview_pin(request: HttpRequest, preview_id: int) -> HttpResponse:
     return redirect("dashboard:preview_detail", preview_id=preview.pk)
 
 
-def _act(request: HttpRequest, preview, action, success: str) -> HttpResponse:
-    """Carry out one action on a preview: its success, or the conflict that refused it, as a message."""
-    try:
-        action()
-    except services.PreviewConflict as exc:
-        messages.error(request, str(exc))
-    else:
-        messages.success(request, success)
-    return redirect("dashboard:preview_detail", preview_id=preview.pk)
+def _preview_action(permission: str, act: Callable[[HttpRequest, Preview], object],
+                    success: Callable[[Preview], str]):
+    """A one-click action on a preview (a POST with nothing to fill in): `act` through the services, its
+    success, or the conflict that refused it, as a message; back to the preview's page."""
+
+    @require_POST
+    @login_required
+    @permission_required(permission, raise_exception=True)
+    def view(request: HttpRequest, preview_id: int) -> HttpResponse:
+        preview = _preview_or_404(preview_id)
+        try:
+            act(request, preview)
+        except services.PreviewConflict as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, success(preview))
+        return redirect("dashboard:preview_detail", preview_id=preview.pk)
+
+    return view
 
 
-@require_POST
-@login_required
-@permission_required("previews.redeploy_preview", raise_exception=True)
-def preview_redeploy(request: HttpRequest, preview_id: int) -> HttpResponse:
-    preview = _preview_or_404(preview_id)
-    return _act(request, preview, lambda: services.preview_redeploy(preview=preview, actor=_actor(request)),
-                f"Redeploying {preview.head_sha[:7]}.")
-
-
-@require_POST
-@login_required
-@permission_required("previews.redeploy_preview", raise_exception=True)
-def preview_wake(request: HttpRequest, preview_id: int) -> HttpResponse:
-    """Wake a sleeping preview (waking is a deploy of the same commit, hence the redeploy permission)."""
-    preview = _preview_or_404(preview_id)
-    return _act(request, preview, lambda: services.preview_wake(preview=preview, actor=_actor(request)),
-                "Waking up: restoring its workloads.")
-
-
-@require_POST
-@login_required
-@permission_required("previews.redeploy_preview", raise_exception=True)
-def preview_sleep(request: HttpRequest, preview_id: int) -> HttpResponse:
-    preview = _preview_or_404(preview_id)
-    reason = f"Put to sleep from the dashboard by {request.user.get_username()}"
-    return _act(request, preview, lambda: services.preview_sleep(preview=preview, actor=_actor(request), reason=reason),
-                "Going to sleep: scaling its workloads to zero.")
+preview_redeploy = _preview_action(
+    "previews.redeploy_preview", lambda request, preview: services.preview_redeploy(preview=preview,
+                                                                                    actor=_actor(request)),
+    lambda preview: f"Redeploying {preview.head_sha[:7]}.")
+# Waking is a deploy of the same commit, hence the redeploy permission.
+preview_wake = _preview_action(
+    "previews.redeploy_preview", lambda request, preview: services.preview_wake(preview=preview, actor=_actor(request)),
+    lambda preview: "Waking up: restoring its workloads.")
+preview_sleep = _preview_action(
+    "previews.redeploy_preview", lambda request, preview: services.preview_sleep(
+        preview=preview, actor=_actor(request),
+        reason=f"Put to sleep from the dashboard by {request.user.get_username()}"),
+    lambda preview: "Going to sleep: scaling its workloads to zero.")
+preview_reset_data = _preview_action(
+    "previews.reset_data_preview", lambda request, preview: services.preview_reset_data(preview=preview,
+                                                                                        actor=_actor(request)),
+    lambda preview: "Resetting the data; the preview deploys again.")
 
 
 @require_GET
@@ -173,15 +175,6 @@ def costs(request: HttpRequest) -> HttpResponse:
     except errors.GatewayError as exc:
         error = f"The cluster could not be read: {exc}"
     return render(request, "dashboard/costs.html", {"repositories": rows, "error": error})
-
-
-@require_POST
-@login_required
-@permission_required("previews.reset_data_preview", raise_exception=True)
-def preview_reset_data(request: HttpRequest, preview_id: int) -> HttpResponse:
-    preview = _preview_or_404(preview_id)
-    return _act(request, preview, lambda: services.preview_reset_data(preview=preview, actor=_actor(request)),
-                "Resetting the data; the preview deploys again.")
 
 
 @require_POST

@@ -2,8 +2,8 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
-from previews import github, services
-from previews.gateways import errors
+from previews import services
+from previews.gateways import errors, github
 from previews.models import ApiToken, Preview, PreviewEvent, Repository
 
 

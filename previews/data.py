@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from previews import manifests
+from previews import manifests, services
 from previews.gateways import preview_db
 from previews.models import DataMode, Preview
 
@@ -222,21 +222,20 @@ def prepare(preview: Preview, ctx: manifests.RenderContext, generation: int) -> 
     if mode == DataMode.NONE:
         return DeployData([], "", False, steps)
     if not preview.data_salt:
-        Preview.objects.filter(pk=preview.pk, data_salt="").update(data_salt=new_salt())
-        preview.data_salt = Preview.objects.values_list("data_salt", flat=True).get(pk=preview.pk)
+        preview.data_salt = services.preview_data_salted(preview_id=preview.pk, salt=new_salt())
     password = password_for(preview)
     reset = preview.data_reset_generation == generation
     objects: list[dict] = []
     size: int | None = None
     if mode == DataMode.IN_NAMESPACE:
-        Preview.objects.filter(pk=preview.pk).update(data_mode=mode, data_name=IN_NAMESPACE_DATABASE)
+        services.preview_data_named(preview_id=preview.pk, mode=mode, name=IN_NAMESPACE_DATABASE)
         objects += [secret_object(ctx, in_namespace_env(ctx, password)),
                     *in_namespace_objects(ctx, repository.data_image, repository.data_storage)]
         database = IN_NAMESPACE_DATABASE
     else:
         spec = spec_for(preview, mode)
         # Recorded before anything is created, so a teardown after a crash knows what to drop.
-        Preview.objects.filter(pk=preview.pk).update(data_mode=mode, data_name=spec.name)
+        services.preview_data_named(preview_id=preview.pk, mode=mode, name=spec.name)
         preview.data_mode, preview.data_name = mode, spec.name
         if reset:
             ensured = preview_db.reset(spec, password)
@@ -262,7 +261,6 @@ def drop(preview: Preview) -> list[str]:
     if preview.data_mode not in SHARED_MODES or not preview.data_name:
         return []
     steps = preview_db.drop(preview.data_mode, preview.data_name, owner_of(preview))
-    Preview.objects.filter(pk=preview.pk).update(data_mode="", data_name="", data_size_bytes=None,
-                                                 data_size_at=None)
+    services.preview_data_dropped(preview_id=preview.pk)
     preview.data_mode = preview.data_name = ""
     return steps

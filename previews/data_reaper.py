@@ -126,9 +126,9 @@ def _decide(name: str, group: list[DataObject], owners: Mapping[tuple[int, int],
     created = min(m.created_at for m in markers)
     if record is None:
         since, reason = created, ORPHAN
-    elif record.desired == "up" and record.status != "deleted":
+    elif record.desired == Preview.Desired.UP and record.status != Preview.Status.DELETED:
         return decision(KEEP, PREVIEW_LIVE)
-    elif record.status != "deleted":
+    elif record.status != Preview.Status.DELETED:
         return decision(KEEP, TEARING_DOWN)
     else:
         since, reason = max(created, record.deleted_at or created), PREVIEW_DELETED

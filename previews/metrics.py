@@ -24,7 +24,8 @@ from django_q.models import Failure
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from previews import data_reaper, github, reaper, selectors
+from previews import data_reaper, reaper, selectors
+from previews.gateways import github
 from previews.models import EventAction, Preview, PreviewEvent, ReaperRun
 
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)

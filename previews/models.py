@@ -12,7 +12,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Length
 
-from previews import validators
+from previews import optin, validators
+from previews.manifests.labels import ROUTING_GATEWAY, ROUTING_INGRESS
 
 models.CharField.register_lookup(Length)
 
@@ -25,6 +26,26 @@ class DataMode(models.TextChoices):
     SCHEMA = "schema", "schema per preview on the shared server"
     DATABASE = "database", "database per preview, copied from a template"
     IN_NAMESPACE = "in-namespace", "Postgres in the preview's namespace"
+
+
+class Routing(models.TextChoices):
+    """How a repository's previews are reached (the strings are the manifests' routing modes)."""
+
+    DEFAULT = "", "the service's default (PREVIEWS_ROUTING)"
+    INGRESS = ROUTING_INGRESS, "an Ingress per preview"
+    GATEWAY = ROUTING_GATEWAY, "a Gateway API HTTPRoute per preview"
+
+
+class OptIn(models.TextChoices):
+    """Which pull requests get a preview (the strings are previews/optin.py's modes)."""
+
+    ALL = optin.ALL, "every pull request"
+    LABEL = optin.LABEL, "pull requests with the opt-in label"
+
+
+class PodSecurity(models.TextChoices):
+    BASELINE = "baseline", "baseline"
+    RESTRICTED = "restricted", "restricted"
 
 
 class Repository(models.Model):
@@ -54,9 +75,7 @@ class Repository(models.Model):
     service_port = models.PositiveIntegerField(default=80)
     tls_secret_name = models.CharField(max_length=253, blank=True)
     routing = models.CharField(
-        max_length=8, blank=True, default="",
-        choices=[("", "the service's default (PREVIEWS_ROUTING)"), ("ingress", "an Ingress per preview"),
-                 ("gateway", "a Gateway API HTTPRoute per preview")],
+        max_length=8, blank=True, default=Routing.DEFAULT, choices=Routing.choices,
         help_text="How previews are reached. A change applies to each live preview at its next deploy, which "
                   "replaces its Ingress by an HTTPRoute (or back).",
     )
@@ -70,8 +89,7 @@ class Repository(models.Model):
     quota_pods = models.PositiveIntegerField(default=20)
     # Who gets a preview (previews/optin.py) and who may command it from the PR (previews/commands.py).
     opt_in = models.CharField(
-        max_length=8, choices=[("all", "every pull request"), ("label", "pull requests with the opt-in label")],
-        default="all", help_text="Which pull requests get a preview.")
+        max_length=8, choices=OptIn.choices, default=OptIn.ALL, help_text="Which pull requests get a preview.")
     opt_in_label = models.CharField(max_length=50, default="preview",
                                     help_text="The label that opts a pull request in (when opt-in is by label).")
     preview_drafts = models.BooleanField(default=False, help_text="Draft pull requests get previews too.")
@@ -102,7 +120,7 @@ class Repository(models.Model):
     quota_ephemeral_storage = models.CharField(max_length=20, default="8Gi",
                                                help_text="Container scratch space and emptyDirs together.")
     pod_security = models.CharField(
-        max_length=12, choices=[("baseline", "baseline"), ("restricted", "restricted")], default="baseline",
+        max_length=12, choices=PodSecurity.choices, default=PodSecurity.BASELINE,
         help_text="The Pod Security Standard enforced in the preview namespaces; restricted is checked up front.",
     )
     node_selector = models.CharField(
@@ -163,15 +181,15 @@ class Repository(models.Model):
             models.CheckConstraint(
                 condition=Q(service_port__gte=1, service_port__lte=65535), name="repository_service_port_range"
             ),
-            models.CheckConstraint(condition=Q(opt_in__in=["all", "label"]), name="repository_opt_in_valid"),
+            models.CheckConstraint(condition=Q(opt_in__in=OptIn.values), name="repository_opt_in_valid"),
             models.CheckConstraint(
                 condition=Q(max_ttl_hours__lte=validators.MAX_TTL_HOURS), name="repository_max_ttl_bounded"
             ),
             models.CheckConstraint(
-                condition=Q(pod_security__in=["baseline", "restricted"]), name="repository_pod_security_valid"
+                condition=Q(pod_security__in=PodSecurity.values), name="repository_pod_security_valid"
             ),
             models.CheckConstraint(condition=Q(data_mode__in=DataMode.values), name="repository_data_mode_valid"),
-            models.CheckConstraint(condition=Q(routing__in=["", "ingress", "gateway"]),
+            models.CheckConstraint(condition=Q(routing__in=Routing.values),
                                    name="repository_routing_valid"),
             models.CheckConstraint(condition=~Q(data_mode="database") | ~Q(data_template=""),
                                    name="repository_database_mode_has_template"),
@@ -387,11 +405,11 @@ class Preview(models.Model):
             models.Index(
                 fields=["expires_at"],
                 name="preview_live_expiry_idx",
-                condition=Q(desired="up"),
+                condition=Q(desired=DesiredState.UP),
             ),
             # The watcher's and the sweep's questions: what is rolling out, deleting, or waiting for a slot.
             models.Index(fields=["status"], name="preview_engine_idx", condition=Q(status__in=[
-                "pending", "deploying", "deleting"])),
+                PreviewStatus.PENDING, PreviewStatus.DEPLOYING, PreviewStatus.DELETING])),
         ]
 
     def __str__(self) -> str:
@@ -422,35 +440,65 @@ class PreviewEvent(models.Model):
         indexes = [models.Index(fields=["preview", "-created_at"], name="event_preview_time_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(actor_kind__in=ActorKind.values), name="event_actor_kind_valid"),
+            models.CheckConstraint(condition=Q(action__in=EventAction.values), name="event_action_valid"),
         ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} by {self.actor_kind}:{self.actor}"
 
 
-class PullRequestState(models.Model):
-    """What the webhooks told us about a pull request: whether it is opted in to a preview.
+class PullRequestState(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+    MERGED = "merged"
 
-    Kept for PRs without a preview too (a label-opt-in PR before its label). Only newer
-    payloads (by the PR's `updated_at`) replace older ones, so out-of-order deliveries do no harm.
-    `command_opt` is a /preview ("in") or /preview delete ("out") that overrides the label until the
-    label changes again.
+
+class CommandOpt(models.TextChoices):
+    """A /preview command's wish, which overrides the opt-in label until the label changes again."""
+
+    NONE = "", "none"
+    IN = optin.OPT_IN, "opted in by /preview"
+    OUT = optin.OPT_OUT, "opted out by /preview delete"
+
+
+class PullRequest(models.Model):
+    """What the service knows of a pull request, whoever told it; kept for PRs without a preview too.
+
+    - State, draft, labels and head repository come from the signed `pull_request` webhooks, a newer payload
+      (by the PR's `updated_at`, kept in `github_updated_at`) replacing an older one and never the reverse;
+      for a PR no webhook told about, from GitHub when the service asked (`asked_at`, `asked_known`).
+    - The head is the latest commit seen as the PR's head and when (`head_seen_at`: a webhook's `updated_at`,
+      or when GitHub was asked), with the commits seen as its head before it (`earlier_heads`), whatever
+      order the observations arrive in.
+    - `command_opt` is a /preview or /preview delete, which overrides the label until the label changes.
+
+    `services.pull_requests` is the one module that writes and reads it.
     """
+
+    State = PullRequestState
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="pull_requests")
     pr_number = models.PositiveIntegerField(validators=[validators.validate_pr_number])
-    state = models.CharField(max_length=8, default="open")
+    state = models.CharField(max_length=8, choices=PullRequestState.choices, default=PullRequestState.OPEN)
     draft = models.BooleanField(default=False)
     labels = models.JSONField(default=list, blank=True)
-    head_sha = models.CharField(max_length=40, blank=True)
+    head_repository = models.CharField(max_length=140, blank=True,
+                                       help_text="owner/name of the branch's repository; empty: GitHub did not say")
     github_updated_at = models.DateTimeField(null=True, blank=True)
-    command_opt = models.CharField(max_length=3, blank=True, default="")
+    head_sha = models.CharField(max_length=40, blank=True)
+    head_seen_at = models.DateTimeField(null=True, blank=True)
+    earlier_heads = models.JSONField(default=list, blank=True)
+    asked_at = models.DateTimeField(null=True, blank=True)
+    asked_known = models.BooleanField(default=False, help_text="GitHub answered when last asked")
+    command_opt = models.CharField(max_length=3, choices=CommandOpt.choices, blank=True, default=CommandOpt.NONE)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint("repository", "pr_number", name="pullrequeststate_unique_repository_pr"),
-            models.CheckConstraint(condition=Q(command_opt__in=["", "in", "out"]), name="pullrequeststate_opt_valid"),
+            models.UniqueConstraint("repository", "pr_number", name="pullrequest_unique_repository_pr"),
+            models.CheckConstraint(condition=Q(state__in=PullRequestState.values), name="pullrequest_state_valid"),
+            models.CheckConstraint(condition=Q(command_opt__in=CommandOpt.values),
+                                   name="pullrequest_command_opt_valid"),
         ]
 
     def __str__(self) -> str:
@@ -507,7 +555,7 @@ class OidcTokenUse(models.Model):
 
 
 class GitHubState(models.Model):
-    """Small pieces of GitHub state kept between calls: listing ETags, the rate limit, a back-off deadline."""
+    """The GitHub gateway's transport cache: listing ETags, the rate limit, a back-off deadline."""
 
     key = models.CharField(max_length=300, unique=True)
     etag = models.CharField(max_length=200, blank=True)

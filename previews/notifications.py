@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from previews import github, links, locks, services
-from previews.gateways import errors
-from previews.models import GITHUB_SYNC_FAILED, EventAction, Preview
+from previews import links, locks, services
+from previews.gateways import errors, github
+from previews.models import EventAction, Preview
 
 RETRY_DELAY = timedelta(seconds=60)
 
@@ -150,10 +150,9 @@ def sync_github(preview_id: int, expiry_warning: bool = False) -> str:
             services.preview_note(preview_id=preview_id, action=EventAction.GITHUB_FAILED,
                                   message="; ".join(str(e) for e in failures) + f"; retrying in {int(delay.seconds)}s",
                                   errors=[str(e) for e in failures])
-            services.github_sync_retry(preview_id, delay)
-            Preview.objects.filter(pk=preview_id).update(github_synced_key=GITHUB_SYNC_FAILED)
+            services.preview_github_sync_failed(preview_id=preview_id, delay=delay)
             return "failed"
-        Preview.objects.filter(pk=preview_id).update(github_synced_key=key)
+        services.preview_github_synced(preview_id=preview_id, key=key)
         return "synced"
 
 
@@ -187,7 +186,7 @@ def _save_deployment(preview: Preview, *, state: str, deployment_id: int | None 
     if deployment_id is not None:
         fields["github_deployment_id"] = deployment_id
         fields["github_deployment_generation"] = generation
-    Preview.objects.filter(pk=preview.pk).update(**fields)
+    services.preview_github_recorded(preview_id=preview.pk, **fields)
     for name, value in fields.items():
         setattr(preview, name, value)
 
@@ -197,5 +196,5 @@ def _sync_comment(preview: Preview, expiry_warning: bool) -> None:
     comment_id = github.upsert_comment(preview.repository.full_name, preview.pr_number, body,
                                        known_comment_id=preview.github_comment_id)
     if comment_id != preview.github_comment_id:
-        Preview.objects.filter(pk=preview.pk).update(github_comment_id=comment_id)
+        services.preview_github_recorded(preview_id=preview.pk, github_comment_id=comment_id)
         preview.github_comment_id = comment_id

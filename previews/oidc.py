@@ -27,8 +27,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from previews import github
-from previews.gateways import errors
+from previews.gateways import errors, github
 from previews.models import OidcTokenUse, Repository
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from previews import commands, github, optin, selectors, services, validators, webhooks
-from previews.gateways import errors
-from previews.models import ActorKind, CommentCommand, Preview, PullRequestState, Repository
+from previews import commands, optin, payloads, selectors, services, validators
+from previews.gateways import errors, github
+from previews.models import ActorKind, CommandOpt, CommentCommand, Preview, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def answer(full_name: str, number: int, comment_id: int, reaction: str, reply: s
     return "answered"
 
 
-def handle_comment(repository: Repository, event: webhooks.CommentEvent) -> str:
-    """Act on one `issue_comment` delivery (its shape checked by `webhooks.parse_comment`). Returns the outcome
+def handle_comment(repository: Repository, event: payloads.CommentEvent) -> str:
+    """Act on one `issue_comment` delivery (its shape checked by `payloads.parse_comment`). Returns the outcome
     for the webhook's log."""
     if event.action != "created":
         return "only new comments carry commands"
@@ -128,14 +128,14 @@ def _live(preview: Preview | None) -> bool:
 
 
 def _run(command: commands.Command, repository: Repository, number: int, preview: Preview | None,
-         event: webhooks.CommentEvent, actor: services.Actor) -> Answer:
+         event: payloads.CommentEvent, actor: services.Actor) -> Answer:
     name = command.name
     if name == commands.HELP:
         return Answer(OK, "help", commands.HELP_TEXT)
     if name == commands.CREATE:
         return _create(repository, number, preview, event, actor)
     if name == commands.DELETE:
-        services.pull_request_set_opt(repository=repository, pr_number=number, opt="out")
+        services.pull_request_set_opt(repository=repository, pr_number=number, opt=CommandOpt.OUT)
         if not _live(preview):
             return Answer(OK, "no preview to delete; none is created until `/preview`")
         services.preview_destroy(preview=preview, actor=actor, reason=f"Deleted by @{actor.name} with /preview delete")
@@ -169,12 +169,11 @@ def _run(command: commands.Command, repository: Repository, number: int, preview
     raise AssertionError(f"unhandled command {name}")
 
 
-def _create(repository: Repository, number: int, preview: Preview | None, event: webhooks.CommentEvent,
+def _create(repository: Repository, number: int, preview: Preview | None, event: payloads.CommentEvent,
             actor: services.Actor) -> Answer:
     if event.state not in ("", "open"):
         return Answer(REFUSED, f"PR #{number} is closed")
-    services.pull_request_set_opt(repository=repository, pr_number=number, opt="in")
-    row = PullRequestState.objects.get(repository=repository, pr_number=number)
+    row = services.pull_request_set_opt(repository=repository, pr_number=number, opt=CommandOpt.IN)
     draft = row.draft if row.github_updated_at else event.draft
     verdict = optin.decide(optin.policy_of(repository), optin.PullInfo(open=True, draft=draft,
                                                                         command_opt=row.command_opt))
@@ -187,12 +186,10 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
         return Answer(OK, f"the preview exists already ({preview.status})")
     if not repository.image_template:
         return Answer(OK, "opted in: CI deploys the preview on its next run")
-    sha = row.head_sha or (preview.head_sha if preview else "")
-    if not sha and github.is_configured():
-        sha = github.pull_state(repository.full_name, number).head_sha
-    if not validators.SHA_RE.fullmatch(sha or ""):
+    sha = services.head_for_deploy(services.PullRequestFacts(repository, number), preview)
+    if not sha:
         return Answer(REFUSED, "the PR's head commit is not known yet (GitHub could not be asked); try again")
-    image = webhooks.image_reference(repository.image_template, number, sha)
+    image = payloads.image_reference(repository.image_template, number, sha)
     try:
         services.preview_upsert(repository=repository, pr_number=number, actor=actor,
                                 request=services.PreviewRequest(head_sha=sha, images=(image,)))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from previews import data as preview_data
-from previews import kube, links, locks, manifests, policy, services
-from previews.gateways import errors, preview_db
+from previews import locks, manifests, policy, services
+from previews.gateways import errors, kube, preview_db
 from previews.models import EventAction, Preview
 
 logger = logging.getLogger(__name__)
@@ -51,22 +51,11 @@ def preview_labels(preview: Preview) -> dict[str, str]:
 
 
 def render_context(preview: Preview) -> manifests.RenderContext:
-    repository = preview.repository
-    return manifests.RenderContext(
-        namespace=preview.namespace,
-        host=links.preview_host(repository, preview.namespace),
-        labels=preview_labels(preview),
-        images=dict(preview.images),
-        service_name=repository.service_name,
-        service_port=repository.service_port,
-        tls_secret_name=repository.tls_secret_name,
-        ingress_class=settings.PREVIEWS_INGRESS_CLASS,
-        policy=policy.manifest_policy(repository),
-        routing=policy.routing(repository),
-        gateway=policy.gateway(),
-        placement=policy.placement(repository),
-        head_sha=preview.head_sha,
-    )
+    """What the request-time check judged the bundle by (`policy.request_context`), with the preview's own
+    labels, images and commit."""
+    return dataclasses.replace(policy.request_context(preview.repository, preview.namespace),
+                               labels=preview_labels(preview), images=dict(preview.images),
+                               head_sha=preview.head_sha)
 
 
 def plan_deploy(preview: Preview) -> DeployPlan:
@@ -194,7 +183,8 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
                                      else ())
     rollout = kube.apply_objects(objects, track=tracked)
     # A namespace created just now holds nothing of an earlier deploy to prune.
-    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects))
+    pruned = [] if info is None else kube.prune(namespace, plan.object_selector, manifests.object_keys(objects),
+                                                manifests.ALLOWED_KINDS)
     if pruned:
         services.preview_note(preview_id=preview_id, action=EventAction.PRUNED,
                               message="Removed objects no longer in the manifests: " + ", ".join(pruned),
@@ -261,6 +251,13 @@ def _drop_data(preview: Preview) -> None:
                           message=f"{name}: {', '.join(steps) or 'nothing left to drop'}", steps=steps)
 
 
+# The teardown task's result word for each outcome of its one delete.
+TEARDOWN_RESULTS = {
+    services.TeardownOutcome.GONE: "deleted", services.TeardownOutcome.NOT_OURS: "deleted",
+    services.TeardownOutcome.FAILED: "failed", services.TeardownOutcome.TERMINATING: "terminating",
+}
+
+
 def teardown(preview_id: int, generation: int) -> str:
     """Issue the (UID-preconditioned) delete of the preview's namespace and return; never force-finalizes.
 
@@ -274,25 +271,27 @@ def teardown(preview_id: int, generation: int) -> str:
             return "stale"
         _drop_data(preview)
         try:
-            outcome = kube.delete_namespace(preview.namespace)
-        except kube.NamespaceNotOurs as exc:
-            services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                        message=f"Nothing deleted: {exc}", action=EventAction.DELETED)
-            return "deleted"
+            result: kube.DeleteOutcome | errors.GatewayError = kube.delete_namespace(preview.namespace)
         except errors.GatewayError as exc:
-            services.preview_set_status(preview_id=preview_id, generation=generation,
-                                        status=Preview.Status.DELETING,
-                                        message=_bounded(f"Deleting failed, the sweep tries again: {exc}"),
-                                        action=EventAction.DELETE_FAILED)
-            return "failed"
-        if outcome.gone:
-            services.preview_set_status(preview_id=preview_id, generation=generation, status=Preview.Status.DELETED,
-                                        message=f"Namespace {preview.namespace} deleted", action=EventAction.DELETED,
-                                        duration_seconds=round(time.monotonic() - started, 3))
-            return "deleted"
-        services.preview_note(preview_id=preview_id, action=EventAction.NAMESPACE_TERMINATING,
-                              message=f"Namespace {preview.namespace} is terminating")
-        return "terminating"
+            result = exc
+        issued = _issued(preview_id, generation, preview.namespace, result,
+                         duration_seconds=round(time.monotonic() - started, 3))
+        services.previews_teardown_issued(issued=[issued], actor=services.Actor.system())
+        return TEARDOWN_RESULTS[issued.outcome]
+
+
+def _issued(preview_id: int, generation: int, namespace: str, result: kube.DeleteOutcome | errors.GatewayError,
+            duration_seconds: float | None = None) -> services.TeardownIssued:
+    """What a delete's answer (or the error it met) means for the preview being torn down."""
+    if isinstance(result, kube.NamespaceNotOurs):
+        outcome, message = services.TeardownOutcome.NOT_OURS, str(result)
+    elif isinstance(result, errors.GatewayError):
+        outcome, message = services.TeardownOutcome.FAILED, str(result)
+    elif result.gone:
+        outcome, message = services.TeardownOutcome.GONE, ""
+    else:
+        outcome, message = services.TeardownOutcome.TERMINATING, ""
+    return services.TeardownIssued(preview_id, generation, namespace, outcome, message, duration_seconds)
 
 
 # --- many deletes at once (the reaper's) ---------------------------------------------------------
@@ -348,14 +347,9 @@ def teardown_many(reaped: list[tuple[services.Reaped, ListedNamespace]]) -> list
             outcomes = delete_listed([ns for _r, ns in mine], careful)
         finally:
             locks.advisory_unlock_many(locks.DEPLOY, locked)
-        issued += [services.TeardownIssued(r.preview_id, r.generation, r.namespace, "busy")
+        issued += [services.TeardownIssued(r.preview_id, r.generation, r.namespace, services.TeardownOutcome.BUSY)
                    for r, _ns in chunk if r.preview_id not in locked]
-        for (r, _ns), outcome in zip(mine, outcomes, strict=True):
-            if isinstance(outcome, errors.GatewayError):
-                word = "not ours" if isinstance(outcome, kube.NamespaceNotOurs) else "failed"
-                issued.append(services.TeardownIssued(r.preview_id, r.generation, r.namespace, word, str(outcome)))
-            else:
-                issued.append(services.TeardownIssued(r.preview_id, r.generation, r.namespace,
-                                                      "gone" if outcome.gone else "terminating"))
-    services.previews_teardown_issued(issued=issued)
+        issued += [_issued(r.preview_id, r.generation, r.namespace, outcome)
+                   for (r, _ns), outcome in zip(mine, outcomes, strict=True)]
+    services.previews_teardown_issued(issued=issued, actor=services.REAPER)
     return issued

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from previews.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROTECTED_NAMESPACES, REPOSITORY_LABEL
+from previews.manifests.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE, PROTECTED_NAMESPACES, REPOSITORY_LABEL
+from previews.models import DesiredState, PreviewStatus
 
 # Actions
 DELETE = "delete"
@@ -43,7 +44,7 @@ DESIRED_DOWN = "desired state is down"
 PR_CLOSED = "PR closed"
 EXPIRED = "expired"
 ORPHAN = "orphan: no preview owns it"
-SLEPT_TOO_LONG = "asleep too long"  # issue 15: sleep and wake
+SLEPT_TOO_LONG = "asleep too long"
 DELETE_PRIORITY = (DESIRED_DOWN, PR_CLOSED, EXPIRED, SLEPT_TOO_LONG, ORPHAN)
 # Deletions whose evidence comes from outside (GitHub's answer, the cluster's labels): the breaker guards them.
 OUTSIDE_EVIDENCE = frozenset({PR_CLOSED, ORPHAN})
@@ -85,13 +86,13 @@ class PreviewRecord:
     repository: str
     pr_number: int
     namespace: str
-    desired: str  # "up" or "down"
+    desired: DesiredState
     status: str
     expires_at: datetime
     pinned: bool
     generation: int
     expiry_warned_for: datetime | None = None
-    slept_at: datetime | None = None  # issue 15: when it was scaled to zero, if asleep
+    slept_at: datetime | None = None  # when it was scaled to zero, if asleep
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class ReaperSettings:
     breaker_min_deletions: int = 5
     expiry_warning: timedelta = timedelta(hours=24)
     protected: frozenset[str] = PROTECTED_NAMESPACES
-    slept_for: timedelta | None = None  # issue 15: delete previews asleep longer than this (None: never)
+    slept_for: timedelta | None = None  # delete previews asleep longer than this (None: never)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def _decide_namespace(ns: ClusterNamespace, record: PreviewRecord | None, open_p
     if ns.labels.get(REPOSITORY_LABEL) not in (None, str(record.repository_id)):
         return keep(LABEL_MISMATCH, f"label says repository {ns.labels.get(REPOSITORY_LABEL)}, record says "
                                     f"{record.repository_id}")
-    if record.desired == "down":
+    if record.desired == DesiredState.DOWN:
         return delete(DESIRED_DOWN)
     if record.pinned:
         return keep(PINNED)
@@ -277,17 +278,18 @@ def _decide_missing(record: PreviewRecord, now: datetime) -> Decision | None:
         return Decision(MARK_DELETED, NAMESPACE_GONE, record.namespace, record.id, detail=detail,
                         generation=record.generation, expires_at=record.expires_at)
 
-    if record.status in ("ready", "sleeping"):
+    if record.status in (PreviewStatus.READY, PreviewStatus.SLEEPING):
         return mark(f"the preview was {record.status} but its namespace no longer exists")
-    if record.status == "deleting":
+    if record.status == PreviewStatus.DELETING:
         return mark("the teardown finished")
-    if record.status == "failed" and record.expires_at <= now:
+    if record.status == PreviewStatus.FAILED and record.expires_at <= now:
         return mark("failed, expired, and nothing is left in the cluster")
     return None  # pending or deploying: its deploy creates the namespace
 
 
 def _needs_warning(record: PreviewRecord | None, now: datetime, settings: ReaperSettings) -> bool:
-    return (record is not None and record.status == "ready" and record.desired == "up" and not record.pinned
+    return (record is not None and record.status == PreviewStatus.READY and record.desired == DesiredState.UP
+            and not record.pinned
             and now < record.expires_at <= now + settings.expiry_warning
             and record.expiry_warned_for != record.expires_at)
 

@@ -26,8 +26,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from previews import github, kube, locks, provisioning, reaper, selectors, services
-from previews.gateways import errors
+from previews import locks, provisioning, reaper, selectors, services
+from previews.gateways import errors, github, kube
 from previews.models import ReaperRun
 
 logger = logging.getLogger(__name__)
@@ -201,10 +201,10 @@ def _delete(deletions: list[reaper.Decision], result: CycleResult) -> None:
             result.did(reaper.DELETE, r.namespace, "teardown requested")
     issued = provisioning.teardown_many([(r, _listed(by_preview[r.preview_id])) for r in reaped if r.direct])
     for item in issued:
-        if item.outcome == "failed":
+        if item.outcome == services.TeardownOutcome.FAILED:
             result.errors.append(f"{item.namespace}: {item.message}")
             logger.warning("reaper: delete %s failed: %s", item.namespace, item.message)
-        elif item.outcome == "busy":
+        elif item.outcome == services.TeardownOutcome.BUSY:
             result.did(reaper.DELETE, item.namespace, "teardown requested (a task was busy with it)")
         else:
             result.did(reaper.DELETE, item.namespace, item.outcome)

@@ -2,11 +2,11 @@
 
 Why not the ORM there: building and compiling a QuerySet (joins, lookups, the select list) cost more CPU than
 Postgres spends answering a lookup by a unique key, and it was most of an API GET's time outside Postgres.
-Why not a cache of compiled QuerySets (this module replaced one): it had to reach into the ORM's compiler
-internals. What is left is plain and supported: SQL through `connection.cursor()` with the columns named from
-the model's public `_meta` API, each value passed through its field's `from_db_value` (what the ORM does for
-JSON fields), and the instance made with `Model.from_db`, the documented hook the ORM itself uses. Fields
-that are not selected are deferred: reading one later is one more query, as with `QuerySet.only()`.
+Why not a cache of compiled QuerySets: it would have to reach into the ORM's compiler internals. What is left
+is plain and supported: SQL through `connection.cursor()` with the columns named from the model's public
+`_meta` API, each value passed through its field's `from_db_value` (what the ORM does for JSON fields), and the
+instance made with `Model.from_db`, the documented hook the ORM itself uses. Fields that are not selected are
+deferred: reading one later is one more query, as with `QuerySet.only()`.
 
 `Columns.record` is cheaper still, for what is only shown: a read-only `Record` with the columns' values as
 attributes (the same values the model instance would hold), without a model's `__init__` (a third of a GET's
@@ -45,22 +45,22 @@ class Columns(Generic[M]):
     def select(self, alias: str) -> str:
         return ", ".join(f'{alias}."{column}"' for column in self.columns)
 
-    def load(self, values, using: str = "default") -> M:
-        """The instance for `values`, this object's columns in order (a row or a slice of one)."""
+    def _converted(self, values, using: str):
+        """`values` as the model's fields hold them (what the ORM's `from_db_value` does)."""
         if self.converters:
             values = list(values)
             connection = connections[using]
             for i, field in self.converters:
                 values[i] = field.from_db_value(values[i], None, connection)
-        return self.model.from_db(using, self.attnames, values)
+        return values
+
+    def load(self, values, using: str = "default") -> M:
+        """The instance for `values`, this object's columns in order (a row or a slice of one)."""
+        return self.model.from_db(using, self.attnames, self._converted(values, using))
 
     def record(self, values, using: str = "default") -> Record:
         """The columns' values as a `Record`, converted as `load` converts them; `pk` is the primary key."""
-        if self.converters:
-            values = list(values)
-            connection = connections[using]
-            for i, field in self.converters:
-                values[i] = field.from_db_value(values[i], None, connection)
+        values = self._converted(values, using)
         record = Record()
         record.__dict__.update(zip(self.attnames, values, strict=True))
         record.__dict__["pk"] = values[0]

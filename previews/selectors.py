@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from previews import cost, github, kube, kube_view, optin, validators
-from previews.gateways import errors
-from previews.models import GITHUB_SYNC_FAILED, Preview, PullRequestState, Repository, WatcherStatus
+from previews import cost, validators
+from previews.gateways import errors, kube
+from previews.gateways.kube import views as kube_view
+from previews.models import GITHUB_SYNC_FAILED, Preview, Repository, WatcherStatus
 from previews.reaper import PreviewRecord
 from previews.rows import Columns, Record
 
@@ -234,45 +234,6 @@ def preview_for_host(host: str) -> tuple[str, Preview | None] | None:
     return label, preview
 
 
-def stale_request_reason(repository: Repository, preview: Preview, head_sha: str) -> str:
-    """Why a deploy request for `head_sha` is older than the PR's current head, or "" if it is not known to be.
-
-    A late CI run for an earlier push must not replace the preview of a newer one. `preview` is the PR's
-    preview as locked by the caller. In order, without GitHub on the path while the answer is known here:
-
-    1. `head_sha` is the preview's own commit: not stale (no lookup at all; every idempotent request).
-    2. The PR's head as this service last saw it (`github.known_pull_head`: webhook events ordered by the PR's
-       `updated_at`, and GitHub's own earlier answers): `head_sha` is that head, not stale; `head_sha` was an
-       earlier head, stale.
-    3. Otherwise GitHub is asked, bounded by PREVIEWS_STALE_CHECK_TIMEOUT; when it cannot answer in time the
-       request goes ahead (only a known answer refuses a request).
-    """
-    if preview.head_sha == head_sha or not github.is_configured():
-        return ""
-    full_name, pr_number = repository.full_name, preview.pr_number
-    known = github.known_pull_head(full_name, pr_number)
-    if known is not None:
-        if known.head_sha == head_sha:
-            return ""
-        if head_sha in known.earlier:
-            return _stale_message(head_sha, pr_number, known.head_sha)
-    asked_at = timezone.now()
-    pull = github.pull_state(full_name, pr_number, timeout=settings.PREVIEWS_STALE_CHECK_TIMEOUT)
-    if not (pull.known and pull.head_sha):
-        return ""
-    # Remembered, so that the next request for any of these commits needs no question: the requested commit
-    # and the preview's own, when they are not the head, were pushed before it.
-    github.record_pull_head(full_name, pr_number, pull.head_sha, asked_at, not_heads=(head_sha, preview.head_sha))
-    if pull.head_sha != head_sha:
-        return _stale_message(head_sha, pr_number, pull.head_sha)
-    return ""
-
-
-def _stale_message(head_sha: str, pr_number: int, head: str) -> str:
-    return (f"{head_sha[:7]} is not the head of PR #{pr_number} any more (it is {head[:7]}); "
-            "a request for an older commit never replaces a newer one")
-
-
 def watcher_status(max_age: timedelta = timedelta(minutes=5)) -> list[WatcherStatus]:
     """Cluster watchers that reported within `max_age`, the leader first."""
     return list(WatcherStatus.objects.filter(heartbeat_at__gte=timezone.now() - max_age)
@@ -290,53 +251,6 @@ def watcher_summary() -> dict:
     age = (timezone.now() - leader.heartbeat_at).total_seconds()
     return {"status": "connected" if leader.connected else f"disconnected: {leader.detail}",
             "holder": leader.holder, "heartbeat_age_seconds": round(age, 1), "backlog": leader.backlog}
-
-
-PULL_INFO_CACHE_SECONDS = 60
-PULL_INFO_UNKNOWN = "unknown"  # cached when GitHub could not say (error, timeout, rate limit)
-
-
-def pull_request_info(repository: Repository, pr_number: int, ask_github: bool = False) -> optin.PullInfo | None:
-    """What we know of a PR for opt-in: from webhook payloads stored, else (if asked) from GitHub; None: unknown."""
-    row = PullRequestState.objects.filter(repository=repository, pr_number=pr_number).first()
-    if row is not None and row.github_updated_at is not None:
-        return optin.PullInfo(open=row.state == "open", draft=row.draft, labels=frozenset(row.labels),
-                              command_opt=row.command_opt)
-    if not ask_github or not github.is_configured():
-        return None
-    # GitHub's answer, and its not answering, are kept for a minute: a burst of CI requests for one PR asks
-    # GitHub once, and waits at most PREVIEWS_STALE_CHECK_TIMEOUT for it, as the stale-commit check does.
-    key = f"pull-info:{repository.pk}:{pr_number}"
-    known = cache.get(key)
-    if known is None:
-        pull = github.pull_state(repository.full_name, pr_number, timeout=settings.PREVIEWS_STALE_CHECK_TIMEOUT)
-        if not pull.known:
-            cache.set(key, PULL_INFO_UNKNOWN, PULL_INFO_CACHE_SECONDS)
-            return None
-        known = (pull.state == "open", pull.draft, frozenset(pull.labels))
-        cache.set(key, known, PULL_INFO_CACHE_SECONDS)
-    if known == PULL_INFO_UNKNOWN:
-        return None
-    is_open, draft, labels = known
-    return optin.PullInfo(open=is_open, draft=draft, labels=labels,
-                          command_opt=row.command_opt if row is not None else "")
-
-
-def opt_in_refusal(repository: Repository, pr_number: int) -> str:
-    """Why an API request to deploy this PR is refused by the repository's opt-in policy, or "".
-
-    Only a known answer refuses: when neither the webhooks nor GitHub can say, the request goes ahead.
-    """
-    policy = optin.policy_of(repository)
-    if policy.mode == optin.ALL and policy.drafts:
-        return ""  # every PR is opted in: nothing to look up
-    pull = pull_request_info(repository, pr_number, ask_github=True)
-    if pull is None:
-        return ""
-    # A closed PR is the reaper's business (as before opt-in existed); only the opt-in rules refuse here.
-    verdict = optin.decide(policy, optin.PullInfo(open=True, draft=pull.draft, labels=pull.labels,
-                                                  command_opt=pull.command_opt))
-    return "" if verdict.wanted else f"not opted in: PR #{pr_number} of {repository} gets no preview: {verdict.reason}"
 
 
 COST_CACHE_SECONDS = 30

@@ -24,13 +24,15 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from previews import kube, locks, services
-from previews.gateways import errors
+from previews import locks, manifests, services
+from previews.gateways import errors, kube
 from previews.models import ActorKind, EventAction, Preview, Repository
 
 logger = logging.getLogger(__name__)
 
 SLEEP_RETRY_AFTER = timedelta(minutes=5)
+# What a sleeping preview loses besides its replicas, so its host falls to the controller's fallback.
+ROUTE_KINDS = {kind: manifests.ALLOWED_KINDS[kind] for kind in ("Ingress", *manifests.ROUTE_KINDS)}
 IDLE = services.Actor(ActorKind.SYSTEM, "idle")
 
 
@@ -88,7 +90,7 @@ def sleep(preview_id: int, generation: int) -> str:
             return "already asleep"
         try:
             remembered = kube.sleep_workloads(preview.namespace)
-            kube.delete_routes(preview.namespace)
+            kube.prune(preview.namespace, kube.MANAGED_SELECTOR, keep=set(), kinds=ROUTE_KINDS)
         except errors.GatewayError as exc:
             services.preview_set_status(
                 preview_id=preview_id, generation=generation, status=Preview.Status.SLEEPING,

@@ -193,7 +193,7 @@ def watcher(kube_env) -> Iterator[InProcessWatcher]:
 @pytest.fixture
 def kube_env(kubeconfig_path: str, monkeypatch, settings) -> Iterator[None]:
     """Point the service's own Kubernetes gateway (and the processes tests start) at the local control plane."""
-    from previews import kube
+    from previews.gateways import kube
 
     settings.PREVIEWS_KUBECONFIG = kubeconfig_path
     monkeypatch.setenv("KUBECONFIG", kubeconfig_path)

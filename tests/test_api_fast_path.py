@@ -1,4 +1,4 @@
-"""The API's cheap paths (issue 16): the token cache and its revocation bound, the queries per request, the
+"""The API's cheap paths: the token cache and its revocation bound, the queries per request, the
 one-statement idempotent PUT, the explicit preview representation, and a stale-commit check that knows the PR's
 head without asking GitHub."""
 
@@ -12,11 +12,17 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 from django_q.models import OrmQ
-from rest_framework import serializers as drf
 
-from previews import github, selectors, services, webhooks
-from previews.api.serializers import PreviewSerializer, PreviewUpsertSerializer, common_upsert_data
-from previews.models import ApiToken, Preview, Repository
+from previews import links, payloads, selectors, services
+from previews.api.serializers import (
+    PreviewDataSerializer,
+    PreviewLinksSerializer,
+    PreviewSerializer,
+    PreviewUpsertSerializer,
+    common_upsert_data,
+)
+from previews.models import ApiToken, Preview, PullRequestState, Repository
+from previews.services import pull_requests
 from tests.factories import make_preview, make_repository
 
 pytestmark = pytest.mark.django_db
@@ -214,10 +220,11 @@ def test_an_unknown_repository_and_a_foreign_scope_answer_as_before(repo, issued
     assert missing.status_code == 404
     assert missing.json()["detail"] == "repository acme/nope is not configured in this service"
     invalid = put(admin, {"head_sha": "nope", "image": IMAGE}, path="/api/v1/repos/acme/nope/previews/42")
-    assert invalid.status_code == 404  # the repository first, as before: then the body
+    assert invalid.status_code == 404  # the repository first, then the body
 
 
-def test_misses_still_answer_as_before(repo, issued, clock, django_assert_max_num_queries):
+def test_a_missing_preview_or_repository_is_a_404_in_at_most_two_queries(repo, issued, clock,
+                                                                          django_assert_max_num_queries):
     client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
     client.get(PATH)
     with django_assert_max_num_queries(2):  # the joined read finds nothing, then the repository
@@ -272,12 +279,48 @@ def test_anything_but_an_unchanged_request_takes_the_locked_path(repo, issued, c
     OrmQ.objects.all().delete()
 
 
+@pytest.mark.parametrize("status", list(Preview.Status))
+@pytest.mark.parametrize("desired", list(Preview.Desired))
+def test_unchanged_means_the_same_to_the_locked_path_and_to_the_statements(repo, status, desired):
+    """One rule (services.upsert.Unchanged): the Python check of the locked path and the SQL of the one-statement
+    paths agree for every status, and only pending, deploying or ready previews that are up are unchanged."""
+    from django.db import connection
+
+    from previews.services.upsert import Unchanged
+
+    preview = make_preview(repo, pr_number=42, head_sha=SHA, images={"ghcr.io/acme/shop": IMAGE}, status=status,
+                           desired=desired)
+    preview.refresh_from_db()
+    unchanged = Unchanged(services.PreviewRequest(head_sha=SHA, images=(IMAGE,)), {"ghcr.io/acme/shop": IMAGE})
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT count(*) FROM {Preview._meta.db_table} p WHERE p."id" = %s AND '
+                       f'{Unchanged.condition("p")}', [preview.pk, *unchanged.condition_params()])
+        in_sql = cursor.fetchone()[0] == 1
+    assert unchanged.holds(preview) is in_sql
+    assert in_sql is (desired == "up" and status in ("pending", "deploying", "ready"))
+    other = Unchanged(services.PreviewRequest(head_sha="f" * 40, images=(IMAGE,)), {"ghcr.io/acme/shop": IMAGE})
+    assert not other.holds(preview)
+
+
 # --- the preview's representation is DRF's --------------------------------------------------------------------
 
 
 def drf_rendering(preview: Preview) -> dict:
-    """PreviewSerializer rendered field by field by DRF itself (what the API answered before issue 16)."""
-    return dict(drf.ModelSerializer.to_representation(PreviewSerializer(), preview))
+    """PreviewSerializer rendered field by field by DRF itself: each model field by its serializer field, `data`
+    and `links` by the serializers the schema declares for them, from the preview's values."""
+    rendered = {}
+    for name, field in PreviewSerializer().fields.items():
+        if name == "data":
+            rendered[name] = PreviewDataSerializer({
+                "mode": preview.data_mode or preview.repository.data_mode, "database": preview.data_name,
+                "size_bytes": preview.data_size_bytes, "size_measured_at": preview.data_size_at,
+                "last_reset_at": preview.data_reset_at}).data
+        elif name == "links":
+            rendered[name] = PreviewLinksSerializer(links.api_links(preview)).data
+        else:
+            attribute = field.get_attribute(preview)
+            rendered[name] = None if attribute is None else field.to_representation(attribute)
+    return rendered
 
 
 @pytest.mark.parametrize("variant", ["fresh", "everything-set"])
@@ -360,7 +403,7 @@ def webhook(client: Client, sha: str, updated_at: datetime, delivery: str, actio
     body = json.dumps(payload).encode()
     return client.post("/api/v1/github/webhook", data=body, content_type="application/json",
                        HTTP_X_GITHUB_EVENT="pull_request", HTTP_X_GITHUB_DELIVERY=delivery,
-                       HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for("secret", body))
+                       HTTP_X_HUB_SIGNATURE_256=payloads.signature_for("secret", body))
 
 
 def pulls_asked(fake_github) -> int:
@@ -379,7 +422,7 @@ def test_known_heads_decide_without_asking_github(repo, issued, clock, fake_gith
     # the webhook records the head and leaves deploying to CI).
     assert webhook(hooks, third, t0 + timedelta(minutes=2), "d-3").status_code == 202
     assert webhook(hooks, second, t0 + timedelta(minutes=1), "d-2").status_code == 202
-    known = github.known_pull_head("acme/shop", 42)
+    known = pull_requests.known_head(pull_requests.pull_request_get(repo, 42))
     assert known is not None and known.head_sha == third and known.earlier == (second,)
     fake_github.slow_next(10, 30, path_contains="/pulls/")  # were GitHub asked, the requests would hang
     fake_github.reset_requests()
@@ -425,17 +468,39 @@ def test_githubs_answer_is_remembered_so_the_next_request_need_not_ask(repo, iss
     OrmQ.objects.all().delete()
 
 
-def test_recorded_heads_follow_the_prs_own_order():
+def test_recorded_heads_follow_the_prs_own_order(repo):
     t = datetime(2026, 1, 1, tzinfo=UTC)
-    github.record_pull_head("acme/shop", 1, "a" * 40, t)
-    github.record_pull_head("acme/shop", 1, "c" * 40, t + timedelta(minutes=2))
-    github.record_pull_head("acme/shop", 1, "b" * 40, t + timedelta(minutes=1))  # delivered late
-    known = github.known_pull_head("ACME/shop", 1)
+
+    def webhook_says(sha: str, updated_at: datetime) -> None:
+        services.pull_request_record(repository=repo, pr_number=1, state=PullRequestState.OPEN, draft=False,
+                                     labels=[], head_sha=sha, github_updated_at=updated_at)
+
+    webhook_says("a" * 40, t)
+    webhook_says("c" * 40, t + timedelta(minutes=2))
+    webhook_says("b" * 40, t + timedelta(minutes=1))  # delivered late
+    known = pull_requests.known_head(pull_requests.pull_request_get(repo, 1))
     assert known.head_sha == "c" * 40 and set(known.earlier) == {"a" * 40, "b" * 40}
-    github.record_pull_head("acme/shop", 1, "a" * 40, t + timedelta(minutes=3))  # force-pushed back
-    known = github.known_pull_head("acme/shop", 1)
+    webhook_says("a" * 40, t + timedelta(minutes=3))  # force-pushed back
+    known = pull_requests.known_head(pull_requests.pull_request_get(repo, 1))
     assert known.head_sha == "a" * 40 and set(known.earlier) == {"b" * 40, "c" * 40}
-    assert github.known_pull_head("acme/shop", 2) is None
+    assert pull_requests.known_head(pull_requests.pull_request_get(repo, 2)) is None
+
+
+def test_one_put_asks_github_about_a_pr_once_for_both_checks(label_repo, issued, clock, fake_github):
+    """A PR no webhook told about, whose preview exists: the opt-in check and the stale-commit check share
+    one question to GitHub."""
+    fake_github.add_pull("acme/shop", 42, head_sha="b" * 40)
+    fake_github.update_pull("acme/shop", 42, labels=["preview"])
+    make_preview(label_repo, pr_number=42, head_sha="a" * 40)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {issued[1]}")
+    fake_github.reset_requests()
+    assert put(client, {"head_sha": "c" * 40, "image": IMAGE}).status_code == 409  # stale: GitHub says b
+    assert pulls_asked(fake_github) == 1
+    assert pull_requests.known_head(pull_requests.pull_request_get(label_repo, 42)).head_sha == "b" * 40
+    fake_github.reset_requests()
+    assert put(client, {"head_sha": "b" * 40, "image": IMAGE}).status_code == 200  # the head, known: no question
+    assert pulls_asked(fake_github) == 0
+    OrmQ.objects.all().delete()
 
 
 # --- the opt-in check: webhooks first, GitHub tightly bounded, asked once ------------------------------------

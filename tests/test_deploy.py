@@ -13,7 +13,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from previews import kube, provisioning, services
+from previews import provisioning, services
+from previews.gateways import kube
 from previews.models import Preview
 from tests.conftest import ROOT, InProcessWatcher, wait_until
 

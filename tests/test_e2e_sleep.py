@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 from kubernetes import client
 
-from previews import services, webhooks
+from previews import payloads, services
 from previews import sleep as sleeping
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
@@ -41,7 +41,7 @@ def test_an_idle_preview_sleeps_and_a_comment_wakes_it(preview_repo, engine, kub
                                    "user": {"login": "mona", "type": "User"}}}).encode()
     response = Client().post("/api/v1/github/webhook", data=body, content_type="application/json",
                              HTTP_X_GITHUB_EVENT="issue_comment", HTTP_X_GITHUB_DELIVERY="e2e-wake",
-                             HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for("s", body))
+                             HTTP_X_HUB_SIGNATURE_256=payloads.signature_for("s", body))
     assert response.json()["outcome"] == "/preview wake: waking up"
     wait_until(lambda: status_of(preview) == "ready", timeout=90, message="the wake to become ready")
     assert apps.read_namespaced_deployment("web", preview.namespace).spec.replicas == 2

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from previews import kube, kube_watch, manifests, provisioning
+from previews import manifests, provisioning
+from previews.gateways import kube
+from previews.gateways.kube import watch as kube_watch
 from previews.models import Preview
 from tests.conftest import InProcessWatcher, namespace_exists
 from tests.test_provisioning import SHA1, SHA2, deploy, upsert
@@ -158,13 +160,12 @@ def test_a_kind_the_cluster_does_not_serve_is_a_clear_error_and_has_nothing_to_p
         kube.apply_objects([{"apiVersion": "gateway.networking.k8s.io/v9", "kind": "HTTPRoute",
                              "metadata": {"name": "preview", "namespace": "x"}}])
     # A cluster without the Gateway API CRDs: the prune skips the kind instead of failing the deploy.
-    monkeypatch.setattr(kube, "ALLOWED_KINDS", {**manifests.ALLOWED_KINDS,
-                                                "HTTPRoute": ("gateway.networking.k8s.io/v9",)})
-    assert kube.prune(make_namespace(), "app.kubernetes.io/managed-by=pr-previews", set()) == []
+    kinds = {**manifests.ALLOWED_KINDS, "HTTPRoute": ("gateway.networking.k8s.io/v9",)}
+    assert kube.prune(make_namespace(), "app.kubernetes.io/managed-by=pr-previews", set(), kinds) == []
 
 
 def test_deploy_fails_with_the_clear_error_when_the_cluster_lacks_the_gateway_api(gateway_repo, monkeypatch):
-    monkeypatch.setattr(manifests, "GATEWAY_API_VERSION", "gateway.networking.k8s.io/v9")
+    monkeypatch.setattr(manifests.rendering, "GATEWAY_API_VERSION", "gateway.networking.k8s.io/v9")
     preview = upsert(gateway_repo)
     assert provisioning.deploy(preview.pk, preview.generation) == "failed"
     preview.refresh_from_db()

@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from previews import github, notifications, services
+from previews import notifications, services
+from previews.gateways import github
 from previews.models import EventAction, Preview
 from tests.factories import make_preview, make_repository
 

@@ -4,7 +4,8 @@ storage, claim count and ephemeral storage; DNS egress names only the cluster DN
 import pytest
 from kubernetes import client
 
-from previews import kube, manifests
+from previews import manifests
+from previews.gateways import kube
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.kube

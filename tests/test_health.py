@@ -14,7 +14,7 @@ def test_readyz_is_ready_when_database_and_kubernetes_answer(client, kube_env):
 
 
 def test_readyz_fails_when_the_kubernetes_api_is_unreachable(client, tmp_path, settings):
-    from previews import kube
+    from previews.gateways import kube
 
     dead = tmp_path / "kubeconfig"
     dead.write_text(

@@ -199,12 +199,11 @@ def worker(stack, migrated) -> str:
 
 
 @pytest.fixture(scope="module")
-def watcher(stack, migrated) -> str | None:
-    """The cluster watcher (`manage.py watch_cluster`), when the image has it."""
+def watcher(stack, migrated) -> str:
+    """The cluster watcher (`manage.py watch_cluster`)."""
     listed = stack.run("python", "manage.py", "help", "--commands")
     assert listed.returncode == 0, listed.stderr
-    if "watch_cluster" not in listed.stdout.split():
-        return None
+    assert "watch_cluster" in listed.stdout.split(), "the image has no watch_cluster command:\n" + listed.stdout
     return stack.start("watcher", "python", "manage.py", "watch_cluster")
 
 
@@ -267,8 +266,6 @@ def test_the_worker_command_starts(stack, worker):
 
 
 def test_the_watcher_command_starts(stack, watcher):
-    if watcher is None:
-        pytest.skip("the watcher is not checked: `manage.py help` in this image does not list watch_cluster yet")
     time.sleep(10)
     assert stack.running("watcher"), "the watcher container exited:\n" + stack.logs("watcher")
 

@@ -4,8 +4,7 @@ objects concurrently, and a failure reported for the first failing object in man
 import pytest
 from kubernetes import client
 
-from previews import kube
-from previews.gateways import errors
+from previews.gateways import errors, kube
 
 
 def _obj(kind: str, name: str, namespace: str = "ns", api_version: str = "v1", **rest) -> dict:

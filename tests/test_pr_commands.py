@@ -5,14 +5,15 @@ import itertools
 import json
 
 import pytest
-from django.core.cache import cache
+from django.db.models import F
 from django.test import Client
 from django.utils.module_loading import import_string
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from previews import notifications, services, webhooks
-from previews.models import CommentCommand, Preview
+from previews import notifications, payloads, services
+from previews.models import CommentCommand, Preview, PullRequest
+from previews.services import pull_requests
 from tests.factories import make_preview, make_repository
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +34,7 @@ def hook(settings, django_capture_on_commit_callbacks):
             response = client.post("/api/v1/github/webhook", data=body, content_type="application/json",
                                    HTTP_X_GITHUB_EVENT=event,
                                    HTTP_X_GITHUB_DELIVERY=delivery or f"d-{next(_deliveries)}",
-                                   HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for(SECRET, body))
+                                   HTTP_X_HUB_SIGNATURE_256=payloads.signature_for(SECRET, body))
         assert response.status_code == status, response.content
         return response.json()["outcome"] if status == 202 else response.json()
 
@@ -357,7 +358,8 @@ def test_the_api_asks_github_when_no_webhook_told_and_goes_ahead_when_it_cannot(
     body = {"head_sha": SHA, "image": "ghcr.io/acme/shop:pr-7"}
     response = client.put(url, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     assert response.status_code == 409 and "draft" in response.json()["detail"]
-    cache.clear()  # GitHub's answer is kept for a minute (selectors.PULL_INFO_CACHE_SECONDS); let it pass
+    # GitHub's answer is kept for a minute (services.pull_requests.ASKED_KEPT); let it pass.
+    PullRequest.objects.update(asked_at=F("asked_at") - pull_requests.ASKED_KEPT)
     fake_github.fail_next(status=502, method="GET", path_contains="/pulls/7")
     response = client.put(url, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     assert response.status_code == 201

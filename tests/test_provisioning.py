@@ -15,7 +15,8 @@ import yaml
 from django.conf import settings
 from kubernetes import client
 
-from previews import kube, manifests, provisioning, services
+from previews import manifests, provisioning, services
+from previews.gateways import kube
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
 from tests.conftest import ROOT, InProcessWatcher, namespace_exists, wait_until
@@ -310,7 +311,8 @@ def test_a_deploy_killed_after_the_namespace_exists_converges_when_run_again(pre
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
     # The run is held after the namespace exists (before its guardrails are applied), so that the kill
     # lands there however fast the rest of a deploy is.
-    code = ("import time, django; django.setup(); from previews import kube, provisioning; "
+    code = ("import time, django; django.setup(); "
+            "from previews import provisioning; from previews.gateways import kube; "
             "apply = kube.apply_objects; "
             "kube.apply_objects = lambda *args, **kwargs: (time.sleep(60), apply(*args, **kwargs))[1]; "
             f"provisioning.deploy({preview.pk}, {preview.generation})")

@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.utils import timezone
 from kubernetes import client
 
-from previews import kube, provisioning, reaper, reaper_cycle, services
+from previews import provisioning, reaper, reaper_cycle, services
+from previews.gateways import kube
 from previews.manifests import REPOSITORY_LABEL
 from previews.models import Preview, PreviewEvent, ReaperRun
 from previews.services import Actor, PreviewRequest

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from previews import reaper as r
-from previews.github import OpenPulls
+from previews.gateways.github import OpenPulls
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SETTINGS = r.ReaperSettings(grace_period=timedelta(hours=1), stuck_after=timedelta(minutes=30),

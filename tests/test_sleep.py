@@ -8,8 +8,9 @@ import yaml
 from django.utils import timezone
 from kubernetes import client
 
-from previews import kube, provisioning, services
+from previews import provisioning, services
 from previews import sleep as sleeping
+from previews.gateways import kube
 from previews.models import Preview
 from previews.services import Actor, PreviewRequest
 from tests.conftest import ROOT, namespace_exists, wait_until

@@ -15,8 +15,9 @@ import yaml
 from django.test import override_settings
 from kubernetes import client
 
-from previews import kube, provisioning, services
+from previews import provisioning, services
 from previews.engine import sweep
+from previews.gateways import kube
 from previews.models import Preview, Repository, WatcherStatus
 from previews.services import Actor, PreviewRequest
 from tests.conftest import ROOT, namespace_exists, start_service, stop_service, wait_until

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test import Client
 from django_q.models import OrmQ
 
-from previews import webhooks
+from previews import payloads
 from previews.models import Preview, WebhookDelivery
 from tests.factories import make_preview, make_repository
 
@@ -19,7 +19,7 @@ SHA = "c" * 40
 
 def test_githubs_own_example_verifies():
     signature = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-    assert webhooks.verify_signature(SECRET, b"Hello, World!", signature)
+    assert payloads.verify_signature(SECRET, b"Hello, World!", signature)
 
 
 @pytest.mark.parametrize("body,header", [
@@ -30,11 +30,11 @@ def test_githubs_own_example_verifies():
     (b"Hello, World!", None),
 ])
 def test_a_tampered_body_or_bad_header_does_not_verify(body, header):
-    assert not webhooks.verify_signature(SECRET, body, header)
+    assert not payloads.verify_signature(SECRET, body, header)
 
 
 def test_no_secret_never_verifies():
-    assert not webhooks.verify_signature("", b"x", webhooks.signature_for("", b"x"))
+    assert not payloads.verify_signature("", b"x", payloads.signature_for("", b"x"))
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def hook(settings):
     def send(payload: dict, event="pull_request", delivery="d-1", signature=None, raw=None):
         body = raw if raw is not None else json.dumps(payload).encode()
         headers = {"HTTP_X_GITHUB_EVENT": event, "HTTP_X_GITHUB_DELIVERY": delivery}
-        sig = webhooks.signature_for(SECRET, body) if signature is None else signature
+        sig = payloads.signature_for(SECRET, body) if signature is None else signature
         if sig:
             headers["HTTP_X_HUB_SIGNATURE_256"] = sig
         return client.post("/api/v1/github/webhook", data=body, content_type="application/json", **headers)
@@ -113,7 +113,7 @@ def test_a_missing_signature_is_401(hook):
 def test_a_tampered_body_is_403_and_changes_nothing(hook):
     preview = make_preview(make_repository(owner="acme", name="shop"), pr_number=7)
     good = json.dumps(pr_event("opened")).encode()
-    response = hook({}, raw=json.dumps(pr_event("closed")).encode(), signature=webhooks.signature_for(SECRET, good))
+    response = hook({}, raw=json.dumps(pr_event("closed")).encode(), signature=payloads.signature_for(SECRET, good))
     assert response.status_code == 403
     preview.refresh_from_db()
     assert preview.desired == "up"
@@ -238,7 +238,7 @@ def test_a_repository_with_its_own_secret_accepts_only_that_secret(hook, setting
     make_preview(make_repository(owner="acme", name="shop", webhook_secret="repo-secret"), pr_number=7)
     body = json.dumps(pr_event("closed")).encode()
     assert hook({}, raw=body).status_code == 403  # signed with the global secret
-    own = hook({}, raw=body, signature=webhooks.signature_for("repo-secret", body))
+    own = hook({}, raw=body, signature=payloads.signature_for("repo-secret", body))
     assert own.status_code == 202 and Preview.objects.get(pr_number=7).desired == "down"
 
 
@@ -246,9 +246,9 @@ def test_a_repository_secret_works_without_a_global_one(hook, settings):
     settings.GITHUB_WEBHOOK_SECRET = ""
     make_preview(make_repository(owner="acme", name="shop", webhook_secret="repo-secret"), pr_number=7)
     body = json.dumps(pr_event("closed")).encode()
-    assert hook({}, raw=body, signature=webhooks.signature_for("repo-secret", body)).status_code == 202
+    assert hook({}, raw=body, signature=payloads.signature_for("repo-secret", body)).status_code == 202
     other = json.dumps(pr_event("closed", full_name="acme/other")).encode()
-    assert hook({}, raw=other, signature=webhooks.signature_for("repo-secret", other)).status_code == 503
+    assert hook({}, raw=other, signature=payloads.signature_for("repo-secret", other)).status_code == 503
 
 
 # --- the limit on reopen, and a failed handling can be redelivered ---------------------------------------------
@@ -285,7 +285,7 @@ def test_concurrent_deliveries_of_one_id_act_once(settings):
             barrier.wait()
             response = Client().post("/api/v1/github/webhook", data=body, content_type="application/json",
                                      HTTP_X_GITHUB_EVENT="pull_request", HTTP_X_GITHUB_DELIVERY="same-id",
-                                     HTTP_X_HUB_SIGNATURE_256=webhooks.signature_for(SECRET, body))
+                                     HTTP_X_HUB_SIGNATURE_256=payloads.signature_for(SECRET, body))
             outcomes.append(response.json()["outcome"])
         finally:
             connection.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
+import functools
 from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from previews import links, validators
@@ -81,49 +80,57 @@ class PreviewUpsertSerializer(StrictSerializer):
     def validate(self, attrs):
         if "image" in attrs and "images" in attrs:
             raise serializers.ValidationError({"image": ["give either image or images, not both"]})
-        refs = [attrs["image"]] if "image" in attrs else [i["full"] for i in attrs.get("images", [])]
-        attrs["image_references"] = tuple(refs)
+        attrs["image_references"] = image_references(attrs)
         return attrs
 
 
-# The fields a CI PUT commonly sends, with their CharField max_length (None: no limit beyond the validator's).
-_COMMON_UPSERT_FIELDS = {"head_sha": None, "image": 512, "title": 300, "author": 39, "ttl_hours": None}
-# What DRF's CharField refuses in any string (its ProhibitNullCharacters and ProhibitSurrogateCharacters validators).
-_REFUSED_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+def image_references(attrs: dict) -> tuple[str, ...]:
+    """The full image references a valid body asks for: its `image`, or each of its `images`."""
+    return (attrs["image"],) if "image" in attrs else tuple(i["full"] for i in attrs.get("images", []))
+
+
+# The fields of CI's common PUT, checked by `common_upsert_data`.
+COMMON_UPSERT_FIELDS = ("head_sha", "image", "title", "author", "ttl_hours")
+
+
+@functools.cache
+def _common_fields() -> dict[str, serializers.Field]:
+    """The serializer's own fields for the common body, built once (not on every request)."""
+    fields = PreviewUpsertSerializer().fields
+    return {name: fields[name] for name in COMMON_UPSERT_FIELDS}
 
 
 def common_upsert_data(data: object) -> dict | None:
     """`PreviewUpsertSerializer(data=data).validated_data` for a common, valid body; None for anything else.
 
-    CI's usual PUT ({"head_sha", "image"} and perhaps title, author, ttl_hours) is checked here by the very
-    rules the serializer applies, without building the serializer's fields (copying them on every request was
-    a fifth of a PUT's time). Anything unusual or invalid (other fields, `images`, `manifests`, a wrong type, a
-    value a rule refuses) gives None: the serializer judges it, so every error message stays the serializer's.
-    A test holds this equal to the serializer on valid bodies and None on invalid ones.
+    CI's usual PUT ({"head_sha", "image"} and perhaps title, author, ttl_hours) is checked here by the
+    serializer's own fields and their validators (blank or not, lengths, NUL and surrogate characters, bounds,
+    the SHA and image rules), without building the serializer for each request (copying its fields on every
+    request was a fifth of a PUT's time). Anything unusual or invalid (other fields, `images`, `manifests`, a
+    value that is not exactly a string or an integer, a value a validator refuses) gives None: the serializer
+    judges it, so every error message stays the serializer's. A test holds this equal to the serializer on
+    valid bodies and None on invalid ones.
     """
     if type(data) is not dict or "head_sha" not in data or "image" not in data:
         return None
+    fields = _common_fields()
     out = {}
     for key, value in data.items():
-        if key not in _COMMON_UPSERT_FIELDS:
+        field = fields.get(key)
+        if field is None:
             return None
-        if key == "ttl_hours":
-            if type(value) is not int or not 1 <= value <= validators.MAX_TTL_HOURS:
+        if isinstance(field, serializers.IntegerField):
+            if type(value) is not int:
                 return None
-        elif type(value) is not str or _REFUSED_CHARACTERS.search(value):
+        elif type(value) is not str or (value == "" and not field.allow_blank):
             return None
-        elif key == "head_sha":
-            if validators.SHA_RE.fullmatch(value) is None:
-                return None
-        elif key == "image":
+        for validator in field.validators:
             try:
-                validators.validate_image(value)
-            except ValidationError:
+                validator(value)
+            except (ValidationError, serializers.ValidationError):
                 return None
-        elif len(value) > _COMMON_UPSERT_FIELDS[key]:
-            return None
         out[key] = value
-    out["image_references"] = (out["image"],)
+    out["image_references"] = image_references(out)
     return out
 
 
@@ -148,11 +155,13 @@ class PreviewDataSerializer(serializers.Serializer):
     last_reset_at = serializers.DateTimeField(allow_null=True)
 
 
+# A preview as the API shows it: the fields declare the schema (a docstring here would become its description);
+# `preview_representation` renders them.
 class PreviewSerializer(serializers.ModelSerializer):
     repository = serializers.CharField(source="repository.full_name")
     url = serializers.CharField(help_text="https://<namespace>.<base domain>")
-    data = serializers.SerializerMethodField()
-    links = serializers.SerializerMethodField()
+    data = PreviewDataSerializer(read_only=True)
+    links = PreviewLinksSerializer(read_only=True)
 
     class Meta:
         model = Preview
@@ -166,17 +175,6 @@ class PreviewSerializer(serializers.ModelSerializer):
         """What DRF's field-by-field rendering of the fields above gives (a test compares them), without
         building a ModelSerializer's fields on every response, which was a fifth of an API GET's time."""
         return preview_representation(instance)
-
-    @extend_schema_field(PreviewDataSerializer)
-    def get_data(self, preview: Preview) -> dict:
-        return PreviewDataSerializer({
-            "mode": preview.data_mode or preview.repository.data_mode, "database": preview.data_name,
-            "size_bytes": preview.data_size_bytes, "size_measured_at": preview.data_size_at,
-            "last_reset_at": preview.data_reset_at}).data
-
-    @extend_schema_field(PreviewLinksSerializer)
-    def get_links(self, preview: Preview) -> dict[str, str]:
-        return links.api_links(preview)
 
 
 class ProblemFieldErrorSerializer(serializers.Serializer):

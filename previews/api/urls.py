@@ -1,6 +1,6 @@
 from django.urls import path
 
-from previews.api import views
+from previews.api import views, webhook
 
 urlpatterns = [
     path("repos/<str:owner>/<str:repo>/previews/<str:pr>", views.PreviewDetailView.as_view(), name="preview-detail"),
@@ -13,5 +13,5 @@ urlpatterns = [
     path("repos/<str:owner>/<str:repo>/previews/<str:pr>/reset-data", views.PreviewResetDataView.as_view(),
          name="preview-reset-data"),
     path("previews", views.PreviewListView.as_view(), name="preview-list"),
-    path("github/webhook", views.github_webhook, name="github-webhook"),
+    path("github/webhook", webhook.github_webhook, name="github-webhook"),
 ]

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import logging
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from previews import kube, oidc, selectors, services, validators, webhooks
+from previews import oidc, selectors, services, validators
 from previews.api import waits
 from previews.api.auth import OidcUser, oidc_failed
-from previews.api.errors import InvalidValues, problem, problem_response
+from previews.api.errors import InvalidValues, problem
 from previews.api.serializers import (
     ExtendSerializer,
     PreviewSerializer,
@@ -32,8 +25,6 @@ from previews.api.serializers import (
 )
 from previews.gateways import errors
 from previews.models import ActorKind, Preview, Repository
-
-logger = logging.getLogger(__name__)
 
 PATH_PARAMETERS = [
     OpenApiParameter("owner", {"type": "string", "pattern": r"^[A-Za-z0-9-]{1,39}$"}, OpenApiParameter.PATH),
@@ -420,70 +411,3 @@ class PreviewListView(generics.ListAPIView):
         elif self.request.user.token.repository is not None:
             repository = self.request.user.token.repository
         return selectors.preview_list(repository=repository, status=filters.validated_data.get("status"))
-
-
-@csrf_exempt
-@require_POST
-def github_webhook(request: HttpRequest) -> JsonResponse:
-    body = request.body
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError):
-        payload = None
-    # The secret depends on the repository the delivery names (its own, or the global one), so the body is
-    # read first; nothing in it is acted on before the signature matches.
-    repository = None
-    if isinstance(payload, dict) and (full_name := webhooks.repository_full_name(payload)):
-        owner, _, name = full_name.partition("/")
-        repository = selectors.repository_get(owner, name)
-    secret = webhooks.secret_for(repository)
-    if not secret:
-        return problem_response(503, "the webhook is not configured (GITHUB_WEBHOOK_SECRET is empty)")
-    signature = request.headers.get("X-Hub-Signature-256")
-    if not signature:
-        return problem_response(401, "the X-Hub-Signature-256 header is missing")
-    if not webhooks.verify_signature(secret, body, signature):
-        return problem_response(403, "the signature does not match the body")
-    delivery = request.headers.get("X-GitHub-Delivery", "")
-    event = request.headers.get("X-GitHub-Event", "")
-    if not delivery or not event:
-        return problem_response(400, "X-GitHub-Delivery and X-GitHub-Event headers are required")
-    if payload is None:
-        return problem_response(400, "the body is not valid JSON (or nested too deeply)")
-    if not isinstance(payload, dict):
-        return problem_response(400, "the body is not a JSON object")
-    try:
-        outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload,
-                                        repository=repository)
-    except webhooks.PayloadError as exc:
-        return problem_response(400, f"the payload is not a GitHub {event[:50]} event: {exc}",
-                                [{"field": exc.field, "message": str(exc).split(": ", 1)[1]}])
-    except ValidationError as exc:
-        return problem_response(422, "the pull request cannot be deployed: " + "; ".join(exc.messages))
-    except services.PreviewConflict as exc:
-        return problem_response(409, str(exc))
-    return JsonResponse({"delivery": delivery[:100], "outcome": outcome}, status=202)
-
-
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
-
-
-@require_GET
-def readyz(request: HttpRequest) -> JsonResponse:
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except DatabaseError as exc:
-        checks["database"] = f"error: {exc.__class__.__name__}"
-    try:
-        checks["kubernetes"] = f"ok ({kube.ping()})"
-    except errors.GatewayError as exc:
-        checks["kubernetes"] = f"error: {exc}"
-    ready = all(v.startswith("ok") for v in checks.values())
-    # The watcher is reported, not required: web serves (and tasks apply) while it restarts.
-    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks,
-                         "watcher": selectors.watcher_summary()}, status=200 if ready else 503)

@@ -16,14 +16,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from previews.manifests import GATEWAY_GROUP, ROUTE_KINDS, GatewayRef
+from previews.manifests import GATEWAY_GROUP, ROUTE_KINDS, WORKLOAD_KINDS, GatewayRef
 
 # Container waiting reasons that do not fix themselves by waiting a little longer.
 FAILING_WAIT_REASONS = frozenset({
     "ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull", "CrashLoopBackOff",
     "CreateContainerConfigError", "CreateContainerError", "RunContainerError",
 })
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
 # The route conditions a Gateway's controller sets for each parent; both True means traffic can flow.
 ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
 MAX_EVENTS_PER_NAMESPACE = 20

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube, services
-from previews.gateways import errors
+from previews import services
+from previews.gateways import errors, kube
 from previews.models import Preview
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ def sweep() -> dict[str, int]:
         for preview in deleting if present is not None else []:
             info = present.get(preview.namespace)
             if info is None:
-                done["deleted"] += services.preview_namespace_gone(namespace=preview.namespace) == "deleted"
+                done["deleted"] += (services.preview_namespace_gone(namespace=preview.namespace)
+                                    == services.NamespaceGone.DELETED)
             elif info.phase != "Terminating" and preview.updated_at < now - DELETE_RETRY_AFTER:
                 done["delete_retried"] += services.preview_teardown_retry(preview_id=preview.pk)
 

@@ -41,9 +41,11 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import kube_view, kube_watch, policy, services
+from previews import policy, services
 from previews.engine import rollout
 from previews.gateways import errors
+from previews.gateways.kube import views as kube_view
+from previews.gateways.kube import watch as kube_watch
 from previews.models import Preview, WatcherStatus
 
 logger = logging.getLogger(__name__)
@@ -244,7 +246,7 @@ class Watcher:
                 item = None
         for namespace in sorted(gone):
             outcome = services.preview_namespace_gone(namespace=namespace)
-            if outcome not in ("unknown", "ignored", "already deleted"):
+            if outcome in (services.NamespaceGone.DELETED, services.NamespaceGone.DEPLOY_RESUMED):
                 logger.info("namespace %s is gone: %s", namespace, outcome)
         now = time.monotonic()
         if now - self._last_refresh >= REFRESH_SECONDS:

@@ -162,15 +162,6 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = S
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
 
 
-def verifier_matches(verifier: str, password: str) -> bool:
-    """Does a stored SCRAM verifier accept `password`? (For tests and diagnostics.)"""
-    match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier or "")
-    if not match:
-        return False
-    iterations, salt = int(match.group(1)), base64.b64decode(match.group(2))
-    return hmac.compare_digest(scram_verifier(password, salt, iterations), verifier)
-
-
 @dataclass(frozen=True)
 class Spec:
     """One preview's data: the role, and the schema or database of the same name."""
@@ -240,16 +231,29 @@ _DATABASE_MARKER = ("SELECT shobj_description(oid, 'pg_database'), pg_get_userby
 _SCHEMA_MARKER = "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"
 
 
-def _role_state(conn: psycopg.Connection, name: str, owner: Owner) -> bool:
-    """True if our role exists, False if no such role; NotOurs if a role of that name is someone else's."""
-    row = conn.execute(_ROLE_MARKER, (name,)).fetchone()
+def _not_ours(what: str, name: str, owner: Owner) -> NotOurs:
+    return NotOurs(f"{what} {name} exists but is not marked as {owner.repository}#{owner.pr_number}'s; "
+                   "it is left alone")
+
+
+def _marked_state(conn: psycopg.Connection, query: str, what: str, name: str, owner: Owner) -> bool:
+    """True if our `what` (role, schema) exists, False if there is none of that name; NotOurs if it is someone
+    else's."""
+    row = conn.execute(query, (name,)).fetchone()
     if row is None:
         return False
     marker = parse_marker(row[0])
     if marker is None or not marker.belongs_to(owner):
-        raise NotOurs(f"role {name} exists but is not marked as {owner.repository}#{owner.pr_number}'s; "
-                      "it is left alone")
+        raise _not_ours(what, name, owner)
     return True
+
+
+def _role_state(conn: psycopg.Connection, name: str, owner: Owner) -> bool:
+    return _marked_state(conn, _ROLE_MARKER, "role", name, owner)
+
+
+def _schema_state(conn: psycopg.Connection, name: str, owner: Owner) -> bool:
+    return _marked_state(conn, _SCHEMA_MARKER, "schema", name, owner)
 
 
 def _database_state(conn: psycopg.Connection, name: str, owner: Owner, role_is_ours: bool) -> bool:
@@ -265,19 +269,7 @@ def _database_state(conn: psycopg.Connection, name: str, owner: Owner, role_is_o
         conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
             _ident(name), sql.Literal(owner.marker(DATABASE))))
         return True
-    raise NotOurs(f"database {name} exists but is not marked as {owner.repository}#{owner.pr_number}'s; "
-                  "it is left alone")
-
-
-def _schema_state(conn: psycopg.Connection, name: str, owner: Owner) -> bool:
-    row = conn.execute(_SCHEMA_MARKER, (name,)).fetchone()
-    if row is None:
-        return False
-    marker = parse_marker(row[0])
-    if marker is None or not marker.belongs_to(owner):
-        raise NotOurs(f"schema {name} exists but is not marked as {owner.repository}#{owner.pr_number}'s; "
-                      "it is left alone")
-    return True
+    raise _not_ours("database", name, owner)
 
 
 # --- ensure, reset, drop ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from django_q.management.commands.qcluster import Command as QclusterCommand
 class Command(QclusterCommand):
     def handle(self, *args, **options):
         import previews.tasks  # noqa: F401  (the task functions and everything they import)
-        from previews import kube
+        from previews.gateways import kube
 
         kube.preload()
         super().handle(*args, **options)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import requests
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 from github import Auth, Github, GithubException, GithubIntegration
 
@@ -294,61 +293,6 @@ def pull_state(full_name: str, number: int, timeout: float | None = None) -> Pul
         return PullState(state="unknown", reason=str(exc))
     except FAILURES as exc:
         return PullState(state="unknown", reason=str(_error(f"read PR #{number} of {full_name}", exc, timeout)))
-
-
-# --- what this service knows of a PR's head, without asking ----------------------------------------
-
-PULL_HEAD_EARLIER_KEPT = 50  # earlier heads remembered per PR
-
-
-@dataclass(frozen=True)
-class KnownPullHead:
-    head_sha: str
-    seen_at: datetime  # when GitHub said it was the head (the PR's updated_at in a webhook event, or asked)
-    earlier: tuple[str, ...] = ()  # commits seen as the PR's head before `seen_at`, most recent last
-
-
-def _pull_head_key(full_name: str, number: int) -> str:
-    return f"head:{full_name.lower()}:{number}"
-
-
-def known_pull_head(full_name: str, number: int) -> KnownPullHead | None:
-    row = _state(_pull_head_key(full_name, number))
-    if row is None or not row.data.get("sha") or row.until is None:
-        return None
-    return KnownPullHead(row.data["sha"], row.until, tuple(row.data.get("earlier", ())))
-
-
-def record_pull_head(full_name: str, number: int, head_sha: str, seen_at: datetime,
-                     not_heads: tuple[str, ...] = ()) -> None:
-    """Remember that `head_sha` was the PR's head at `seen_at`, whatever order the observations arrive in.
-
-    The latest observation is the known head; every other commit observed is an earlier head: a webhook
-    delivered late (an older `updated_at`) adds its commit to the earlier ones and leaves the head alone.
-    `not_heads`: commits of this PR known to exist at `seen_at` that were not its head then (earlier heads).
-    """
-    key = _pull_head_key(full_name, number)
-    with transaction.atomic():
-        row = GitHubState.objects.select_for_update().filter(key=key).first()
-        if row is None:
-            try:
-                with transaction.atomic():
-                    earlier = [sha for sha in dict.fromkeys(not_heads) if sha and sha != head_sha]
-                    GitHubState.objects.create(key=key, until=seen_at, data={"sha": head_sha, "earlier": earlier})
-                return
-            except IntegrityError:  # recorded concurrently: fold this observation in below
-                row = GitHubState.objects.select_for_update().get(key=key)
-        current, earlier = row.data.get("sha", ""), list(row.data.get("earlier", []))
-        if row.until is None or seen_at >= row.until:
-            if current and current != head_sha:
-                earlier.append(current)
-            earlier = [sha for sha in earlier if sha != head_sha]
-            current, row.until = head_sha, seen_at
-        elif head_sha != current and head_sha not in earlier:
-            earlier.append(head_sha)
-        earlier += [sha for sha in not_heads if sha and sha != current and sha not in earlier]
-        row.data = {"sha": current, "earlier": earlier[-PULL_HEAD_EARLIER_KEPT:]}
-        row.save(update_fields=["data", "until", "updated_at"])
 
 
 def commit_parents(full_name: str, sha: str) -> list[str]:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # The gateway's own helpers (as kube_watch uses them): calls with its retries and errors.
-from previews.kube import REQUEST_TIMEOUT, _call, _core, event_time, list_workloads, read_namespace
+from previews.gateways.kube.client import REQUEST_TIMEOUT, call, core_api
+from previews.gateways.kube.namespaces import read_namespace
+from previews.gateways.kube.workloads import event_time, list_workloads
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,9 @@ def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOvervie
     workloads = [WorkloadView(kind, obj["metadata"]["name"], (obj.get("status") or {}).get("readyReplicas") or 0,
                               (obj.get("spec") or {}).get("replicas", 1))
                  for kind, obj in list_workloads(namespace)]
-    core = _core()
+    core = core_api()
     pods = []
-    for pod in _call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items:
+    for pod in call("list pods", core.list_namespaced_pod, namespace, _request_timeout=REQUEST_TIMEOUT).items:
         statuses = pod.status.container_statuses or []
         waiting = [f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".rstrip(": ")
                    for cs in statuses if cs.state and cs.state.waiting and cs.state.waiting.reason]
@@ -67,8 +69,8 @@ def namespace_overview(namespace: str, max_events: int = 10) -> NamespaceOvervie
         pods.append(PodView(pod.metadata.name, pod.status.phase or "", bool(statuses) and all(
             cs.ready for cs in statuses), sum(cs.restart_count or 0 for cs in statuses), "; ".join(waiting),
             containers))
-    raw_events = _call("list events", core.list_namespaced_event, namespace,
-                       _request_timeout=REQUEST_TIMEOUT).items
+    raw_events = call("list events", core.list_namespaced_event, namespace,
+                      _request_timeout=REQUEST_TIMEOUT).items
     raw_events.sort(key=event_time, reverse=True)
     events = [EventView(e.type or "", e.reason or "", f"{e.involved_object.kind}/{e.involved_object.name}",
                         e.message or "", event_time(e))
@@ -87,6 +89,6 @@ def container_log(namespace: str, pod: str, container: str, *, previous: bool = 
     """The last `lines` lines (at most `max_bytes`) of one container's log, as kubelet serves `pods/log`;
     `previous` for the run before a restart. Raises the gateway's errors (NotFound, Unavailable, ...)."""
     lines, max_bytes = max(1, min(lines, MAX_LOG_LINES)), max(1, min(max_bytes, MAX_LOG_BYTES))
-    return _call("read a container's log", _core().read_namespaced_pod_log, pod, namespace, container=container,
-                 previous=previous, tail_lines=lines, limit_bytes=max_bytes, retry=False,
-                 _request_timeout=LOG_TIMEOUT)
+    return call("read a container's log", core_api().read_namespaced_pod_log, pod, namespace, container=container,
+                previous=previous, tail_lines=lines, limit_bytes=max_bytes, retry=False,
+                _request_timeout=LOG_TIMEOUT)

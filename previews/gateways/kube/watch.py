@@ -20,12 +20,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from previews.gateways import errors
-from previews.kube import MANAGED_SELECTOR, _translate, api_client
-from previews.manifests import GATEWAY_GROUP
+from previews.gateways.kube.client import LIST_PAGE_SIZE, MANAGED_SELECTOR, api_client, translate
+from previews.manifests.labels import GATEWAY_GROUP
 
 logger = logging.getLogger(__name__)
-
-LIST_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -78,22 +76,22 @@ class WatchEvent:
 
 def _request(kind: WatchedKind, timeout: tuple[float, float], **params):
     """The raw (unread) HTTP response of one list or watch call; raises the project's errors."""
-    call = getattr(getattr(client, kind.api)(api_client()), kind.method)
+    list_call = getattr(getattr(client, kind.api)(api_client()), kind.method)
     args = kind.custom or ()
     if kind.label_selector:
         params["label_selector"] = kind.label_selector
     if kind.field_selector:
         params["field_selector"] = kind.field_selector
     try:
-        return call(*args, _preload_content=False, _request_timeout=timeout, **params)
+        return list_call(*args, _preload_content=False, _request_timeout=timeout, **params)
     except ApiException as exc:
         if exc.status == 410:
             raise WatchExpired(f"watch {kind.kind}: resource version expired", status=410) from exc
         if exc.status == 404 and kind.optional:
             raise KindAbsent(f"the cluster does not serve {kind.kind}", status=404) from exc
-        raise _translate(exc, f"list {kind.kind}") from exc
+        raise translate(exc, f"list {kind.kind}") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise _translate(exc, f"list {kind.kind}") from exc
+        raise translate(exc, f"list {kind.kind}") from exc
 
 
 def list_objects(kind: WatchedKind) -> tuple[list[dict], str]:
@@ -146,6 +144,6 @@ def watch_objects(kind: WatchedKind, resource_version: str, timeout_seconds: int
             version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             yield WatchEvent(str(event.get("type")), obj, version)
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise _translate(exc, f"watch {kind.kind}") from exc
+        raise translate(exc, f"watch {kind.kind}") from exc
     finally:
         response.release_conn()
