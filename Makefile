@@ -51,7 +51,8 @@ image:
 run: venv postgres kube
 	@if [ -z "$${KUBECONFIG:-}" ]; then eval "$$(scripts/kube env)"; fi; \
 	if [ -n "$${PREVIEWS_LOCAL_NODE_SELECTOR:-}" ]; then scripts/node fallback "http://127.0.0.1:$(PORT)"; fi; \
-	demo=(--node-selector "$${PREVIEWS_LOCAL_NODE_SELECTOR:-}" --tolerations "$${PREVIEWS_LOCAL_TOLERATIONS:-}"); \
+	demo=(--node-selector "$${PREVIEWS_LOCAL_NODE_SELECTOR:-}" --tolerations "$${PREVIEWS_LOCAL_TOLERATIONS:-}" \
+	  --tls-secret "$${PREVIEWS_LOCAL_TLS_SECRET:-}"); \
 	export DJANGO_DEBUG="$${DJANGO_DEBUG:-true}"; \
 	$(PY) manage.py migrate --no-input; \
 	$(PY) manage.py ensure_schedules; \

@@ -247,10 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be between 1 and 60 (the real node holds about 100 sample previews)")
 
     env_node = node_env()
-    http_port = int(env_node["PREVIEWS_PREVIEW_URL_PORT"])
+    # Plain HTTP on Traefik's other entry point: the figures are of the deploy and the routing, not TLS.
+    http_port = int(env_node["PREVIEWS_LOCAL_HTTP_PORT"])
     os.environ["KUBECONFIG"] = kubeconfig_path()
-    for name in ("PREVIEWS_INGRESS_CLASS", "PREVIEWS_PREVIEW_URL_SCHEME", "PREVIEWS_PREVIEW_URL_PORT"):
-        os.environ[name] = env_node[name]
+    os.environ.update({"PREVIEWS_INGRESS_CLASS": env_node["PREVIEWS_INGRESS_CLASS"],
+                       "PREVIEWS_PREVIEW_URL_SCHEME": "http", "PREVIEWS_PREVIEW_URL_PORT": str(http_port)})
     os.environ["DJANGO_SECRET_KEY"] = secret_key = secrets.token_urlsafe(40)
     setup_django("config.settings_test")
     from kubernetes import config

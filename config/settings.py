@@ -159,6 +159,9 @@ PREVIEWS_KUBE_CONTEXT = env.str("PREVIEWS_KUBE_CONTEXT", "")
 PREVIEWS_ROLLOUT_TIMEOUT = env.int("PREVIEWS_ROLLOUT_TIMEOUT", 300, minimum=5, maximum=3600)
 PREVIEWS_INGRESS_NAMESPACE = env.str("PREVIEWS_INGRESS_NAMESPACE", "ingress-nginx")
 PREVIEWS_INGRESS_CLASS = env.str("PREVIEWS_INGRESS_CLASS", "")
+# Where repositories' TLS Secrets (Repository.tls_secret_name) are copied from into every preview namespace with
+# Ingress routing; empty: each namespace must already hold it (or the controller serves a default certificate).
+PREVIEWS_TLS_SECRET_NAMESPACE = env.str("PREVIEWS_TLS_SECRET_NAMESPACE", "")
 # The Ingress annotations a bundle may set (everything else is refused); the default names no host, URL,
 # secret or snippet. See previews/manifests.py DEFAULT_INGRESS_ANNOTATIONS.
 PREVIEWS_INGRESS_ANNOTATIONS = env.list("PREVIEWS_INGRESS_ANNOTATIONS", sorted(DEFAULT_INGRESS_ANNOTATIONS))

@@ -65,9 +65,18 @@ def request_context(repository: Repository, namespace: str) -> manifests.RenderC
         namespace=namespace, host=links.preview_host(repository, namespace), labels={},
         service_name=repository.service_name, service_port=repository.service_port,
         tls_secret_name=repository.tls_secret_name, ingress_class=settings.PREVIEWS_INGRESS_CLASS,
+        tls_secret_source=tls_secret_source(repository),
         policy=manifest_policy(repository), routing=routing(repository), gateway=gateway(),
         placement=placement(repository),
     )
+
+
+def tls_secret_source(repository: Repository) -> str:
+    """Where the repository's TLS Secret is copied from into each preview namespace (Ingress routing only; with
+    the Gateway API its listener holds the certificate), or "" when nothing is copied."""
+    if repository.tls_secret_name and routing(repository) == manifests.ROUTING_INGRESS:
+        return settings.PREVIEWS_TLS_SECRET_NAMESPACE
+    return ""
 
 
 def bundle_problems(repository: Repository, namespace: str, text: str) -> manifests.ManifestError | None:

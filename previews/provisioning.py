@@ -176,7 +176,7 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
         kube.ensure_access(namespace, settings.PREVIEWS_NAMESPACE_CLUSTERROLE,
                            settings.PREVIEWS_SERVICE_ACCOUNT, render_context(preview).labels)
     kube.apply_objects(plan.guardrails)
-    objects = plan.objects + (data_objects or [])
+    objects = plan.objects + (data_objects or []) + _tls_copy(preview)
     # With gateway routing (and PREVIEWS_GATEWAY_WAIT_FOR_STATUS) the routes are part of the rollout: ready
     # once the Gateway's controller has accepted them at the generation applied here.
     tracked = kube.WORKLOAD_KINDS + (manifests.ROUTE_KINDS if policy.waits_for_route_status(preview.repository)
@@ -199,6 +199,20 @@ def _deploy(preview: Preview, generation: int, started: float) -> str:
         preview_id=preview_id, generation=generation, rollout=rollout,
         objects=[f"{o['kind']}/{o['metadata']['name']}" for o in objects])
     return "applied" if applied else "superseded"
+
+
+def _tls_copy(preview: Preview) -> list[dict]:
+    """The repository's TLS Secret for the preview's namespace, read again from its source on every deploy (so a
+    renewed certificate reaches every preview at its next deploy); nothing when none is copied."""
+    ctx = render_context(preview)
+    if not ctx.tls_secret_source:
+        return []
+    try:
+        data = kube.read_tls_secret(ctx.tls_secret_source, ctx.tls_secret_name)
+    except errors.NotFound as exc:
+        raise errors.GatewayError(f"the repository's TLS Secret {ctx.tls_secret_source}/{ctx.tls_secret_name} does "
+                                  "not exist; create it there, or clear the repository's TLS secret name") from exc
+    return [manifests.tls_secret_copy(ctx, data)]
 
 
 def _terminating(info: kube.NamespaceInfo | None) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -246,17 +248,29 @@ def fake_github(settings, monkeypatch) -> Iterator:
 class RealNode:
     """The local cluster's real node and route controller, as `scripts/node env` describes them."""
 
+    https_port: int
     http_port: int
     ingress_class: str
     node_selector: str
     tolerations: str
+    tls_secret: str  # the wildcard certificate's Secret, in the namespace below
+    tls_secret_namespace: str
+    ca_file: str  # the CA that signed it
     sample_image: str  # the sample app's image in the node's runtime (also in podman's store)
 
-    def get(self, url: str, timeout: float = 5) -> tuple[int, dict[str, str], str]:
-        """GET a preview URL through the controller on loopback (as a browser resolves *.localhost), following
-        no redirect: (status, headers, body); status 0 when nothing answers."""
+    def connection(self, url: str, timeout: float = 5) -> http.client.HTTPConnection:
+        """A connection for a preview URL through the controller on loopback (as a browser resolves *.localhost);
+        for https, the certificate is checked against the local CA for the URL's host."""
         parts = urllib.parse.urlsplit(url)
-        connection = http.client.HTTPConnection("127.0.0.1", parts.port or 80, timeout=timeout)
+        if parts.scheme == "http":
+            return http.client.HTTPConnection("127.0.0.1", parts.port or 80, timeout=timeout)
+        return _LoopbackHTTPS(parts.hostname, parts.port or 443, timeout=timeout,
+                              context=ssl.create_default_context(cafile=self.ca_file))
+
+    def get(self, url: str, timeout: float = 5) -> tuple[int, dict[str, str], str]:
+        """GET a preview URL, following no redirect: (status, headers, body); status 0 when nothing answers."""
+        parts = urllib.parse.urlsplit(url)
+        connection = self.connection(url, timeout)
         try:
             connection.request("GET", parts.path or "/", headers={"Host": parts.netloc})
             response = connection.getresponse()
@@ -268,12 +282,20 @@ class RealNode:
 
     def post(self, url: str) -> int:
         parts = urllib.parse.urlsplit(url)
-        connection = http.client.HTTPConnection("127.0.0.1", parts.port or 80, timeout=5)
+        connection = self.connection(url)
         try:
             connection.request("POST", parts.path, headers={"Host": parts.netloc, "Content-Length": "0"})
             return connection.getresponse().status
         finally:
             connection.close()
+
+
+class _LoopbackHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a preview's host, name and certificate checked as for that host, connected to loopback."""
+
+    def connect(self) -> None:
+        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 def _node_env() -> dict[str, str]:
@@ -294,26 +316,27 @@ def real_node(kubeconfig_path: str, kube_api) -> RealNode:
     assert ready, f"no Ready node with {selector}: the local cluster's real node is not up (scripts/kube up)"
     image = subprocess.run([str(ROOT / "scripts" / "node"), "sample-image"], check=True, capture_output=True,
                            text=True).stdout.strip()
-    return RealNode(int(env["PREVIEWS_PREVIEW_URL_PORT"]), env["PREVIEWS_INGRESS_CLASS"], selector,
-                    env["PREVIEWS_LOCAL_TOLERATIONS"], image)
+    return RealNode(int(env["PREVIEWS_PREVIEW_URL_PORT"]), int(env["PREVIEWS_LOCAL_HTTP_PORT"]),
+                    env["PREVIEWS_INGRESS_CLASS"], selector, env["PREVIEWS_LOCAL_TOLERATIONS"],
+                    env["PREVIEWS_LOCAL_TLS_SECRET"], env["PREVIEWS_TLS_SECRET_NAMESPACE"], env["PREVIEWS_LOCAL_CA"],
+                    image)
 
 
 @pytest.fixture
 def real_repo(preview_repo, real_node: RealNode, settings, monkeypatch):
-    """A repository whose previews run on the real node, reached through Traefik at http://<ns>.preview.localhost:
-    <port>, for the test process and the service processes it starts."""
+    """A repository whose previews run on the real node, reached through Traefik at https://<ns>.preview.localhost:
+    <port> (the local CA's wildcard certificate), for the test process and the service processes it starts."""
     preview_repo.base_domain = "preview.localhost"
     preview_repo.node_selector = real_node.node_selector
     preview_repo.tolerations = real_node.tolerations
+    preview_repo.tls_secret_name = real_node.tls_secret
     preview_repo.save()
-    for name, value in (("PREVIEWS_INGRESS_CLASS", real_node.ingress_class), ("PREVIEWS_PREVIEW_URL_SCHEME", "http"),
-                        ("PREVIEWS_PREVIEW_URL_PORT", str(real_node.http_port)),
-                        ("PREVIEWS_GATEWAY_WAIT_FOR_STATUS", "true")):
-        monkeypatch.setenv(name, value)
-    settings.PREVIEWS_INGRESS_CLASS = real_node.ingress_class
-    settings.PREVIEWS_PREVIEW_URL_SCHEME = "http"
-    settings.PREVIEWS_PREVIEW_URL_PORT = real_node.http_port
-    settings.PREVIEWS_GATEWAY_WAIT_FOR_STATUS = True
+    values = {"PREVIEWS_INGRESS_CLASS": real_node.ingress_class, "PREVIEWS_PREVIEW_URL_SCHEME": "https",
+              "PREVIEWS_PREVIEW_URL_PORT": real_node.https_port, "PREVIEWS_GATEWAY_WAIT_FOR_STATUS": True,
+              "PREVIEWS_TLS_SECRET_NAMESPACE": real_node.tls_secret_namespace}
+    for name, value in values.items():
+        monkeypatch.setenv(name, str(value).lower() if isinstance(value, bool) else str(value))
+        setattr(settings, name, value)
     return preview_repo
 
 

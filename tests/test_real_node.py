@@ -82,7 +82,7 @@ def test_a_preview_serves_its_pr_and_commit_at_its_url_a_push_serves_the_new_one
     ready = settled(api, real_repo, 7, first["generation"])
     assert ready["status"] == "ready", ready["status_message"]
     url = ready["url"]
-    assert url == f"http://{ready['namespace']}.preview.localhost:{real_node.http_port}"
+    assert url == f"https://{ready['namespace']}.preview.localhost:{real_node.https_port}"
     page = serving(real_node, url, SHA1)
     assert '<h1>Pull request #<span id="pr">7</span></h1>' in page
     pods = client.CoreV1Api(kube_api).list_namespaced_pod(ready["namespace"]).items

@@ -63,6 +63,7 @@ from previews.manifests.rendering import (
     place,
     render,
     render_bundle,
+    tls_secret_copy,
 )
 from previews.manifests.validation import plain_data_problems, validate
 
@@ -75,5 +76,5 @@ __all__ = [
     "ROUTING_MODES", "VOLUME_TYPES", "WORKLOAD_KINDS", "GatewayRef", "Guardrails", "ManifestError", "Placement",
     "Policy", "Problem", "RenderContext", "generated_ingress", "generated_route", "guardrail_objects",
     "namespace_security_labels", "object_keys", "override_image", "parse_bundle", "place", "plain_data_problems",
-    "render", "render_bundle", "validate",
+    "render", "render_bundle", "tls_secret_copy", "validate",
 ]

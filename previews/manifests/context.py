@@ -60,6 +60,7 @@ class RenderContext:
     service_name: str = "web"
     service_port: int = 80
     tls_secret_name: str = ""
+    tls_secret_source: str = ""  # the namespace the service copies tls_secret_name from ("": it does not)
     ingress_class: str = ""
     policy: Policy = field(default_factory=Policy)
     routing: str = ROUTING_INGRESS  # or ROUTING_GATEWAY

@@ -109,6 +109,9 @@ def _fill_hosts(ingress: dict, ctx: RenderContext) -> None:
             rule["host"] = ctx.host
     for tls in as_list(spec.get("tls")):
         tls["hosts"] = [ctx.host if h == HOST_PLACEHOLDER else h for h in as_list(tls.get("hosts"))]
+    # The repository's certificate covers its previews' hosts unless the bundle names TLS of its own.
+    if ctx.tls_secret_name and not as_list(spec.get("tls")):
+        spec["tls"] = [{"hosts": [ctx.host], "secretName": ctx.tls_secret_name}]
     # The class is always the service's choice (validation refused any other).
     if ctx.ingress_class:
         spec["ingressClassName"] = ctx.ingress_class
@@ -137,6 +140,14 @@ def generated_ingress(ctx: RenderContext) -> dict:
         "metadata": {"name": GENERATED_INGRESS_NAME, "namespace": ctx.namespace, "labels": dict(ctx.labels)},
         "spec": spec,
     }
+
+
+def tls_secret_copy(ctx: RenderContext, data: dict[str, str]) -> dict:
+    """The repository's TLS Secret as the preview's namespace gets it: the source's certificate and key (base64,
+    as read), our labels (so the prune and the reaper treat it like the rest)."""
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": ctx.tls_secret_name, "namespace": ctx.namespace, "labels": dict(ctx.labels)},
+            "data": {key: data[key] for key in ("tls.crt", "tls.key")}}
 
 
 def render_bundle(text: str, ctx: RenderContext, max_bytes: int) -> list[dict]:

@@ -134,6 +134,9 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
 
 
 def _validate_secret(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    if ctx.tls_secret_source and as_dict(obj.get("metadata")).get("name") == ctx.tls_secret_name:
+        yield Problem(i, "metadata.name", f"{quoted(ctx.tls_secret_name)} is the repository's TLS Secret, which the "
+                                          f"service copies into the namespace from {ctx.tls_secret_source}")
     secret_type = obj.get("type", "Opaque")
     if secret_type not in SECRET_TYPES:
         reason = ("ServiceAccount token Secrets mint long-lived API credentials"

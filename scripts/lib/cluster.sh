@@ -19,6 +19,8 @@ KWOK_POD_RANGE=10.0.0.0/16
 NODE_NAME=real-node-0
 # The route controller's listener on loopback, and the Gateway previews attach their routes to.
 HTTP_PORT=${PREVIEWS_HTTP_PORT:-18080}
+HTTPS_PORT=${PREVIEWS_HTTPS_PORT:-18443}
+TLS_SECRET=previews-tls  # the wildcard certificate's Secret, in the Gateway's namespace
 GATEWAY_CLASS=previews-local
 GATEWAY_NAMESPACE=${PREVIEWS_GATEWAY_NAMESPACE:-gateway-system}
 GATEWAY_NAME=${PREVIEWS_GATEWAY_NAME:-previews}

@@ -9,6 +9,7 @@ bounded backoff. Its modules, each the one owner of its part:
 - `namespaces`: read, create, apply, bind, list and delete our namespaces;
 - `apply`: server-side apply in waves, and the prune;
 - `workloads`: why a rollout is not ready, sleep and wake, what the pods request;
+- `secrets`: the Secrets the service copies (a repository's TLS certificate);
 - `watch`: the cluster watcher's raw lists and watches;
 - `views`: the dashboard's live view of one namespace.
 
@@ -47,6 +48,7 @@ from previews.gateways.kube.namespaces import (
     list_managed_namespaces_with_clock,
     read_namespace,
 )
+from previews.gateways.kube.secrets import read_tls_secret
 from previews.gateways.kube.workloads import (
     MAX_REMEMBERED_REPLICAS,
     SCALABLE_KINDS,
@@ -67,5 +69,5 @@ __all__ = [
     "api_client", "apply_objects", "apply_waves", "create_namespace", "delete_listed_namespace", "delete_namespace",
     "ensure_access", "ensure_namespace", "event_time", "explain_rollout", "list_managed_namespaces",
     "list_managed_namespaces_with_clock", "list_workloads", "map_concurrently", "ping", "preload", "prune",
-    "read_namespace", "reset_clients", "sleep_workloads", "wake_workloads", "workload_requests",
+    "read_namespace", "read_tls_secret", "reset_clients", "sleep_workloads", "wake_workloads", "workload_requests",
 ]

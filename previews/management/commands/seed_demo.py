@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--node-selector", default="",
                             help="Where the demo's pods run, as key=value,... (make run: the local real node)")
         parser.add_argument("--tolerations", default="", help="Taints the demo's pods tolerate, as key:Effect,...")
+        parser.add_argument("--tls-secret", default="",
+                            help="The TLS Secret its Ingresses name (copied from PREVIEWS_TLS_SECRET_NAMESPACE)")
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
@@ -32,12 +34,14 @@ class Command(BaseCommand):
             user.save()
         user.groups.add(Group.objects.get(name="Preview operators"))
         # The sample and where it runs follow the code and the local cluster on every run.
-        placement = {"node_selector": options["node_selector"], "tolerations": options["tolerations"]}
+        options_of = {"node_selector": "node_selector", "tolerations": "tolerations", "tls_secret_name": "tls_secret"}
+        placement = {field: options[option] for field, option in options_of.items()}
         for field, value in placement.items():
             try:
                 Repository._meta.get_field(field).run_validators(value)
             except ValidationError as exc:
-                raise CommandError(f"--{field.replace('_', '-')}: {'; '.join(exc.messages)}") from exc
+                option = options_of[field].replace("_", "-")
+                raise CommandError(f"--{option}: {'; '.join(exc.messages)}") from exc
         repository, _ = Repository.objects.update_or_create(
             owner="demo", name="shop",
             defaults={"manifest_template": SAMPLE.read_text(), **placement},
