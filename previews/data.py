@@ -105,10 +105,13 @@ def migrate_image(preview: Preview) -> str:
                           f"unclear: set the repository's image name to one of {sorted(images) or 'its images'}")
 
 
-def migrate_job(ctx: manifests.RenderContext, generation: int, image: str, command: str) -> dict:
+def migrate_job(ctx: manifests.RenderContext, generation: int, image: str, command: str,
+                database_image: str = "") -> dict:
     """The migrate (or seed) Job of one generation: a new name each deploy, so it runs again with the new
-    image; the deploy's prune removes the previous one. No retries: a failed migration fails the preview."""
-    return {
+    image; the deploy's prune removes the previous one. No retries: a failed migration fails the preview.
+    With `database_image` (the in-namespace database, which starts with the Job) it first waits, in an init
+    container of that image, until the database accepts connections."""
+    job = {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(f"{MIGRATE_JOB_PREFIX}-{generation}", ctx),
         "spec": {
             "backoffLimit": 0,
@@ -125,6 +128,13 @@ def migrate_job(ctx: manifests.RenderContext, generation: int, image: str, comma
             },
         },
     }
+    if database_image:
+        job["spec"]["template"]["spec"]["initContainers"] = [{
+            "name": "wait-for-database", "image": database_image,
+            "command": ["/bin/sh", "-c", 'until pg_isready -q -h "$PGHOST" -p "$PGPORT"; do sleep 1; done'],
+            "envFrom": [{"secretRef": {"name": SECRET_NAME}}],
+        }]
+    return job
 
 
 def in_namespace_env(ctx: manifests.RenderContext, password: str) -> dict[str, str]:
@@ -157,7 +167,9 @@ def in_namespace_objects(ctx: manifests.RenderContext, image: str, storage: str)
                          "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT}],
                          "envFrom": [{"secretRef": {"name": SECRET_NAME}}],
                          "env": [{"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"}],
-                         "readinessProbe": {"exec": {"command": ["pg_isready", "-U", IN_NAMESPACE_USER]},
+                         # Asked on loopback: through its Service (PGHOST) it answers only once it is ready.
+                         "readinessProbe": {"exec": {"command": ["pg_isready", "-h", "127.0.0.1", "-U",
+                                                                 IN_NAMESPACE_USER]},
                                             "periodSeconds": 5},
                          "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
                      }],
@@ -249,7 +261,8 @@ def prepare(preview: Preview, ctx: manifests.RenderContext, generation: int) -> 
         objects.append(secret_object(ctx, preview_db.connection_env(spec, password, connect_to)))
         database = spec.name
     if repository.data_migrate_command.strip():
-        objects.append(migrate_job(ctx, generation, migrate_image(preview), repository.data_migrate_command))
+        objects.append(migrate_job(ctx, generation, migrate_image(preview), repository.data_migrate_command,
+                                   repository.data_image if mode == DataMode.IN_NAMESPACE else ""))
     return DeployData(checked(objects, ctx), database, reset, steps, size)
 
 

@@ -11,7 +11,7 @@
 //	PORT            where to listen (default 8080)
 //
 // `previews-sample --migrate` is the migrate (and seed) command: it creates the table the page reads and
-// seeds it for this PR and commit, replacing what an earlier seed wrote.
+// seeds it, replacing what an earlier seed (or anyone) wrote there.
 //
 // `previews-sample --fail "<message>"` writes the message to stderr and exits 1 at once: a container
 // that crashes at start, for the failure tests. `previews-sample --get <url>` fetches the URL, prints
@@ -102,10 +102,8 @@ func migrate() int {
 			return 1
 		}
 	}
-	seed := []string{
-		fmt.Sprintf("seeded for PR #%s at commit %s", os.Getenv("PREVIEW_PR"), short(os.Getenv("PREVIEW_COMMIT"))),
-		"a second row",
-	}
+	// The time tells one seed from the next (a reset seeds again).
+	seed := []string{fmt.Sprintf("seeded at %s", time.Now().UTC().Format(time.RFC3339Nano)), "a second row"}
 	for _, body := range seed {
 		if _, err := conn.Exec(ctx, "INSERT INTO sample_rows (body) VALUES ($1)", body); err != nil {
 			fmt.Fprintf(os.Stderr, "fatal: seeding: %v\n", err)
