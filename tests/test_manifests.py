@@ -784,3 +784,32 @@ def test_a_prs_own_tolerations_are_still_refused_whatever_the_repositorys_placem
     with pytest.raises(m.ManifestError) as caught:
         m.render_bundle(text, ctx, LIMIT)
     assert "tolerations are not allowed" in str(caught.value)
+
+
+# --- the repository's TLS Secret ----------------------------------------------------------------------------
+
+TLS_CTX = dataclasses.replace(CTX, tls_secret_name="previews-tls", tls_secret_source="gateway-system")
+
+
+def test_a_bundles_own_ingress_gets_the_repositorys_certificate_for_the_preview_host():
+    [ingress] = [o for o in m.render_bundle(SAMPLE, TLS_CTX, LIMIT) if o["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"] == [{"hosts": [TLS_CTX.host], "secretName": "previews-tls"}]
+
+
+def test_a_bundle_may_not_bring_a_secret_named_like_the_one_the_service_copies():
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "previews-tls"}, "type": "Opaque",
+              "stringData": {"a": "b"}}
+    with pytest.raises(m.ManifestError) as caught:
+        m.render_bundle(dump(secret), TLS_CTX, LIMIT)
+    assert "document 0, metadata.name: 'previews-tls' is the repository's TLS Secret, which the service copies" \
+           in str(caught.value)
+    assert m.render_bundle(dump(secret), dataclasses.replace(TLS_CTX, tls_secret_source=""), LIMIT)
+
+
+def test_the_copy_of_the_tls_secret_carries_our_labels_and_only_the_certificate_and_key():
+    ctx = dataclasses.replace(TLS_CTX, labels={m.MANAGED_BY_LABEL: m.MANAGED_BY_VALUE})
+    copy = m.tls_secret_copy(ctx, {"tls.crt": "Y2VydA==", "tls.key": "a2V5", "ca.crt": "Y2E="})
+    assert copy == {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                    "metadata": {"name": "previews-tls", "namespace": ctx.namespace,
+                                 "labels": {m.MANAGED_BY_LABEL: m.MANAGED_BY_VALUE}},
+                    "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"}}

@@ -411,3 +411,24 @@ def test_a_namespace_created_after_the_watchers_first_list_is_not_taken_for_dele
         assert not namespace_exists(client.CoreV1Api(kube_api), preview.namespace)
     finally:
         watcher.stop()
+
+
+def test_a_repository_tls_secret_missing_from_its_source_fails_the_deploy_saying_where_it_was_looked_for(
+        preview_repo, settings, make_namespace):
+    settings.PREVIEWS_TLS_SECRET_NAMESPACE = make_namespace("tls-source")
+    preview_repo.tls_secret_name = "wildcard"
+    preview_repo.save()
+    preview = upsert(preview_repo)
+    assert deploy(preview) == "failed"
+    preview.refresh_from_db()
+    assert (f"the repository's TLS Secret {settings.PREVIEWS_TLS_SECRET_NAMESPACE}/wildcard does not exist"
+            in preview.status_message)
+
+
+@pytest.mark.parametrize("routing,copied", [("ingress", True), ("gateway", False)])
+def test_the_tls_secret_is_copied_with_ingress_routing_only(preview_repo, settings, routing, copied):
+    from previews import policy
+
+    settings.PREVIEWS_TLS_SECRET_NAMESPACE = "certificates"
+    preview_repo.tls_secret_name, preview_repo.routing = "wildcard", routing
+    assert policy.tls_secret_source(preview_repo) == ("certificates" if copied else "")
