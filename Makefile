@@ -57,6 +57,8 @@ run: venv postgres kube
 	$(PY) manage.py migrate --no-input; \
 	$(PY) manage.py ensure_schedules; \
 	$(PY) manage.py seed_demo "$${demo[@]}"; \
+	if [ -n "$${PREVIEWS_LOCAL_CA:-}" ]; then echo "(its certificate is the local cluster's: curl --cacert $$PREVIEWS_LOCAL_CA," \
+	  "or trust that CA in your browser, or open http://pr-1.preview.localhost:$$PREVIEWS_LOCAL_HTTP_PORT/)"; fi; \
 	PREVIEWS_WEB_PORT=$(PORT) exec $(VENV)/bin/honcho --no-colour start -f Procfile
 
 # Tests always use the project's own local cluster, never the KUBECONFIG a

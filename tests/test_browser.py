@@ -4,6 +4,7 @@ A real django-q2 worker deploys and tears down on the real local cluster.
 Screenshots of the list and detail pages are saved in test-artifacts/.
 """
 
+import base64
 import os
 import shutil
 
@@ -23,6 +24,21 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
 
 
+def local_certificate_spki() -> str:
+    """The SHA-256 of the local wildcard certificate's public key, base64: what Chromium is told to accept, as a
+    browser that trusts the local CA would (no other certificate error is ignored)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    pem = (ROOT / ".state" / "kube" / "pki" / "ingress-wildcard.crt")
+    if not pem.exists():
+        return ""
+    key = x509.load_pem_x509_certificate(pem.read_bytes()).public_key()
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return base64.b64encode(digest.finalize()).decode()
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
@@ -34,7 +50,9 @@ def browser():
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:
         with sync_playwright() as playwright:
-            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            spki = local_certificate_spki()
+            args = [*CHROMIUM_ARGS, *([f"--ignore-certificate-errors-spki-list={spki}"] if spki else [])]
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
             yield chromium
             chromium.close()
     finally:
