@@ -801,7 +801,7 @@ def test_a_bundle_may_not_bring_a_secret_named_like_the_one_the_service_copies()
               "stringData": {"a": "b"}}
     with pytest.raises(m.ManifestError) as caught:
         m.render_bundle(dump(secret), TLS_CTX, LIMIT)
-    assert "document 0, metadata.name: 'previews-tls' is the repository's TLS Secret, which the service copies" \
+    assert "document 1, metadata.name: 'previews-tls' is the repository's TLS Secret, which the service copies" \
            in str(caught.value)
     assert m.render_bundle(dump(secret), dataclasses.replace(TLS_CTX, tls_secret_source=""), LIMIT)
 
