@@ -140,3 +140,17 @@ kc() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 apply_objects() {  # objects on stdin, server-side applied by the scripts' own field manager
   kc apply --server-side --force-conflicts --field-manager previews-kube-script -f - >/dev/null
 }
+
+# build_lock <name>: hold the cache's lock for one kind of build until this script exits, so that two
+# checkouts building at once (parallel worktrees, a CI run beside a developer) build once, not twice into
+# the same directory; the second waits, then finds the result cached.
+build_lock() {
+  mkdir -p "$CACHE_ROOT"
+  exec 9>"$CACHE_ROOT/$1.lock"
+  if ! flock -n 9; then
+    say "another build of the $1 binaries is under way (lock $CACHE_ROOT/$1.lock); waiting for it"
+    flock 9
+  fi
+}
+# The processes started later must not inherit the lock.
+build_unlock() { exec 9>&-; }
