@@ -81,7 +81,8 @@ def _observe_head(pull: PullRequest, head_sha: str, seen_at: datetime, not_heads
 
 def pull_request_record(*, repository: Repository, pr_number: int, state: PullRequestState, draft: bool,
                         labels: list[str], head_sha: str = "", head_repository: str = "",
-                        github_updated_at: datetime | None = None, reset_opt: bool = False) -> PullRequest:
+                        github_updated_at: datetime | None = None, reset_opt: bool = False,
+                        author_association: str = "") -> PullRequest:
     """Record a signed `pull_request` webhook's payload: its state unless what is stored is newer (deliveries
     come out of order), and its head, in the PR's own order of `updated_at`.
 
@@ -93,6 +94,7 @@ def pull_request_record(*, repository: Repository, pr_number: int, state: PullRe
         if newer:
             pull.state, pull.draft, pull.labels = state, draft, _bounded_labels(labels)
             pull.head_repository = head_repository or pull.head_repository
+            pull.author_association = author_association[:30] or pull.author_association
             pull.github_updated_at = github_updated_at or pull.github_updated_at
             if reset_opt:
                 pull.command_opt = CommandOpt.NONE
