@@ -109,8 +109,9 @@ class Repository(models.Model):
     )
     oidc_workflow_refs = models.TextField(
         blank=True,
-        help_text="Optional: job_workflow_ref prefixes allowed to act (one a line), e.g. "
-                  "acme/ci/.github/workflows/preview.yml@refs/heads/main. Empty: any workflow of the repository.",
+        help_text="Optional: workflows allowed to act (one a line), matched whole: "
+                  "acme/ci/.github/workflows/preview.yml@refs/heads/main, or a workflow file without @ for any "
+                  "ref. Empty: any workflow of the repository.",
     )
     oidc_environment = models.CharField(
         max_length=255, blank=True, help_text="Optional: the GitHub environment the job must run in."

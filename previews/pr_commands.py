@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from previews import commands, optin, payloads, selectors, services, validators
+from previews import commands, forks, optin, payloads, selectors, services, validators
 from previews.gateways import errors, github
 from previews.models import ActorKind, CommandOpt, CommentCommand, Preview, Repository
 
@@ -186,9 +186,19 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
         return Answer(OK, f"the preview exists already ({preview.status})")
     if not repository.image_template:
         return Answer(OK, "opted in: CI deploys the preview on its next run")
-    sha = services.head_for_deploy(services.PullRequestFacts(repository, number), preview)
+    facts = services.PullRequestFacts(repository, number)
+    head_repository, _ = services.pull_origin(facts)
+    # A fork's branch: the repository must allow fork previews, and the commenter vouch for it as an owner,
+    # member or collaborator (whatever the command associations allow for other commands).
+    refusal = forks.refusal(repository, head_repository, event.author_association, who="a commenter")
+    if refusal:
+        return Answer(REFUSED, refusal)
+    sha = services.head_for_deploy(facts, preview)
     if not sha:
         return Answer(REFUSED, "the PR's head commit is not known yet (GitHub could not be asked); try again")
+    moved = _moved_since(facts, sha, event) if forks.is_fork(repository.full_name, head_repository) else ""
+    if moved:
+        return Answer(REFUSED, moved)
     image = payloads.image_reference(repository.image_template, number, sha)
     try:
         services.preview_upsert(repository=repository, pr_number=number, actor=actor,
@@ -198,3 +208,14 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
     except ValidationError as exc:
         return Answer(REFUSED, "; ".join(exc.messages))
     return Answer(OK, f"creating the preview of {sha[:7]}")
+
+
+def _moved_since(facts: services.PullRequestFacts, sha: str, event: payloads.CommentEvent) -> str:
+    """A fork's head that was first seen after the comment was written is not what the commenter vouched for."""
+    pull = facts.stored()
+    if event.created_at is None or pull is None or pull.head_sha != sha or pull.head_seen_at is None:
+        return ""
+    if pull.head_seen_at > event.created_at:
+        return (f"the fork's branch moved to {sha[:7]} after this comment was written; review it and comment "
+                "`/preview` again")
+    return ""
