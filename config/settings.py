@@ -23,6 +23,8 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Under /api/ a CSRF refusal is problem+json like every other API answer (the dashboard keeps Django's page).
+CSRF_FAILURE_VIEW = "previews.api.errors.csrf_failure"
 
 # --- transport: TLS terminated in front (an ingress or load balancer) ----------------------------------------
 # With DJANGO_BEHIND_TLS_PROXY, the proxy's X-Forwarded-Proto says whether the request came over HTTPS;
