@@ -77,13 +77,28 @@ def handle_comment(repository: Repository, event: payloads.CommentEvent) -> str:
     line = commands.command_line(event.body) or ""
     full_name = repository.full_name
 
+    trusted = validators.parse_associations(repository.command_associations)
+    is_trusted = commands.is_trusted(association, trusted)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [COMMANDS_LOCK, repository.pk])
         since = timezone.now() - timedelta(minutes=settings.PREVIEWS_COMMAND_RATE_WINDOW_MINUTES)
-        recent = CommentCommand.objects.filter(repository=repository, pr_number=number, received_at__gte=since).count()
+        window = CommentCommand.objects.filter(repository=repository, pr_number=number, received_at__gte=since)
+        # Only trusted commenters' commands count against the PR's limit: outsiders cannot use it up.
+        recent = (window.filter(association__in=trusted) if is_trusted else window.exclude(association__in=trusted)
+                  ).count()
         record = CommentCommand.objects.create(repository=repository, pr_number=number, comment_id=comment_id,
-                                               login=login, association=association, text=line[:200])
+                                               login=login, association=str(association).upper()[:30],
+                                               text=line[:200])
+    if not is_trusted:
+        # Told once per PR and window (the first outsider's command), then refused quietly: a flood of outsider
+        # comments costs no GitHub call each.
+        if recent == 0:
+            reply = (f"@{login} `/preview` commands on {full_name} are obeyed only from "
+                     f"{', '.join(sorted(a.lower() for a in trusted)) or 'nobody'}; this comment changed nothing.")
+            _answer(full_name, number, comment_id, Answer(REFUSED, "not trusted", reply))
+        return _done(record, f"refused: author association {str(association)[:30]!r} is not trusted")
+
     if commands.rate_limited(recent, settings.PREVIEWS_COMMAND_RATE_LIMIT):
         outcome = "rate limited"
         if recent == settings.PREVIEWS_COMMAND_RATE_LIMIT:  # tell once per window, then stay quiet
@@ -92,13 +107,6 @@ def handle_comment(repository: Repository, event: payloads.CommentEvent) -> str:
                 f"{settings.PREVIEWS_COMMAND_RATE_WINDOW_MINUTES} minutes, the most allowed; "
                 "further commands are ignored until the window has passed.")))
         return _done(record, outcome)
-
-    trusted = validators.parse_associations(repository.command_associations)
-    if not commands.is_trusted(association, trusted):
-        reply = (f"@{login} `/preview` commands on {full_name} are obeyed only from "
-                 f"{', '.join(sorted(a.lower() for a in trusted)) or 'nobody'}; this comment changed nothing.")
-        _answer(full_name, number, comment_id, Answer(REFUSED, "not trusted", reply))
-        return _done(record, f"refused: author association {str(association)[:30]!r} is not trusted")
 
     if isinstance(parsed, commands.Malformed):
         _answer(full_name, number, comment_id, Answer(CONFUSED, parsed.problem,

@@ -194,6 +194,25 @@ def test_a_flood_is_rate_limited_and_told_once(hook, fake_github, live, settings
     assert len([r for r in replies(fake_github) if "the most allowed" in r]) == 1
 
 
+def test_outsiders_cannot_use_up_a_prs_command_limit(hook, fake_github, live, settings):
+    settings.PREVIEWS_COMMAND_RATE_LIMIT = 3
+    for _ in range(10):
+        assert "not trusted" in hook(comment(fake_github, "/preview pin", login="mallory", association="NONE"))
+    assert hook(comment(fake_github, "/preview pin")) == "/preview pin: pinned: it never expires"
+    live.refresh_from_db()
+    assert live.pinned
+
+
+def test_a_flood_of_outsider_comments_is_answered_once(hook, fake_github, live):
+    payloads_sent = [comment(fake_github, "/preview delete", login="mallory", association="NONE") for _ in range(6)]
+    for payload in payloads_sent:
+        hook(payload)
+    run_queued("answer_comment")
+    assert len([r for r in replies(fake_github) if "are obeyed only from" in r]) == 1
+    assert [reactions(fake_github, p) for p in payloads_sent] == [["-1"]] + [[]] * 5
+    assert CommentCommand.objects.filter(pr_number=7, login="mallory").count() == 6  # each still recorded
+
+
 @pytest.mark.parametrize("payload_change,outcome", [
     ({"action": "edited"}, "only new comments"),
     ({"issue": {"number": 7}}, "not a pull request"),
