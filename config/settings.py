@@ -151,6 +151,8 @@ PREVIEWS_PUBLIC_URL = env.str("PREVIEWS_PUBLIC_URL", "http://localhost:8000").rs
 # Hosts of staging and other services whose cookies previews must not reach: a start-up check warns when a
 # repository's previews share a registrable domain with one of them (or with PREVIEWS_PUBLIC_URL's host).
 PREVIEWS_STAGING_HOSTS = env.list("PREVIEWS_STAGING_HOSTS", [])
+# Touched by the worker and the watcher while they work, for exec probes (`python -m previews.heartbeat FILE AGE`).
+PREVIEWS_HEARTBEAT_FILE = env.str("PREVIEWS_HEARTBEAT_FILE", "")
 # How a preview's URL is written: https://pr-<N>.<base domain> by default; a scheme and port of their own where
 # the route controller listens elsewhere (the local cluster's Traefik: http and 18080, from `scripts/kube env`).
 PREVIEWS_PREVIEW_URL_SCHEME = env.choice("PREVIEWS_PREVIEW_URL_SCHEME", "https", ("https", "http"))
