@@ -125,3 +125,15 @@ def test_a_beat_touches_the_file_only_while_healthy(tmp_path):
     while not path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert heartbeat.fresh(str(path), 5)
+
+
+@pytest.mark.django_db
+def test_the_watchers_heartbeat_touches_the_probes_file(tmp_path, settings):
+    from previews.engine.watcher import Watcher
+    from previews.models import WatcherStatus
+
+    settings.PREVIEWS_HEARTBEAT_FILE = str(tmp_path / "heartbeat")
+    watcher = Watcher()
+    watcher.heartbeat()  # a standby's heartbeat too: written to the database, then the file
+    assert WatcherStatus.objects.filter(holder=watcher.holder).exists()
+    assert heartbeat.fresh(settings.PREVIEWS_HEARTBEAT_FILE, 5)
