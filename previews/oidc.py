@@ -78,6 +78,7 @@ class GitHubClaims:
     workflow: str = ""
     job_workflow_ref: str = ""
     environment: str = ""
+    repository_visibility: str = ""
     actor: str = ""
 
     @property
@@ -299,6 +300,7 @@ def _claims(payload: dict[str, Any]) -> GitHubClaims:
         workflow=_str(payload, "workflow"),
         job_workflow_ref=_str(payload, "job_workflow_ref"),
         environment=_str(payload, "environment"),
+        repository_visibility=_str(payload, "repository_visibility"),
         actor=_str(payload, "actor"),
     )
 
@@ -402,7 +404,7 @@ def remember_use(claims: GitHubClaims, operation: str) -> None:
                         claim="jti") from None
 
 
-def check_fork(repository: Repository, pr_number: int | None) -> None:
+def check_fork(repository: Repository, pr_number: int | None, claims: GitHubClaims | None = None) -> None:
     """A token from a PR's run (GitHub sends them to fork PRs' runs too, in private repositories that allow it)
     meets the same fork rule as the webhook: a fork's PR acts only when the repository allows fork previews,
     and only for an author GitHub calls an owner, member or collaborator. Where the branch is comes from the
@@ -412,6 +414,11 @@ def check_fork(repository: Repository, pr_number: int | None) -> None:
     from previews import forks, services  # services import this module's neighbours; late to avoid a cycle
 
     head, association = services.pull_origin(services.PullRequestFacts(repository, pr_number))
+    # A public repository's fork PRs never get a token for a `pull_request` run (no write permission, id-token
+    # included, reaches them): there a PR nobody can place is not a fork's.
+    public_run = claims is not None and claims.repository_visibility == "public" and claims.event_name == "pull_request"
+    if not head and public_run:
+        return
     if not head and not repository.allow_fork_previews:
         raise ClaimRefused("ref", f"cannot tell whether PR #{pr_number} is from a fork (no pull_request webhook "
                                   "recorded where its branch is, and GitHub could not be asked): refused")

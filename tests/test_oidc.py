@@ -346,6 +346,21 @@ def test_a_token_for_a_pr_nobody_can_place_is_refused(issuer, repo):
     assert "cannot tell whether PR #9 is from a fork" in refused(response, 403, "ref")
 
 
+def test_a_public_repositorys_pull_request_run_needs_no_record_of_the_branch(issuer, repo):
+    """Public repositories never send tokens to fork PRs' pull_request runs."""
+    token = issuer.mint(ref="refs/pull/9/merge", repository_visibility="public")
+    assert call(token, path="/api/v1/repos/acme/shop/previews/9").status_code == 201
+    target = issuer.mint(ref="refs/pull/10/merge", repository_visibility="public", event_name="pull_request_target")
+    assert call(target, path="/api/v1/repos/acme/shop/previews/10").status_code == 403  # not an allowed event anyway
+
+
+def test_a_public_repositorys_known_fork_pr_is_still_refused(issuer, repo):
+    services.pull_request_record(repository=repo, pr_number=7, state="open", draft=False, labels=[], head_sha=HEAD,
+                                 head_repository="outsider/shop", author_association="NONE")
+    token = issuer.mint(ref="refs/pull/7/merge", repository_visibility="public")
+    assert "from a fork" in refused(call(token, path="/api/v1/repos/acme/shop/previews/7"), 403, "ref")
+
+
 @pytest.mark.parametrize("ref,ok", [
     ("acme/ci/.github/workflows/preview.yml@refs/heads/main", True),
     ("acme/ci/.github/workflows/preview.yml@refs/heads/main-x", False),  # not a prefix match

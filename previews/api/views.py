@@ -102,7 +102,7 @@ class RepositoryScopedView(APIView):
         if isinstance(request.user, OidcUser):
             try:
                 repository = oidc.authorize(request.user.claims, request.user.repository, owner, repo, pr)
-                oidc.check_fork(repository, pr)
+                oidc.check_fork(repository, pr, request.user.claims)
                 return repository
             except oidc.ClaimRefused as exc:
                 raise ClaimRefused(exc) from None
