@@ -24,8 +24,26 @@ class Env:
     def _raw(self, name: str) -> str | None:
         value = self.environ.get(name)
         if value is None or value.strip() == "":
+            value = self._from_secrets_dir(name)
+        if value is None or value.strip() == "":
             return None
         return value.strip()
+
+    def _from_secrets_dir(self, name: str) -> str | None:
+        """PREVIEWS_SECRETS_DIR: a directory of files named like the settings (a Kubernetes Secret mounted as a
+        volume), read when the variable itself is not set. Secrets as files stay out of the process environment
+        (which child processes inherit and crash reports and /proc/<pid>/environ show)."""
+        directory = (self.environ.get("PREVIEWS_SECRETS_DIR") or "").strip()
+        if not directory or not name.replace("_", "").isalnum():
+            return None
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImproperlyConfigured(f"{name}: {path} cannot be read ({exc})") from None
 
     def str(self, name: str, default: str) -> str:
         value = self._raw(name)

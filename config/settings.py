@@ -23,6 +23,8 @@ if not SECRET_KEY:
     SECRET_KEY = "insecure-development-key-only-for-DJANGO_DEBUG"
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+# Under /api/ a CSRF refusal is problem+json like every other API answer (the dashboard keeps Django's page).
+CSRF_FAILURE_VIEW = "previews.api.errors.csrf_failure"
 
 # --- transport: TLS terminated in front (an ingress or load balancer) ----------------------------------------
 # With DJANGO_BEHIND_TLS_PROXY, the proxy's X-Forwarded-Proto says whether the request came over HTTPS;
@@ -146,6 +148,11 @@ if REDIS_URL:
 
 # --- previews -------------------------------------------------------------------
 PREVIEWS_PUBLIC_URL = env.str("PREVIEWS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+# Hosts of staging and other services whose cookies previews must not reach: a start-up check warns when a
+# repository's previews share a registrable domain with one of them (or with PREVIEWS_PUBLIC_URL's host).
+PREVIEWS_STAGING_HOSTS = env.list("PREVIEWS_STAGING_HOSTS", [])
+# Touched by the worker and the watcher while they work, for exec probes (`python -m previews.heartbeat FILE AGE`).
+PREVIEWS_HEARTBEAT_FILE = env.str("PREVIEWS_HEARTBEAT_FILE", "")
 # How a preview's URL is written: https://pr-<N>.<base domain> by default; a scheme and port of their own where
 # the route controller listens elsewhere (the local cluster's Traefik: http and 18080, from `scripts/kube env`).
 PREVIEWS_PREVIEW_URL_SCHEME = env.choice("PREVIEWS_PREVIEW_URL_SCHEME", "https", ("https", "http"))

@@ -7,7 +7,7 @@ class PreviewsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from previews import login_throttle  # noqa: F401  (connects its signal receivers)
+        from previews import checks, login_throttle  # noqa: F401  (registers checks, connects signal receivers)
         from previews.permissions import ensure_groups
 
         # After the auth app has created the permissions (post_migrate also follows a test flush).

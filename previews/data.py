@@ -196,14 +196,29 @@ def egress(mode: str) -> tuple[str, int] | None:
     if mode not in SHARED_MODES or not preview_db.is_configured():
         return None
     host, port = preview_db.pod_address()
-    cidr = settings.PREVIEWS_DATA_EGRESS_CIDR
-    if not cidr:
+    return egress_cidr(host, settings.PREVIEWS_DATA_EGRESS_CIDR), port
+
+
+def egress_cidr(host: str, configured: str) -> str:
+    """The CIDR a preview's pods may reach the data server at. Pure.
+
+    PREVIEWS_DATA_EGRESS_CIDR when set (checked to be a network), else the host's own address when it is an IP.
+    A host *name* without the setting is refused (DataConfigError), never opened to every address: resolving it
+    here once would pin whatever address it had then (a managed server's failover moves it) and what this
+    process resolves need not be what the preview's pods do."""
+    if configured:
         try:
-            address = ipaddress.ip_address(host)
-            cidr = f"{address}/{address.max_prefixlen}"
+            return str(ipaddress.ip_network(configured.strip(), strict=False))
         except ValueError:
-            cidr = "0.0.0.0/0"  # a host name: any address, on the server's port only
-    return cidr, port
+            raise DataConfigError(f"PREVIEWS_DATA_EGRESS_CIDR {configured[:60]!r} is not a network "
+                                  "(e.g. 10.20.0.0/16)") from None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise DataConfigError(f"the data server is given as the host name {host[:100]!r}: set "
+                              "PREVIEWS_DATA_EGRESS_CIDR to the network its addresses are in, so previews' pods "
+                              "may reach it and nothing else on its port") from None
+    return f"{address}/{address.max_prefixlen}"
 
 
 # --- what a deploy does --------------------------------------------------------------------------

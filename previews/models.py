@@ -109,8 +109,9 @@ class Repository(models.Model):
     )
     oidc_workflow_refs = models.TextField(
         blank=True,
-        help_text="Optional: job_workflow_ref prefixes allowed to act (one a line), e.g. "
-                  "acme/ci/.github/workflows/preview.yml@refs/heads/main. Empty: any workflow of the repository.",
+        help_text="Optional: workflows allowed to act (one a line), matched whole: "
+                  "acme/ci/.github/workflows/preview.yml@refs/heads/main, or a workflow file without @ for any "
+                  "ref. Empty: any workflow of the repository.",
     )
     oidc_environment = models.CharField(
         max_length=255, blank=True, help_text="Optional: the GitHub environment the job must run in."
@@ -484,6 +485,8 @@ class PullRequest(models.Model):
     labels = models.JSONField(default=list, blank=True)
     head_repository = models.CharField(max_length=140, blank=True,
                                        help_text="owner/name of the branch's repository; empty: GitHub did not say")
+    author_association = models.CharField(max_length=30, blank=True,
+                                          help_text="GitHub's author_association of the PR's author (fork rules)")
     github_updated_at = models.DateTimeField(null=True, blank=True)
     head_sha = models.CharField(max_length=40, blank=True)
     head_seen_at = models.DateTimeField(null=True, blank=True)
@@ -527,13 +530,20 @@ class CommentCommand(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """GitHub delivery ids already handled, so a redelivery is not acted on twice."""
+    """Deliveries already handled, so a redelivery is not acted on twice: by GitHub's delivery id, and by the
+    SHA-256 of the signed body (the delivery id header is not signed: a captured body resent with a new id is
+    still the same delivery)."""
 
     delivery_id = models.CharField(max_length=100, unique=True)
+    body_sha256 = models.CharField(max_length=64, blank=True, help_text="SHA-256 of the verified body (hex)")
     event = models.CharField(max_length=50)
     action = models.CharField(max_length=50, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     outcome = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["body_sha256"], condition=~models.Q(body_sha256=""),
+                                               name="webhook_delivery_body_unique")]
 
     def __str__(self) -> str:
         return f"{self.event}/{self.action} {self.delivery_id}"

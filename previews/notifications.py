@@ -48,6 +48,13 @@ def fenced(text: str) -> list[str]:
     fence = "`" * max(3, longest + 1)
     return [fence, text, fence]
 
+def plain(text: str) -> str:
+    """One line of text shown as itself in Markdown: every character that could start markup (a code fence,
+    emphasis, a link, HTML, a table cell) backslash-escaped, as CommonMark allows for ASCII punctuation."""
+    escaped = re.sub(r"([\\`*_\[\]<>|~])", r"\\\1", " ".join(text.split()))
+    return "\\" + escaped if escaped[:1] in ("#", "-", "+", ">", "=") else escaped  # no heading, list, quote
+
+
 def _humanize(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
     if seconds <= 0:
@@ -89,7 +96,7 @@ def comment_body(preview: Preview, now: datetime, expiry_warning: bool = False) 
         lines += ["", "**Why it failed**", "", *fenced(preview.status_message[:3000])]
     if status in (Preview.Status.DELETING, Preview.Status.DELETED, Preview.Status.SLEEPING) \
             and preview.status_message:
-        lines += ["", preview.status_message]
+        lines += ["", plain(preview.status_message[:1000])]
     if status == Preview.Status.SLEEPING:
         lines += ["", "Its workloads are scaled to zero. Comment `/preview wake` (or push) to bring it back."]
     if expiry_warning and status == Preview.Status.READY and not preview.pinned:

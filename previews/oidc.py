@@ -78,6 +78,7 @@ class GitHubClaims:
     workflow: str = ""
     job_workflow_ref: str = ""
     environment: str = ""
+    repository_visibility: str = ""
     actor: str = ""
 
     @property
@@ -299,6 +300,7 @@ def _claims(payload: dict[str, Any]) -> GitHubClaims:
         workflow=_str(payload, "workflow"),
         job_workflow_ref=_str(payload, "job_workflow_ref"),
         environment=_str(payload, "environment"),
+        repository_visibility=_str(payload, "repository_visibility"),
         actor=_str(payload, "actor"),
     )
 
@@ -309,6 +311,17 @@ def _claims(payload: dict[str, Any]) -> GitHubClaims:
 def repository_for(claims: GitHubClaims) -> Repository | None:
     """The repository linked to the token's immutable repository id (never its name)."""
     return Repository.objects.filter(github_repository_id=claims.repository_id).first()
+
+
+def workflow_allowed(job_workflow_ref: str, entries: list[str]) -> bool:
+    """Is `job_workflow_ref` (`owner/repo/path.yml@ref`) one of the allowed workflows? Pure.
+
+    An entry with `@` must match whole (`…@refs/heads/main` does not admit `…@refs/heads/main-x`); an entry
+    without `@` names a workflow file, matched whole, at any ref. Never a raw prefix."""
+    path, at, ref = job_workflow_ref.partition("@")
+    if not at or not path or not ref:
+        return False
+    return any(job_workflow_ref == entry if "@" in entry else path == entry for entry in entries)
 
 
 def authorize(claims: GitHubClaims, repository: Repository | None, owner: str, name: str,
@@ -325,8 +338,8 @@ def authorize(claims: GitHubClaims, repository: Repository | None, owner: str, n
     if repository.github_owner_id is None or claims.repository_owner_id != repository.github_owner_id:
         raise ClaimRefused("repository_owner_id", f"the token's owner id {claims.repository_owner_id} is not the "
                                                   f"owner id linked to {repository}")
-    prefixes = [line.strip() for line in repository.oidc_workflow_refs.splitlines() if line.strip()]
-    if prefixes and not any(claims.job_workflow_ref.startswith(prefix) for prefix in prefixes):
+    entries = [line.strip() for line in repository.oidc_workflow_refs.splitlines() if line.strip()]
+    if entries and not workflow_allowed(claims.job_workflow_ref, entries):
         raise ClaimRefused("job_workflow_ref", f"{claims.job_workflow_ref!r} is not a workflow allowed for "
                                                f"{repository}")
     if repository.oidc_environment and claims.environment != repository.oidc_environment:
@@ -389,3 +402,26 @@ def remember_use(claims: GitHubClaims, operation: str) -> None:
     except IntegrityError:
         raise OidcError(f"this token was already used to {operation}; request a new one for each call",
                         claim="jti") from None
+
+
+def check_fork(repository: Repository, pr_number: int | None, claims: GitHubClaims | None = None) -> None:
+    """A token from a PR's run (GitHub sends them to fork PRs' runs too, in private repositories that allow it)
+    meets the same fork rule as the webhook: a fork's PR acts only when the repository allows fork previews,
+    and only for an author GitHub calls an owner, member or collaborator. Where the branch is comes from the
+    webhooks' record, else GitHub (recorded); unknown counts as a fork. Raises ClaimRefused."""
+    if pr_number is None:
+        return
+    from previews import forks, services  # services import this module's neighbours; late to avoid a cycle
+
+    head, association = services.pull_origin(services.PullRequestFacts(repository, pr_number))
+    # A public repository's fork PRs never get a token for a `pull_request` run (no write permission, id-token
+    # included, reaches them): there a PR nobody can place is not a fork's.
+    public_run = claims is not None and claims.repository_visibility == "public" and claims.event_name == "pull_request"
+    if not head and public_run:
+        return
+    if not head and not repository.allow_fork_previews:
+        raise ClaimRefused("ref", f"cannot tell whether PR #{pr_number} is from a fork (no pull_request webhook "
+                                  "recorded where its branch is, and GitHub could not be asked): refused")
+    refusal = forks.refusal(repository, head, association, who="a PR author")
+    if refusal:
+        raise ClaimRefused("ref", f"PR #{pr_number}: {refusal}")

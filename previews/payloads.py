@@ -73,6 +73,7 @@ class CommentEvent:
     login: str
     user_type: str
     author_association: str
+    created_at: datetime | None = None  # when the comment was written
 
 
 def repository_full_name(payload: dict) -> str:
@@ -167,6 +168,7 @@ def parse_comment(payload: dict) -> CommentEvent:
         login=_field(payload, "comment.user.login", str),
         user_type=_field(payload, "comment.user.type", str, required=False) or "",
         author_association=(_field(payload, "comment.author_association", str, required=False) or "NONE")[:30],
+        created_at=_when(payload, "comment.created_at"),
     )
 
 

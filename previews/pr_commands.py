@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from previews import commands, optin, payloads, selectors, services, validators
+from previews import commands, forks, optin, payloads, selectors, services, validators
 from previews.gateways import errors, github
 from previews.models import ActorKind, CommandOpt, CommentCommand, Preview, Repository
 
@@ -77,13 +77,28 @@ def handle_comment(repository: Repository, event: payloads.CommentEvent) -> str:
     line = commands.command_line(event.body) or ""
     full_name = repository.full_name
 
+    trusted = validators.parse_associations(repository.command_associations)
+    is_trusted = commands.is_trusted(association, trusted)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [COMMANDS_LOCK, repository.pk])
         since = timezone.now() - timedelta(minutes=settings.PREVIEWS_COMMAND_RATE_WINDOW_MINUTES)
-        recent = CommentCommand.objects.filter(repository=repository, pr_number=number, received_at__gte=since).count()
+        window = CommentCommand.objects.filter(repository=repository, pr_number=number, received_at__gte=since)
+        # Only trusted commenters' commands count against the PR's limit: outsiders cannot use it up.
+        recent = (window.filter(association__in=trusted) if is_trusted else window.exclude(association__in=trusted)
+                  ).count()
         record = CommentCommand.objects.create(repository=repository, pr_number=number, comment_id=comment_id,
-                                               login=login, association=association, text=line[:200])
+                                               login=login, association=str(association).upper()[:30],
+                                               text=line[:200])
+    if not is_trusted:
+        # Told once per PR and window (the first outsider's command), then refused quietly: a flood of outsider
+        # comments costs no GitHub call each.
+        if recent == 0:
+            reply = (f"@{login} `/preview` commands on {full_name} are obeyed only from "
+                     f"{', '.join(sorted(a.lower() for a in trusted)) or 'nobody'}; this comment changed nothing.")
+            _answer(full_name, number, comment_id, Answer(REFUSED, "not trusted", reply))
+        return _done(record, f"refused: author association {str(association)[:30]!r} is not trusted")
+
     if commands.rate_limited(recent, settings.PREVIEWS_COMMAND_RATE_LIMIT):
         outcome = "rate limited"
         if recent == settings.PREVIEWS_COMMAND_RATE_LIMIT:  # tell once per window, then stay quiet
@@ -92,13 +107,6 @@ def handle_comment(repository: Repository, event: payloads.CommentEvent) -> str:
                 f"{settings.PREVIEWS_COMMAND_RATE_WINDOW_MINUTES} minutes, the most allowed; "
                 "further commands are ignored until the window has passed.")))
         return _done(record, outcome)
-
-    trusted = validators.parse_associations(repository.command_associations)
-    if not commands.is_trusted(association, trusted):
-        reply = (f"@{login} `/preview` commands on {full_name} are obeyed only from "
-                 f"{', '.join(sorted(a.lower() for a in trusted)) or 'nobody'}; this comment changed nothing.")
-        _answer(full_name, number, comment_id, Answer(REFUSED, "not trusted", reply))
-        return _done(record, f"refused: author association {str(association)[:30]!r} is not trusted")
 
     if isinstance(parsed, commands.Malformed):
         _answer(full_name, number, comment_id, Answer(CONFUSED, parsed.problem,
@@ -186,9 +194,19 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
         return Answer(OK, f"the preview exists already ({preview.status})")
     if not repository.image_template:
         return Answer(OK, "opted in: CI deploys the preview on its next run")
-    sha = services.head_for_deploy(services.PullRequestFacts(repository, number), preview)
+    facts = services.PullRequestFacts(repository, number)
+    head_repository, _ = services.pull_origin(facts)
+    # A fork's branch: the repository must allow fork previews, and the commenter vouch for it as an owner,
+    # member or collaborator (whatever the command associations allow for other commands).
+    refusal = forks.refusal(repository, head_repository, event.author_association, who="a commenter")
+    if refusal:
+        return Answer(REFUSED, refusal)
+    sha = services.head_for_deploy(facts, preview)
     if not sha:
         return Answer(REFUSED, "the PR's head commit is not known yet (GitHub could not be asked); try again")
+    moved = _moved_since(facts, sha, event) if forks.is_fork(repository.full_name, head_repository) else ""
+    if moved:
+        return Answer(REFUSED, moved)
     image = payloads.image_reference(repository.image_template, number, sha)
     try:
         services.preview_upsert(repository=repository, pr_number=number, actor=actor,
@@ -198,3 +216,14 @@ def _create(repository: Repository, number: int, preview: Preview | None, event:
     except ValidationError as exc:
         return Answer(REFUSED, "; ".join(exc.messages))
     return Answer(OK, f"creating the preview of {sha[:7]}")
+
+
+def _moved_since(facts: services.PullRequestFacts, sha: str, event: payloads.CommentEvent) -> str:
+    """A fork's head that was first seen after the comment was written is not what the commenter vouched for."""
+    pull = facts.stored()
+    if event.created_at is None or pull is None or pull.head_sha != sha or pull.head_seen_at is None:
+        return ""
+    if pull.head_seen_at > event.created_at:
+        return (f"the fork's branch moved to {sha[:7]} after this comment was written; review it and comment "
+                "`/preview` again")
+    return ""

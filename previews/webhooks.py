@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from previews import optin, pr_commands, selectors, services
+from previews import forks, optin, pr_commands, selectors, services
 from previews.models import ActorKind, Preview, PullRequestState, Repository, WebhookDelivery
 from previews.payloads import (
     PayloadError,
@@ -16,9 +16,7 @@ from previews.payloads import (
     repository_full_name,
 )
 
-# GitHub's author_association values trusted to deploy a pull request from a fork, when the repository
-# allows fork previews at all. CONTRIBUTOR, FIRST_TIME_CONTRIBUTOR, FIRST_TIMER and NONE never are.
-TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+TRUSTED_ASSOCIATIONS = forks.TRUSTED_ASSOCIATIONS
 DEPLOY_ACTIONS = ("opened", "synchronize", "reopened")
 # Actions that change whether a PR is opted in (label, draft state; see previews/optin.py).
 OPT_IN_ACTIONS = ("labeled", "unlabeled", "ready_for_review", "converted_to_draft")
@@ -32,8 +30,11 @@ def secret_for(repository: Repository | None) -> str:
     return settings.GITHUB_WEBHOOK_SECRET
 
 
-def handle_event(*, event: str, delivery_id: str, payload: dict, repository: Repository | None = None) -> str:
-    """Act on one delivery, at most once per delivery id. Returns what was done, for the response and the log.
+def handle_event(*, event: str, delivery_id: str, payload: dict, repository: Repository | None = None,
+                 body_sha256: str = "") -> str:
+    """Act on one delivery, at most once per delivery id and once per signed body (`body_sha256`: the
+    delivery id header is not signed, so a captured body resent with a new id is the same delivery).
+    Returns what was done, for the response and the log.
 
     The delivery is recorded in the same transaction as what it did, with the outcome: if acting fails
     (an error, a refusal such as the preview limit), nothing is recorded and GitHub's redelivery is acted on.
@@ -43,6 +44,7 @@ def handle_event(*, event: str, delivery_id: str, payload: dict, repository: Rep
         try:
             with transaction.atomic():
                 record = WebhookDelivery.objects.create(delivery_id=delivery_id, event=event[:50],
+                                                        body_sha256=body_sha256[:64],
                                                         action=str(payload.get("action", ""))[:50])
         except IntegrityError:
             return "duplicate delivery, ignored"
@@ -79,8 +81,14 @@ def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEve
         repository=repository, pr_number=pull.number,
         state=PullRequestState.CLOSED if pull.action == "closed" else PullRequestState.OPEN,
         draft=pull.draft, labels=list(pull.labels), head_sha=pull.head_sha, head_repository=pull.head_repository,
-        github_updated_at=pull.updated_at, reset_opt=pull.action in ("labeled", "unlabeled") and ours)
+        github_updated_at=pull.updated_at, reset_opt=pull.action in ("labeled", "unlabeled") and ours,
+        author_association=pull.author_association)
     preview = selectors.preview_get(repository, pull.number)
+    # A payload older than what is recorded (GitHub's order of updated_at) is not acted on: a `closed` replayed
+    # after the PR was reopened must not destroy its preview, nor an old `opened` bring back a closed PR's.
+    stale = stale_event(pull.action, row.state)
+    if stale:
+        return stale
     if pull.action == "closed":
         if preview is None:
             return f"no preview for #{pull.number}"
@@ -104,12 +112,9 @@ def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEve
         return "still opted in"
     if not repository.image_template:
         return "the repository has no image template; CI deploys through the API"
-    if pull.from_fork:
-        if not repository.allow_fork_previews:
-            return "pull request from a fork: not deployed (the repository does not allow fork previews)"
-        if pull.author_association not in TRUSTED_ASSOCIATIONS:
-            return (f"pull request from a fork by an author GitHub calls {pull.author_association[:30]}: not "
-                    "deployed (only owners, members and collaborators)")
+    refusal = forks.refusal(repository, pull.head_repository, pull.author_association)
+    if refusal:
+        return f"{refusal}: not deployed"
     request = services.PreviewRequest(head_sha=pull.head_sha, images=(image_for(repository.image_template, pull),),
                                       title=pull.title, author=pull.author)
     try:
@@ -118,3 +123,14 @@ def _pull_request(repository: Repository, delivery_id: str, pull: PullRequestEve
     except services.StaleCommit as exc:
         return f"stale commit, ignored: {exc}"[:200]
     return "deploy enqueued" if result.deploy_enqueued else "unchanged"
+
+
+def stale_event(action: str, recorded_state: str) -> str:
+    """Why a `pull_request` action is not acted on, given the PR's state as recorded after it ("" = act on it).
+    The record keeps the newest payload by GitHub's `updated_at`, so a state that disagrees with the action
+    means a newer payload said otherwise. Pure."""
+    if action == "closed" and recorded_state == PullRequestState.OPEN:
+        return "stale closed event (the PR is open again since), ignored"
+    if action != "closed" and recorded_state != PullRequestState.OPEN:
+        return f"{action[:50]} on a closed PR (a stale or replayed event), ignored"
+    return ""

@@ -240,9 +240,15 @@ class FakeGitHub:
         head_ref: str | None = None,
         base_ref: str = "main",
         body: str | None = None,
+        head_repository: str | None = None,
+        author_association: str = "CONTRIBUTOR",
     ) -> Json:
-        """Add (or replace) a pull request; the repository is created if needed. Returns a copy of the record."""
+        """Add (or replace) a pull request; the repository is created if needed. Returns a copy of the record.
+
+        `head_repository`: the fork the branch is in (None: this repository; "": a deleted fork)."""
         self.add_repo(full_name)
+        if head_repository:
+            self.add_repo(head_repository)
         now = _now()
         with self._lock:
             pull = {
@@ -251,6 +257,7 @@ class FakeGitHub:
                 "head_sha": head_sha or _fake_sha(f"{full_name}#{number}"), "head_ref": head_ref or f"feature-{number}",
                 "base_ref": base_ref, "created_at": now, "updated_at": now,
                 "closed_at": now if state == "closed" else None, "merged_at": None, "labels": [], "draft": False,
+                "head_repository": head_repository, "author_association": author_association,
             }
             self._repo(full_name)["pulls"][number] = pull
             return dict(pull)
@@ -561,6 +568,12 @@ class FakeGitHub:
             "url": f"{self.base_url}/users/{login}", "html_url": f"{HTML_BASE}/{login}",
         }
 
+    def _head_repo_json(self, key: str, pull: Json) -> Json | None:
+        head = pull.get("head_repository")
+        if head is None:
+            return self._repo_json(key)
+        return self._repo_json(head.lower()) if head else None
+
     def _repo_json(self, key: str) -> Json:
         repo = self._repos[key]
         full_name = self._full_name(key)
@@ -586,9 +599,9 @@ class FakeGitHub:
             "labels": [{"id": 7_000_000 + i, "name": label, "color": "ededed", "default": False}
                        for i, label in enumerate(pull["labels"])], "draft": pull["draft"],
             "created_at": pull["created_at"], "updated_at": pull["updated_at"], "closed_at": pull["closed_at"],
-            "merged_at": pull["merged_at"], "author_association": "CONTRIBUTOR",
+            "merged_at": pull["merged_at"], "author_association": pull.get("author_association", "CONTRIBUTOR"),
             "head": {"label": f"{owner}:{pull['head_ref']}", "ref": pull["head_ref"], "sha": pull["head_sha"],
-                     "user": self._user_json(owner), "repo": repo},
+                     "user": self._user_json(owner), "repo": self._head_repo_json(key, pull)},
             "base": {"label": f"{owner}:{pull['base_ref']}", "ref": pull["base_ref"],
                      "sha": _fake_sha(f"{key}@{pull['base_ref']}"), "user": self._user_json(owner), "repo": repo},
         }

@@ -1,5 +1,6 @@
 """The GitHub gateway and the PR notifications, with real PyGithub against the fake GitHub API."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -98,6 +99,21 @@ def test_a_failures_log_tail_reaches_the_comment_and_cannot_close_its_code_block
     end = body.index("\n" + fence, start)
     assert log in body[start:end]
     assert body.count(fence) == 2
+
+
+@pytest.mark.parametrize("log", ["```", "``````", "a\n```\n# heading\n```", "~~~\n```"])
+def test_no_run_of_backticks_in_a_failure_closes_its_fence(log):
+    fence, text, closing = notifications.fenced(log)
+    assert fence == closing and len(fence) > max(len(r) for r in re.findall(r"`+", log))
+    assert text == log
+
+
+def test_a_message_outside_a_code_block_is_escaped_so_it_stays_text(fake_github, preview):
+    set_status(preview, "sleeping", "/preview sleep by @mona\n```\n<img src=x> **bold** [link](http://x)")
+    sync(preview)
+    body = fake_github.comments(REPO, 42)[0]["body"]
+    assert re.search(r"(?<![\\`])``", body) is None and re.search(r"(?<!\\)<img", body) is None
+    assert r"\`\`\` \<img src=x\> \*\*bold\*\* \[link\](http://x)" in body
 
 
 def test_an_existing_comment_of_ours_is_adopted_not_duplicated(fake_github, preview):

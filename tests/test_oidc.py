@@ -42,7 +42,11 @@ def issuer(settings):
 
 @pytest.fixture
 def repo():
-    return make_repository(owner="acme", name="shop", github_repository_id=100, github_owner_id=200)
+    repository = make_repository(owner="acme", name="shop", github_repository_id=100, github_owner_id=200)
+    # PR 42's branch is in the repository itself, as its pull_request webhook said.
+    services.pull_request_record(repository=repository, pr_number=42, state="open", draft=False, labels=[],
+                                 head_sha=HEAD, head_repository="acme/shop", author_association="MEMBER")
+    return repository
 
 
 def call(token: str, method: str = "put", path: str = PATH, body: dict | None = None):
@@ -310,6 +314,73 @@ def test_a_workflow_outside_the_allowed_prefixes_is_refused(issuer, repo):
     refused(call(issuer.mint()), 403, "job_workflow_ref")
     allowed = issuer.mint(job_workflow_ref="acme/ci/.github/workflows/preview.yml@refs/heads/main")
     assert call(allowed).status_code == 201
+
+
+@pytest.mark.parametrize("allow,association,ok", [
+    (False, "MEMBER", False),  # the repository does not allow fork previews
+    (True, "NONE", False),  # allowed, but not for an outsider's PR
+    (True, "FIRST_TIME_CONTRIBUTOR", False),
+    (True, "COLLABORATOR", True),
+])
+def test_a_fork_prs_token_meets_the_same_fork_rule_as_the_webhook(issuer, repo, allow, association, ok):
+    repo.allow_fork_previews = allow
+    repo.save()
+    services.pull_request_record(repository=repo, pr_number=7, state="open", draft=False, labels=[], head_sha=HEAD,
+                                 head_repository="outsider/shop", author_association=association)
+    response = call(issuer.mint(ref="refs/pull/7/merge"), path="/api/v1/repos/acme/shop/previews/7")
+    if ok:
+        assert response.status_code == 201, response.content
+    else:
+        assert "from a fork" in refused(response, 403, "ref")
+        assert not Preview.objects.filter(pr_number=7).exists()
+
+
+def test_a_fork_prs_token_is_checked_with_github_when_no_webhook_told(issuer, repo, fake_github):
+    fake_github.add_pull("acme/shop", 8, head_sha=HEAD, head_repository="outsider/shop", author_association="NONE")
+    response = call(issuer.mint(ref="refs/pull/8/merge"), path="/api/v1/repos/acme/shop/previews/8")
+    assert "from a fork" in refused(response, 403, "ref")
+
+
+def test_a_token_for_a_pr_nobody_can_place_is_refused(issuer, repo):
+    response = call(issuer.mint(ref="refs/pull/9/merge"), path="/api/v1/repos/acme/shop/previews/9")
+    assert "cannot tell whether PR #9 is from a fork" in refused(response, 403, "ref")
+
+
+def test_a_public_repositorys_pull_request_run_needs_no_record_of_the_branch(issuer, repo):
+    """Public repositories never send tokens to fork PRs' pull_request runs."""
+    token = issuer.mint(ref="refs/pull/9/merge", repository_visibility="public")
+    assert call(token, path="/api/v1/repos/acme/shop/previews/9").status_code == 201
+    target = issuer.mint(ref="refs/pull/10/merge", repository_visibility="public", event_name="pull_request_target")
+    assert call(target, path="/api/v1/repos/acme/shop/previews/10").status_code == 403  # not an allowed event anyway
+
+
+def test_a_public_repositorys_known_fork_pr_is_still_refused(issuer, repo):
+    services.pull_request_record(repository=repo, pr_number=7, state="open", draft=False, labels=[], head_sha=HEAD,
+                                 head_repository="outsider/shop", author_association="NONE")
+    token = issuer.mint(ref="refs/pull/7/merge", repository_visibility="public")
+    assert "from a fork" in refused(call(token, path="/api/v1/repos/acme/shop/previews/7"), 403, "ref")
+
+
+@pytest.mark.parametrize("ref,ok", [
+    ("acme/ci/.github/workflows/preview.yml@refs/heads/main", True),
+    ("acme/ci/.github/workflows/preview.yml@refs/heads/main-x", False),  # not a prefix match
+    ("acme/ci/.github/workflows/preview.yml@refs/heads/mainline", False),
+    ("acme/ci/.github/workflows/preview.yml.evil@refs/heads/main", False),
+    ("acme/ci/.github/workflows/deploy.yml@refs/tags/v1", True),  # listed without @: any ref
+    ("acme/ci/.github/workflows/deploy.yml.bak@refs/tags/v1", False),
+    ("acme/ci/.github/workflows/deploy.yml", False),  # no ref at all
+    ("", False),
+])
+def test_the_workflow_check_matches_whole_refs(ref, ok):
+    entries = ["acme/ci/.github/workflows/preview.yml@refs/heads/main", "acme/ci/.github/workflows/deploy.yml"]
+    assert oidc.workflow_allowed(ref, entries) is ok
+
+
+def test_a_workflow_on_a_branch_that_extends_the_allowed_one_is_refused(issuer, repo):
+    repo.oidc_workflow_refs = "acme/ci/.github/workflows/preview.yml@refs/heads/main\n"
+    repo.save()
+    refused(call(issuer.mint(job_workflow_ref="acme/ci/.github/workflows/preview.yml@refs/heads/main-x")), 403,
+            "job_workflow_ref")
 
 
 def test_a_job_outside_the_required_environment_is_refused(issuer, repo):

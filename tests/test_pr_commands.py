@@ -194,6 +194,25 @@ def test_a_flood_is_rate_limited_and_told_once(hook, fake_github, live, settings
     assert len([r for r in replies(fake_github) if "the most allowed" in r]) == 1
 
 
+def test_outsiders_cannot_use_up_a_prs_command_limit(hook, fake_github, live, settings):
+    settings.PREVIEWS_COMMAND_RATE_LIMIT = 3
+    for _ in range(10):
+        assert "not trusted" in hook(comment(fake_github, "/preview pin", login="mallory", association="NONE"))
+    assert hook(comment(fake_github, "/preview pin")) == "/preview pin: pinned: it never expires"
+    live.refresh_from_db()
+    assert live.pinned
+
+
+def test_a_flood_of_outsider_comments_is_answered_once(hook, fake_github, live):
+    payloads_sent = [comment(fake_github, "/preview delete", login="mallory", association="NONE") for _ in range(6)]
+    for payload in payloads_sent:
+        hook(payload)
+    run_queued("answer_comment")
+    assert len([r for r in replies(fake_github) if "are obeyed only from" in r]) == 1
+    assert [reactions(fake_github, p) for p in payloads_sent] == [["-1"]] + [[]] * 5
+    assert CommentCommand.objects.filter(pr_number=7, login="mallory").count() == 6  # each still recorded
+
+
 @pytest.mark.parametrize("payload_change,outcome", [
     ({"action": "edited"}, "only new comments"),
     ({"issue": {"number": 7}}, "not a pull request"),
@@ -363,3 +382,62 @@ def test_the_api_asks_github_when_no_webhook_told_and_goes_ahead_when_it_cannot(
     fake_github.fail_next(status=502, method="GET", path_contains="/pulls/7")
     response = client.put(url, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     assert response.status_code == 201
+
+
+# --- /preview on a PR from a fork ------------------------------------------------------------------------------
+
+
+def fork_opened(updated_at: str = "2026-01-01T00:00:00Z", sha: str = SHA) -> dict:
+    payload = pr_event("opened", sha=sha, updated_at=updated_at)
+    payload["pull_request"]["head"]["repo"] = {"full_name": "outsider/shop"}
+    payload["pull_request"]["author_association"] = "NONE"
+    return payload
+
+
+@pytest.fixture
+def forked(fake_github, db):
+    fake_github.add_pull(REPO, 7, head_sha=SHA, head_repository="outsider/shop", author_association="NONE")
+    return make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:{sha}")
+
+
+def test_slash_preview_does_not_deploy_a_fork_unless_the_repository_allows_fork_previews(hook, fake_github, forked):
+    assert "fork" in hook(fork_opened(), event="pull_request")
+    outcome = hook(comment(fake_github, "/preview", association="OWNER"))
+    assert "does not allow fork previews" in outcome
+    assert not Preview.objects.filter(pr_number=7).exists()
+
+
+def test_slash_preview_deploys_a_fork_vouched_for_by_a_member_when_allowed(hook, fake_github, forked):
+    forked.allow_fork_previews = True
+    forked.save()
+    hook(fork_opened(), event="pull_request")
+    assert hook(comment(fake_github, "/preview", association="MEMBER")) == "/preview: creating the preview of aaaaaaa"
+    assert Preview.objects.filter(pr_number=7).exists()
+
+
+def test_slash_preview_on_a_fork_needs_a_maintainer_whatever_the_command_associations(hook, fake_github, forked):
+    forked.allow_fork_previews = True
+    forked.command_associations = "OWNER,MEMBER,COLLABORATOR,CONTRIBUTOR"
+    forked.save()
+    hook(fork_opened(), event="pull_request")
+    outcome = hook(comment(fake_github, "/preview", login="carol", association="CONTRIBUTOR"))
+    assert "for a commenter GitHub calls CONTRIBUTOR" in outcome
+    assert not Preview.objects.filter(pr_number=7).exists()
+
+
+def test_slash_preview_asks_github_where_the_branch_is_and_records_it(hook, fake_github, forked):
+    assert not PullRequest.objects.filter(pr_number=7).exists()  # no pull_request webhook told us anything
+    assert "does not allow fork previews" in hook(comment(fake_github, "/preview", association="OWNER"))
+    row = PullRequest.objects.get(repository=forked, pr_number=7)
+    assert (row.head_repository, row.author_association) == ("outsider/shop", "NONE")
+    assert not Preview.objects.filter(pr_number=7).exists()
+
+
+def test_slash_preview_refuses_a_fork_head_pushed_after_the_comment(hook, fake_github, forked):
+    forked.allow_fork_previews = True
+    forked.save()
+    payload = comment(fake_github, "/preview", association="MEMBER")
+    payload["comment"]["created_at"] = "2026-01-01T00:05:00Z"
+    hook(fork_opened(updated_at="2026-01-01T00:10:00Z", sha=SHA2), event="pull_request")  # pushed after it
+    assert "moved to bbbbbbb after this comment" in hook(payload)
+    assert not Preview.objects.filter(pr_number=7).exists()

@@ -54,13 +54,16 @@ def hook(settings):
 
 
 def pr_event(action: str, number=7, full_name="acme/shop", merged=False, head_repo="same", sha=SHA,
-             association="MEMBER") -> dict:
+             association="MEMBER", updated_at: str | None = None) -> dict:
     head = {"sha": sha, "repo": {"full_name": full_name if head_repo == "same" else head_repo}}
     if head_repo is None:
         head["repo"] = None
-    return {"action": action, "number": number, "repository": {"full_name": full_name},
-            "pull_request": {"number": number, "merged": merged, "title": "Add cart", "user": {"login": "mona"},
-                             "head": head, "author_association": association}}
+    event = {"action": action, "number": number, "repository": {"full_name": full_name},
+             "pull_request": {"number": number, "merged": merged, "title": "Add cart", "user": {"login": "mona"},
+                              "head": head, "author_association": association}}
+    if updated_at:
+        event["pull_request"]["updated_at"] = updated_at
+    return event
 
 
 def test_closed_destroys_the_preview(hook):
@@ -79,6 +82,44 @@ def test_a_repeated_delivery_is_ignored(hook):
     again = hook(pr_event("closed"), delivery="same")
     assert again.status_code == 202
     assert again.json()["outcome"] == "duplicate delivery, ignored"
+
+
+def test_a_signed_body_resent_with_a_new_delivery_id_is_a_duplicate(hook):
+    make_preview(make_repository(owner="acme", name="shop"), pr_number=7)
+    body = json.dumps(pr_event("closed")).encode()
+    assert hook({}, raw=body, delivery="first").json()["outcome"] == "preview for #7 is being deleted"
+    again = hook({}, raw=body, delivery="forged-new-id")
+    assert again.status_code == 202 and again.json()["outcome"] == "duplicate delivery, ignored"
+    assert WebhookDelivery.objects.filter(delivery_id="forged-new-id").count() == 0
+
+
+def test_a_captured_closed_resent_after_a_reopen_does_not_destroy_the_preview(hook):
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}-{short_sha}")
+    hook(pr_event("opened", updated_at="2026-03-01T10:00:00Z"), delivery="d-open")
+    captured = json.dumps(pr_event("closed", updated_at="2026-03-01T11:00:00Z")).encode()
+    hook({}, raw=captured, delivery="d-close")
+    reopened = hook(pr_event("reopened", updated_at="2026-03-01T12:00:00Z"), delivery="d-reopen")
+    assert reopened.json()["outcome"] == "deploy enqueued"
+    assert hook({}, raw=captured, delivery="d-replayed").json()["outcome"] == "duplicate delivery, ignored"
+    assert Preview.objects.get(pr_number=7).desired == "up"
+
+
+def test_a_closed_older_than_the_recorded_reopen_is_not_acted_on(hook):
+    """The root cause, whatever the body's bytes: GitHub's updated_at orders the PR's states."""
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}-{short_sha}")
+    hook(pr_event("reopened", updated_at="2026-03-01T12:00:00Z"), delivery="d-reopen")
+    late = hook(pr_event("closed", updated_at="2026-03-01T11:00:00Z", merged=False), delivery="d-late-close")
+    assert late.status_code == 202 and late.json()["outcome"].startswith("stale closed event")
+    preview = Preview.objects.get(pr_number=7)
+    assert preview.desired == "up" and not preview.events.filter(action="destroy requested").exists()
+
+
+def test_an_opened_older_than_the_recorded_close_does_not_deploy(hook):
+    make_repository(owner="acme", name="shop", image_template="ghcr.io/acme/shop:pr-{number}-{short_sha}")
+    hook(pr_event("closed", updated_at="2026-03-01T12:00:00Z"), delivery="d-close")
+    late = hook(pr_event("opened", updated_at="2026-03-01T11:00:00Z"), delivery="d-late-open")
+    assert "closed PR" in late.json()["outcome"]
+    assert not Preview.objects.filter(pr_number=7).exists()
 
 
 def test_opened_deploys_when_the_repository_has_an_image_template(hook):

@@ -120,6 +120,10 @@ def test_the_ci_scripts_deploy_and_delete_with_a_github_actions_oidc_token(live_
     preview_repo.github_repository_id, preview_repo.github_owner_id = 100, 200
     preview_repo.save()
     sha = "e" * 40
+    # PR 22's branch is in the repository, as its pull_request webhook told (a private repository's token: the
+    # service must know the PR is not a fork's).
+    services.pull_request_record(repository=preview_repo, pr_number=22, state="open", draft=False, labels=[],
+                                 head_sha=sha, head_repository="acme/shop", author_association="MEMBER")
     oidc_issuer.job_claims = {"ref": "refs/pull/22/merge", "sha": sha, "run_id": "4242"}
     env = _oidc_env(live_server, oidc_issuer, PR_NUMBER="22", HEAD_SHA=sha,
                     IMAGE="localhost/previews-sample:pr-22-eeeeeee", PREVIEW_WAIT_SECONDS="120")

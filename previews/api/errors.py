@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views import csrf as django_csrf
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -84,9 +86,19 @@ def flatten(detail, prefix: str = "") -> list[dict]:
     return [{"field": prefix or None, "message": str(detail)}]
 
 
+@csrf_exempt  # nothing here acts; a PUT to no endpoint is a 404, not a CSRF refusal
 def api_not_found(request, unmatched: str = "") -> JsonResponse:
     """Any /api/ path that matches no route: a problem, like every other API answer."""
     return problem_response(404, f"no API endpoint at {request.path[:200]}; see /api/schema/")
+
+
+def csrf_failure(request, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: under /api/ a problem+json (the API is token-authenticated, the dashboard's forms are
+    not), elsewhere Django's own page."""
+    if request.path.startswith("/api/"):
+        return problem_response(403, f"CSRF check failed ({reason[:100]}): the API takes a token in the "
+                                     "Authorization header, not a browser session")
+    return django_csrf.csrf_failure(request, reason=reason)
 
 
 def problem_exception_handler(exc, context):

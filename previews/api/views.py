@@ -101,7 +101,9 @@ class RepositoryScopedView(APIView):
     def repository(self, request, owner: str, repo: str, pr: int | None = None) -> Repository:
         if isinstance(request.user, OidcUser):
             try:
-                return oidc.authorize(request.user.claims, request.user.repository, owner, repo, pr)
+                repository = oidc.authorize(request.user.claims, request.user.repository, owner, repo, pr)
+                oidc.check_fork(repository, pr, request.user.claims)
+                return repository
             except oidc.ClaimRefused as exc:
                 raise ClaimRefused(exc) from None
         self.check_scope(request, owner, repo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from django.core.exceptions import ValidationError
@@ -45,7 +46,7 @@ def github_webhook(request: HttpRequest) -> JsonResponse:
         return problem_response(400, "the body is not a JSON object")
     try:
         outcome = webhooks.handle_event(event=event, delivery_id=delivery[:100], payload=payload,
-                                        repository=repository)
+                                        repository=repository, body_sha256=hashlib.sha256(body).hexdigest())
     except payloads.PayloadError as exc:
         return problem_response(400, f"the payload is not a GitHub {event[:50]} event: {exc}",
                                 [{"field": exc.field, "message": str(exc).split(": ", 1)[1]}])

@@ -41,7 +41,7 @@ from django.db import DatabaseError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import policy, services
+from previews import heartbeat, policy, services
 from previews.engine import rollout
 from previews.gateways import errors
 from previews.gateways.kube import views as kube_view
@@ -373,6 +373,7 @@ class Watcher:
             "heartbeat_at": now, "last_event_at": self._last_event_at, "events_seen": self._events_seen,
             "backlog": self._queue.qsize(), "synced_kinds": sorted(k for k, e in self._synced.items() if e.is_set()),
             "detail": detail})
+        heartbeat.touch(settings.PREVIEWS_HEARTBEAT_FILE)  # the exec probe's file: alive and reaching the database
 
     # --- leadership and the whole process ------------------------------------------------------------
 

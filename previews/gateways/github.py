@@ -57,6 +57,8 @@ class PullState:
     reason: str = ""
     draft: bool = False
     labels: tuple[str, ...] = ()
+    head_repository: str = ""  # owner/name of the branch's repository; "" for a deleted fork
+    author_association: str = ""
 
     @property
     def known(self) -> bool:
@@ -286,9 +288,13 @@ def pull_state(full_name: str, number: int, timeout: float | None = None) -> Pul
         _guard(f"read PR #{number} of {full_name}")
         pull = _client(timeout).get_repo(full_name).get_pull(number)
         state = "merged" if pull.merged else pull.state
+        head_repo = pull.raw_data.get("head", {}).get("repo") if isinstance(pull.raw_data.get("head"), dict) else None
+        association = pull.raw_data.get("author_association")
         return PullState(state=state, title=pull.title or "", author=pull.user.login if pull.user else "",
                          head_sha=pull.head.sha if pull.head else "", draft=bool(pull.draft),
-                         labels=tuple(label.name for label in pull.labels))
+                         labels=tuple(label.name for label in pull.labels),
+                         head_repository=str(head_repo.get("full_name") or "") if isinstance(head_repo, dict) else "",
+                         author_association=association[:30] if isinstance(association, str) else "")
     except errors.GatewayError as exc:
         return PullState(state="unknown", reason=str(exc))
     except FAILURES as exc:

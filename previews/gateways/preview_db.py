@@ -14,6 +14,14 @@ Rules kept here:
 - every identifier is checked to be at most 63 bytes (Postgres would silently truncate it);
 - a password never reaches the server in plaintext: the role gets a SCRAM-SHA-256 verifier
   computed here, so it cannot end up in the server's statement log either;
+- the data role never runs SQL a preview wrote (the CVE-2018-1058 class): every connection pins
+  `search_path=pg_catalog,pg_temp`, every function and catalog is schema-qualified, and no schema
+  the data role would trust (`public` included) is handed to a preview's role: in database mode the
+  copy's `public` stays the data role's (the preview's role may create in it), in schema mode the
+  preview's schema belongs to the data role (the preview's role may use and create in it);
+- every fact the service decides on is out of the preview's reach: its role's marker (only a role
+  with CREATEROLE may comment on a role), the schema's and database's markers (on objects the data
+  role owns), never a comment the preview's role could rewrite;
 - teardown runs in the safe order (no more logins, end the sessions, drop the schema or the
   database with FORCE, drop what the role owns, drop the role), every step idempotent, so a
   run that crashed halfway converges when run again.
@@ -46,7 +54,9 @@ MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1
 MARKER_PREFIX = "pr-previews "
 NAME_PREFIX = "pv"
 SCRAM_ITERATIONS = 4096
-SYSTEM_SCHEMA_FILTER = "left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'information_schema'"
+SYSTEM_SCHEMA_FILTER = "pg_catalog.left(n.nspname, 3) <> 'pg_' AND n.nspname <> 'information_schema'"
+# Only the system catalog is trusted; pg_temp named last so no temporary object can shadow anything.
+SAFE_SEARCH_PATH = "pg_catalog,pg_temp"
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -202,7 +212,8 @@ def _connect(dbname: str | None = None) -> Iterator[psycopg.Connection]:
     try:
         conn = psycopg.connect(settings.PREVIEWS_DATA_DATABASE_URL, autocommit=True, connect_timeout=5,
                                application_name="pr-previews-data",
-                               options=f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}", **extra)
+                               options=f"-c search_path={SAFE_SEARCH_PATH} -c statement_timeout={timeout_ms} "
+                                       f"-c lock_timeout={timeout_ms}", **extra)
     except psycopg.OperationalError as exc:
         raise DataUnavailable(f"the data server cannot be reached: {_first_line(exc)}") from exc
     try:
@@ -225,10 +236,16 @@ def _one(conn: psycopg.Connection, query: str, *params):
 
 # --- markers on the server ------------------------------------------------------------------
 
-_ROLE_MARKER = ("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s")
-_DATABASE_MARKER = ("SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba) = current_user "
-                    "FROM pg_database WHERE datname = %s")
-_SCHEMA_MARKER = "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s"
+_ROLE_MARKER = "SELECT pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_catalog.pg_roles WHERE rolname = %s"
+_DATABASE_MARKER = ("SELECT pg_catalog.shobj_description(oid, 'pg_database'), "
+                    "pg_catalog.pg_get_userbyid(datdba) = current_user FROM pg_catalog.pg_database WHERE datname = %s")
+# A schema's marker counts only while the data role owns the schema (a preview's role may comment on what
+# it owns). Schemas made before that rule belong to the preview's role: its role's marker (which it cannot
+# write) speaks for them instead.
+_SCHEMA_MARKER = ("SELECT CASE WHEN n.nspowner = r.oid THEN pg_catalog.shobj_description(r.oid, 'pg_authid') "
+                  "ELSE pg_catalog.obj_description(n.oid, 'pg_namespace') END, n.nspowner = r.oid "
+                  "FROM pg_catalog.pg_namespace n LEFT JOIN pg_catalog.pg_roles r ON r.rolname = n.nspname "
+                  "WHERE n.nspname = %s")
 
 
 def _not_ours(what: str, name: str, owner: Owner) -> NotOurs:
@@ -307,7 +324,7 @@ def _ensure_role(conn: psycopg.Connection, spec: Spec, password: str) -> None:
             conn.execute(sql.SQL("CREATE ROLE {} WITH ").format(role) + options)
             conn.execute(sql.SQL("COMMENT ON ROLE {} IS {}").format(role, sql.Literal(spec.owner.marker("role"))))
         # The data role acts on the preview's objects (comment, terminate, drop) as a member of its role.
-        if not _one(conn, "SELECT pg_has_role(current_user, %s, 'MEMBER')", spec.name):
+        if not _one(conn, "SELECT pg_catalog.pg_has_role(current_user, %s, 'MEMBER')", spec.name):
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(role))
         conn.execute(sql.SQL("ALTER ROLE {} SET search_path TO {}").format(role, search_path))
 
@@ -317,9 +334,13 @@ def _ensure_schema(conn: psycopg.Connection, spec: Spec) -> bool:
     with conn.transaction():
         exists = _schema_state(conn, spec.name, spec.owner)
         if not exists:
-            conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION {}").format(schema, schema))
-            conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(schema, sql.Literal(spec.owner.marker(SCHEMA))))
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        # The data role owns the schema (so its marker is out of the preview's reach); the preview's role
+        # uses it and creates in it. A schema made before this rule is taken back and marked again.
+        conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO CURRENT_USER").format(schema))
+        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(schema, sql.Literal(spec.owner.marker(SCHEMA))))
         conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(schema))
+        conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(schema, schema))
         conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
             _ident(conn.info.dbname), schema))
     return not exists
@@ -329,8 +350,8 @@ def _ensure_database(conn: psycopg.Connection, spec: Spec) -> bool:
     database = _ident(spec.name)
     exists = _database_state(conn, spec.name, spec.owner, role_is_ours=True)
     if not exists:
-        owned = _one(conn, "SELECT pg_get_userbyid(datdba) = current_user FROM pg_database WHERE datname = %s",
-                     spec.template)
+        owned = _one(conn, "SELECT pg_catalog.pg_get_userbyid(datdba) = current_user FROM pg_catalog.pg_database "
+                           "WHERE datname = %s", spec.template)
         if owned is None:
             raise DataError(f"the template database {spec.template} does not exist on the data server")
         if owned:
@@ -350,43 +371,65 @@ def _ensure_database(conn: psycopg.Connection, spec: Spec) -> bool:
 # Relations by kind, and the statement that gives each to the preview's role.
 _RELATION_ALTER = {"r": "TABLE", "p": "TABLE", "f": "FOREIGN TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW",
                    "S": "SEQUENCE"}
-_ROLE_OID = "(SELECT oid FROM pg_roles WHERE rolname = %(role)s)"
+_ROLE_OID = "(SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %(role)s)"
+# Schemas the data role keeps: the preview's role gets USAGE and CREATE on them, never ownership.
+KEPT_SCHEMAS = ("public",)
 
 
 def _not_extension_member(catalog: str, oid: str) -> str:
-    return (f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass "
-            f"AND e.objid = {oid} AND e.deptype = 'e')")
+    return (f"NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.{catalog}'"
+            f"::pg_catalog.regclass AND e.objid = {oid} AND e.deptype = 'e')")
 
 
 _ADOPT_QUERY = f"""
 SELECT kind, schema, name FROM (
-SELECT 'SCHEMA' AS kind, NULL AS schema, n.nspname AS name FROM pg_namespace n
+SELECT 'SCHEMA' AS kind, NULL AS schema, n.nspname AS name FROM pg_catalog.pg_namespace n
  WHERE {SYSTEM_SCHEMA_FILTER} AND n.nspowner <> {_ROLE_OID} AND {_not_extension_member('pg_namespace', 'n.oid')}
+   AND n.nspname <> ALL (%(kept)s)
 UNION ALL
-SELECT c.relkind::text, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT 'KEEP SCHEMA', NULL, n.nspname FROM pg_catalog.pg_namespace n
+ WHERE n.nspname = ANY (%(kept)s) AND n.nspowner = {_ROLE_OID}
+UNION ALL
+SELECT c.relkind::text, n.nspname, c.relname FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE {SYSTEM_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND c.relowner <> {_ROLE_OID}
    AND {_not_extension_member('pg_class', 'c.oid')}
-   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
                    AND d.deptype IN ('a', 'i') AND c.relkind = 'S')
 UNION ALL
-SELECT 'TYPE', n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+SELECT 'TYPE', n.nspname, t.typname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
  WHERE {SYSTEM_SCHEMA_FILTER} AND t.typtype IN ('e', 'd', 'r') AND t.typowner <> {_ROLE_OID}
    AND {_not_extension_member('pg_type', 't.oid')}
 UNION ALL
-SELECT 'ROUTINE', n.nspname, p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+SELECT 'ROUTINE', n.nspname, p.proname FROM pg_catalog.pg_proc p
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE {SYSTEM_SCHEMA_FILTER} AND p.proowner <> {_ROLE_OID} AND {_not_extension_member('pg_proc', 'p.oid')}
-) adopt ORDER BY kind <> 'SCHEMA'
+) adopt ORDER BY kind NOT IN ('SCHEMA', 'KEEP SCHEMA')
 """
 
 
 def _adopt_database_objects(spec: Spec) -> None:
     """Give the copied schemas, relations, types and routines to the preview's role, so its migrations may
-    alter them. (The template's objects must belong to the data role, which owns the copy.)"""
+    alter them. (The template's objects must belong to the data role, which owns the copy.)
+
+    `public` is not handed over: the data role keeps it and the preview's role may use and create in it.
+    (The data role trusts no schema but pg_catalog anyway; keeping `public` is the second wall.) A `public`
+    handed over before this rule is taken back."""
     role = _ident(spec.name)
     with _connect(spec.name) as conn, conn.transaction():
-        for kind, schema, name in conn.execute(_ADOPT_QUERY, {"role": spec.name}).fetchall():
+        # First, as a new owner needs CREATE on the schema of what it is given.
+        for name in KEPT_SCHEMAS:
+            if _one(conn, "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", name):
+                conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(_ident(name), role))
+        for kind, schema, name in conn.execute(_ADOPT_QUERY, {"role": spec.name,
+                                                              "kept": list(KEPT_SCHEMAS)}).fetchall():
             if kind == "SCHEMA":
                 conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(_ident(name), role))
+                continue
+            if kind == "KEEP SCHEMA":
+                conn.execute(sql.SQL("ALTER SCHEMA {} OWNER TO CURRENT_USER").format(_ident(name)))
+                conn.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(_ident(name), role))
                 continue
             what = _RELATION_ALTER.get(kind, kind)
             # A routine is named without arguments: Postgres accepts that when the name is unique in its
@@ -414,8 +457,8 @@ def reset(spec: Spec, password: str) -> Ensured:
 
 
 def _terminate(conn: psycopg.Connection, role: str) -> int:
-    return len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s "
-                            "AND pid <> pg_backend_pid()", (role,)).fetchall())
+    return len(conn.execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity "
+                            "WHERE usename = %s AND pid <> pg_catalog.pg_backend_pid()", (role,)).fetchall())
 
 
 def drop(mode: str, name: str, owner: Owner) -> list[str]:
@@ -466,22 +509,29 @@ class MarkedObject:
         return parse_marker(self.comment)
 
 
+# A schema owned by its preview's role (made before the data role kept schemas) speaks through its role's
+# marker: its own comment is the preview's to rewrite.
 LIST_MARKED = f"""
 SELECT 'role', r.rolname, d.description, NULL::bigint
-  FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+  FROM pg_catalog.pg_roles r JOIN pg_catalog.pg_shdescription d
+    ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
  WHERE d.description LIKE %(prefix)s
 UNION ALL
 SELECT 'database', db.datname, d.description,
-       CASE WHEN has_database_privilege(db.oid, 'CONNECT') THEN pg_database_size(db.oid) END
-  FROM pg_database db JOIN pg_shdescription d ON d.objoid = db.oid AND d.classoid = 'pg_database'::regclass
+       CASE WHEN pg_catalog.has_database_privilege(db.oid, 'CONNECT') THEN pg_catalog.pg_database_size(db.oid) END
+  FROM pg_catalog.pg_database db JOIN pg_catalog.pg_shdescription d
+    ON d.objoid = db.oid AND d.classoid = 'pg_catalog.pg_database'::pg_catalog.regclass
  WHERE d.description LIKE %(prefix)s
 UNION ALL
-SELECT 'schema', n.nspname, d.description,
-       (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
-         WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'm'))
-  FROM pg_namespace n JOIN pg_description d
-    ON d.objoid = n.oid AND d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
- WHERE {SYSTEM_SCHEMA_FILTER} AND d.description LIKE %(prefix)s
+SELECT 'schema', name, description, size FROM (
+SELECT n.nspname AS name,
+       CASE WHEN n.nspowner = r.oid THEN pg_catalog.shobj_description(r.oid, 'pg_authid')
+            ELSE pg_catalog.obj_description(n.oid, 'pg_namespace') END AS description,
+       (SELECT coalesce(pg_catalog.sum(pg_catalog.pg_total_relation_size(c.oid::pg_catalog.regclass)), 0)::bigint
+          FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'm')) AS size
+  FROM pg_catalog.pg_namespace n LEFT JOIN pg_catalog.pg_roles r ON r.rolname = n.nspname
+ WHERE {SYSTEM_SCHEMA_FILTER}) schemas
+ WHERE description LIKE %(prefix)s
 """
 
 
@@ -500,12 +550,13 @@ def size_of(mode: str, name: str) -> int | None:
 
 def _size(conn: psycopg.Connection, mode: str, name: str) -> int | None:
     if mode == DATABASE:
-        return _one(conn, "SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", name)
-    if _one(conn, "SELECT 1 FROM pg_namespace WHERE nspname = %s", name) is None:
+        return _one(conn, "SELECT pg_catalog.pg_database_size(datname) FROM pg_catalog.pg_database "
+                          "WHERE datname = %s", name)
+    if _one(conn, "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", name) is None:
         return None
-    return _one(conn, "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
-                      "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-                      "AND c.relkind IN ('r', 'p', 'm')", name)
+    return _one(conn, "SELECT coalesce(pg_catalog.sum(pg_catalog.pg_total_relation_size(c.oid::pg_catalog.regclass))"
+                      ", 0)::bigint FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                      "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'm')", name)
 
 
 # --- what the preview's pods get -------------------------------------------------------------------

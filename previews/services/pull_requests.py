@@ -81,7 +81,8 @@ def _observe_head(pull: PullRequest, head_sha: str, seen_at: datetime, not_heads
 
 def pull_request_record(*, repository: Repository, pr_number: int, state: PullRequestState, draft: bool,
                         labels: list[str], head_sha: str = "", head_repository: str = "",
-                        github_updated_at: datetime | None = None, reset_opt: bool = False) -> PullRequest:
+                        github_updated_at: datetime | None = None, reset_opt: bool = False,
+                        author_association: str = "") -> PullRequest:
     """Record a signed `pull_request` webhook's payload: its state unless what is stored is newer (deliveries
     come out of order), and its head, in the PR's own order of `updated_at`.
 
@@ -93,6 +94,7 @@ def pull_request_record(*, repository: Repository, pr_number: int, state: PullRe
         if newer:
             pull.state, pull.draft, pull.labels = state, draft, _bounded_labels(labels)
             pull.head_repository = head_repository or pull.head_repository
+            pull.author_association = author_association[:30] or pull.author_association
             pull.github_updated_at = github_updated_at or pull.github_updated_at
             if reset_opt:
                 pull.command_opt = CommandOpt.NONE
@@ -140,6 +142,9 @@ class PullRequestFacts:
                 if self.answer.known and pull.github_updated_at is None:
                     pull.state, pull.draft = self.answer.state, self.answer.draft
                     pull.labels = _bounded_labels(self.answer.labels)
+                if self.answer.known:  # where the branch is, and its author: the fork rules need both
+                    pull.head_repository = pull.head_repository or self.answer.head_repository
+                    pull.author_association = pull.author_association or self.answer.author_association
                 if self.answer.known and validators.SHA_RE.fullmatch(self.answer.head_sha):
                     _observe_head(pull, self.answer.head_sha, self.asked_at, not_heads)
                 pull.save()
@@ -231,3 +236,15 @@ def head_for_deploy(facts: PullRequestFacts, preview: Preview | None) -> str:
     if not sha and github.is_configured():
         sha = facts.ask_github().head_sha
     return sha if validators.SHA_RE.fullmatch(sha or "") else ""
+
+
+def pull_origin(facts: PullRequestFacts) -> tuple[str, str]:
+    """(head repository, the PR author's association) for the fork rules: as recorded from the webhooks, else
+    GitHub's answer (asked at most once, and recorded). ("", "") when nobody can say: a fork, then."""
+    pull = facts.stored()
+    head, association = (pull.head_repository, pull.author_association) if pull is not None else ("", "")
+    if (not head or not association) and github.is_configured():
+        answer = facts.ask_github()
+        if answer.known:
+            head, association = head or answer.head_repository, association or answer.author_association
+    return head, association

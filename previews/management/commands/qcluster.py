@@ -6,7 +6,12 @@ with every worker django-q started or recycled (every Q_RECYCLE tasks), while de
 here, in the parent, every forked worker starts with it.
 """
 
+import multiprocessing
+
+from django.conf import settings
 from django_q.management.commands.qcluster import Command as QclusterCommand
+
+from previews import heartbeat
 
 
 class Command(QclusterCommand):
@@ -15,4 +20,7 @@ class Command(QclusterCommand):
         from previews.gateways import kube
 
         kube.preload()
+        if settings.PREVIEWS_HEARTBEAT_FILE:
+            # The probe's file, touched while the cluster's sentinel (a child of this process) lives.
+            heartbeat.beat(settings.PREVIEWS_HEARTBEAT_FILE, 10.0, lambda: bool(multiprocessing.active_children()))
         super().handle(*args, **options)
