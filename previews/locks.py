@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 # First keys of the two-key advisory locks ("prev" and "preg" in ASCII), apart from any other user.
 DEPLOY = 0x70726576  # deploys and teardowns of a preview
@@ -20,9 +20,26 @@ def advisory_lock(kind: int, key: int) -> Iterator[None]:
         cursor.execute("SELECT pg_advisory_lock(%s, %s)", [kind, key])
     try:
         yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, key])
+    except BaseException as exc:
+        if session_lost(exc):
+            raise  # the lock went with the session; unlocking would only fail again
+        _unlock(kind, key)
+        raise
+    _unlock(kind, key)
+
+
+def _unlock(kind: int, key: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, key])
+
+
+def session_lost(exc: BaseException | None = None) -> bool:
+    """Whether the database session is gone (the server restarted or failed over, the connection broke), as
+    after `exc`: its session locks are gone with it, and nothing more can be done on this connection."""
+    if exc is not None and not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "closed", False)) or bool(getattr(raw, "broken", False))
 
 
 SLOTS = 0x70727374  # ("prst") a repository's deploy slots
