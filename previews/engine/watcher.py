@@ -41,7 +41,7 @@ from django.db import DatabaseError, InterfaceError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import policy, services
+from previews import locks, policy, services
 from previews.engine import rollout, sweep
 from previews.gateways import errors
 from previews.gateways.kube import views as kube_view
@@ -389,6 +389,8 @@ class Watcher:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(LEADER_LOCK))
             self.is_leader = bool(cursor.fetchone()[0])
+        if self.is_leader:
+            locks.pin_session()  # the lock is this session's: it must not be closed for its age underneath
         return self.is_leader
 
     def resign(self) -> None:
@@ -419,6 +421,8 @@ class Watcher:
                 # The leader's lock lives in the database session: after losing it, lead again first.
                 logger.warning("database error (%s); reconnecting", exc)
                 self.is_leader = False
+                # A batch being processed may have been lost with the error: every rollout is assessed again.
+                self._rolling_out = {}
                 connection.close()
                 stop.wait(1)
         self.stop()
