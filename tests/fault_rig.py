@@ -63,6 +63,7 @@ class Report:
     longest_wait: float  # seconds from a preview's request to its ready
     applied_twice: int  # generations applied more than once
     handed_out_again: int  # "deploy requeued" events: lost runs or tasks given out again
+    lost_slots: int  # of those, queued tasks that were lost while holding a slot (the slot went back to the queue)
     overtaken: int  # previews that waited for a slot while a newer one was given one
     slots_held_after: int  # slots still held once everything is ready (by the dead, if any)
     not_ready: list[str] = field(default_factory=list)
@@ -71,7 +72,8 @@ class Report:
         after = (f"{self.all_ready_at - returned_at:.1f}s" if self.all_ready_at and returned_at else "-")
         return (f"ready {self.ready}/{self.previews}, all ready {after} after the return, longest wait "
                 f"{self.longest_wait:.1f}s, applied twice {self.applied_twice}, handed out again "
-                f"{self.handed_out_again}, overtaken {self.overtaken}, slots held after {self.slots_held_after}")
+                f"{self.handed_out_again} (slots of lost tasks {self.lost_slots}), overtaken {self.overtaken}, "
+                f"slots held after {self.slots_held_after}")
 
 
 class Rig:
@@ -303,15 +305,18 @@ class Rig:
         twice = self.sql("SELECT count(*) FROM (SELECT e.preview_id, e.generation FROM previews_previewevent e "
                          "JOIN previews_preview p ON p.id = e.preview_id WHERE p.repository_id = %s AND "
                          "e.action = 'applied' GROUP BY 1, 2 HAVING count(*) > 1) t", [repository_id])[0][0]
-        again = self.sql("SELECT count(*) FROM previews_previewevent e JOIN previews_preview p ON p.id = e.preview_id "
-                         "WHERE p.repository_id = %s AND e.action = 'deploy requeued'", [repository_id])[0][0]
+        again, lost_slots = self.sql(
+            "SELECT count(*), count(*) FILTER (WHERE e.details->>'lost' = 'queued') FROM previews_previewevent e "
+            "JOIN previews_preview p ON p.id = e.preview_id WHERE p.repository_id = %s AND "
+            "e.action = 'deploy requeued'", [repository_id])[0]
         held = self.sql("SELECT count(*) FROM previews_preview WHERE repository_id = %s AND deploy_queued_at IS NOT "
                         "NULL", [repository_id])[0][0]
         ready = [r for r in rows if r[1] == "ready"]
         return Report(previews=len(rows), ready=len(ready),
                       all_ready_at=float(max(r[2] for r in ready)) if len(ready) == len(rows) and rows else None,
                       longest_wait=float(max((r[3] for r in ready), default=0)), applied_twice=twice,
-                      handed_out_again=again, overtaken=len(self._overtaken.get(repository_id, ())),
+                      handed_out_again=again, lost_slots=lost_slots,
+                      overtaken=len(self._overtaken.get(repository_id, ())),
                       slots_held_after=held, not_ready=[f"{r[0]}: {r[1]}" for r in rows if r[1] != "ready"])
 
 

@@ -9,13 +9,14 @@ broker's queue; no qcluster (so queued tasks stay where they are).
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.utils import timezone
 from django_q.models import OrmQ
 
@@ -163,3 +164,17 @@ def test_the_place_in_the_queue_ends_with_the_generation():
     preview = make_preview(repository, status=Preview.Status.DEPLOYING, waiting_since=ago(60), applied_generation=1)
     services.preview_rollout_finished(preview_id=preview.pk, generation=1, ready=True)
     assert Preview.objects.get(pk=preview.pk).waiting_since is None
+
+
+def test_a_held_deploy_lock_survives_the_connection_reaching_its_maximum_age():
+    # django-q2's ORM broker runs close_old_connections() at every enqueue (from on_commit callbacks too): a
+    # connection past CONN_MAX_AGE was closed there, and with it the session lock its process went on
+    # believing it held (the next query silently opened a new session).
+    preview = make_preview(make_repository(manifest_template=SAMPLE))
+    connection.ensure_connection()
+    connection.close_at = time.monotonic() - 1  # the connection is past its maximum age
+    with locks.advisory_lock(locks.DEPLOY, preview.pk), other_session() as other:
+        close_old_connections()
+        assert connection.connection is not None
+        taken = other.execute("SELECT pg_try_advisory_lock(%s, %s)", [locks.DEPLOY, preview.pk]).fetchone()[0]
+        assert not taken, "the lock was lost with a connection closed underneath"
