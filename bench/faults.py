@@ -58,16 +58,7 @@ def run(rig: Rig, scenario: str, count: int, kube_api) -> str:
         time.sleep(8)  # as in the issue: back 8 s later
         rig.postgres_up()
     elif scenario == "worker":
-        killed: list[int] = []
-
-        def kill_one() -> bool:
-            holders = rig.deploying_workers()
-            if holders:
-                os.kill(next(iter(holders.values())), signal.SIGKILL)
-                killed.extend(holders)
-            return bool(holders)
-
-        rig.wait(kill_one, 300, "a worker in the middle of a deploy", interval=0.02)
+        rig.wait(rig.kill_worker_mid_deploy, 300, "a worker in the middle of a deploy", interval=0.02)
     elif scenario == "watcher":
         standby = rig.start("watcher")
         rig.wait(lambda: rig.sql("SELECT count(*) FROM previews_watcherstatus WHERE holder LIKE %s",

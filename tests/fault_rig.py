@@ -207,6 +207,22 @@ class Rig:
         return {int(objid): owners[inodes[port]] for objid, port in rows
                 if port in inodes and inodes[port] in owners}
 
+    def kill_worker_mid_deploy(self) -> int | None:
+        """SIGKILL one qcluster worker in the middle of a deploy; the preview id, or None when none was.
+
+        The worker is first stopped (SIGSTOP) and killed only if it still holds a deploy lock; otherwise it
+        is let go on (SIGCONT). A worker killed while it waits on django-q2's task queue would die holding
+        the queue's reader lock (multiprocessing.Queue), and every other worker would then block on it for
+        ever: that is django-q2's fault, not the one this kill is about.
+        """
+        for preview_id, pid in self.deploying_workers().items():
+            os.kill(pid, signal.SIGSTOP)
+            if self.deploying_workers().get(preview_id) == pid:
+                os.kill(pid, signal.SIGKILL)
+                return preview_id
+            os.kill(pid, signal.SIGCONT)
+        return None
+
     # --- HTTP, as CI --------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, token: str = "", body: dict | None = None,

@@ -122,20 +122,10 @@ def test_postgres_killed_mid_burst_costs_seconds_and_every_process_survives(rig,
 def test_a_worker_killed_mid_apply_is_replaced_and_its_deploy_runs_again_at_once(rig, repo):
     full_name, token, repository_id = repo
     burst, answers = start_burst(rig, full_name, token)
-    killed: dict[int, int] = {}
-
-    def kill_one_mid_deploy():
-        holders = rig.deploying_workers()
-        if holders:
-            preview_id, pid = next(iter(holders.items()))
-            os.kill(pid, signal.SIGKILL)  # this worker only: django-q2's guard starts another
-            killed[preview_id] = pid
-        return holders
-
-    rig.wait(kill_one_mid_deploy, 60, "a worker in the middle of a deploy", interval=0.02)
+    # This worker only (django-q2's guard starts another), and only while it holds a deploy lock.
+    preview_id = rig.wait(rig.kill_worker_mid_deploy, 60, "a worker in the middle of a deploy", interval=0.02)
     returned = time.time()
     converged(rig, repository_id, returned, burst, answers)
-    [preview_id] = killed
     lost = rig.sql("SELECT details->>'lost' FROM previews_previewevent WHERE preview_id = %s AND action = "
                    "'deploy requeued'", [preview_id])
     assert lost == [("running",)], "the killed worker's deploy was handed out again as a lost run"
