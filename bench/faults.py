@@ -42,7 +42,7 @@ def applied(rig: Rig, repository_id: int) -> int:
 
 def run(rig: Rig, scenario: str, count: int, kube_api) -> str:
     prefix = f"b{uuid.uuid4().hex[:5]}"
-    full_name, token, repository_id = rig.repository(prefix)
+    full_name, token, repository_id = rig.repository(prefix, max_live_previews=count)
     rig.watch_queue(repository_id)
     manifests = slow_manifests("12s") if scenario == "web" else ""
     answers: list[int] = []
@@ -123,6 +123,8 @@ def main() -> None:
     parser.add_argument("--previews", type=int, default=200)
     parser.add_argument("--only", default=",".join(SCENARIOS))
     args = parser.parse_args()
+    # A SIGTERM (a `timeout`, Ctrl-C's group) still stops the rig's processes and its Postgres (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     scenarios = [s for s in args.only.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:

@@ -137,13 +137,13 @@ class Rig:
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("ensure_schedules")
 
-    def repository(self, prefix: str) -> tuple[str, str, int]:
+    def repository(self, prefix: str, max_live_previews: int = 20) -> tuple[str, str, int]:
         """A repository with the sample template and a namespace prefix of its own: (full name, token, id)."""
         code = ("from pathlib import Path; from previews.models import Repository; from previews import services; "
                 f"r = Repository.objects.create(owner='faults', name='shop-{prefix}', "
                 f"base_domain='preview.example.com', namespace_prefix='{prefix}', "
                 f"manifest_template=Path('{SAMPLE}').read_text(), "
-                "image_name='localhost/previews-sample'); "
+                f"image_name='localhost/previews-sample', max_live_previews={max_live_previews}); "
                 f"print('RIG', r.pk, services.token_create(name='ci-{prefix}', repository=r)[1])")
         out = self.manage("shell", "-c", code)
         _, pk, token = next(line for line in out.splitlines() if line.startswith("RIG ")).split()
