@@ -95,9 +95,10 @@ def run(rig: Rig, scenario: str, count: int, kube_api) -> str:
         rig.wait(back, 300, "the API server", interval=0.1)
         restart.wait(timeout=300)
     returned = time.time()
-    burst.join(timeout=600)
+    burst.join(timeout=120)  # a request still unanswered by then is reported as not accepted
+    existing = rig.sql("SELECT count(*) FROM previews_preview WHERE repository_id = %s", [repository_id])[0][0]
     try:
-        rig.wait(lambda: rig.all_ready(repository_id, count), 900, "every preview ready", interval=0.5)
+        rig.wait(lambda: rig.all_ready(repository_id, existing), 300, "every preview ready", interval=0.5)
     except TimeoutError as exc:
         log(f"{scenario}: {exc}")
     rig.stop_watching(repository_id)
