@@ -1,13 +1,17 @@
-"""Middleware: a request id for every request (echoed and logged), and request timing for /metrics."""
+"""Middleware: a request id for every request (echoed and logged), request timing for /metrics, and a 503
+problem (not a 500) while the database is away."""
 
 from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 import uuid
 
-from django.http import HttpRequest, HttpResponse
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 
 from config.logs import request_id_var
 from previews import metrics
@@ -39,3 +43,45 @@ class RequestIdMiddleware:
             return response
         finally:
             request_id_var.reset(token)
+
+
+# How long a client is told to wait before asking again while the database is away (a restart or a managed
+# failover takes seconds to a minute).
+DATABASE_RETRY_AFTER_SECONDS = 5
+logger = logging.getLogger(__name__)
+
+
+def database_unavailable() -> JsonResponse:
+    """503 problem+json with Retry-After: what every request gets while the service's database is away."""
+    response = JsonResponse({"type": "about:blank", "title": "Service unavailable", "status": 503,
+                             "detail": "the service's database is unreachable for the moment; try again in a few "
+                                       "seconds (nothing was changed if the request did not say otherwise)"},
+                            status=503, content_type="application/problem+json")
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that meets a database outage (OperationalError, InterfaceError: a restart, a failover, a broken
+    connection) answers 503 problem+json instead of a 500; Django closes the broken connection at the end of the
+    request, and the next request connects again. (Middleware that meets it before the view is answered the same
+    by `server_error`, the 500 handler.)"""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, OperationalError | InterfaceError):
+            logger.warning("database unavailable during %s %s: %s", request.method, request.path, exception)
+            return database_unavailable()
+        return None
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: a database outage met anywhere in the request (middleware included) is a 503 problem."""
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        return database_unavailable()
+    return defaults.server_error(request)

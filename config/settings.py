@@ -75,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so its process_exception sees a view's database outage first: 503 problem+json, not a 500.
+    "config.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -215,11 +217,11 @@ PREVIEWS_DEPLOY_SLOTS = env.int("PREVIEWS_DEPLOY_SLOTS", 4, minimum=1, maximum=1
 PREVIEWS_DEPLOY_RETRY_SECONDS = env.int("PREVIEWS_DEPLOY_RETRY_SECONDS", 15, minimum=1, maximum=3600)
 # Successful django-q task results kept (the newest); the sweep deletes older ones. Failures are kept.
 PREVIEWS_TASK_RESULTS_KEPT = env.int("PREVIEWS_TASK_RESULTS_KEPT", 1000, minimum=0)
-# The sweep queues again a deploy whose task was queued or started this long ago and never got on.
-PREVIEWS_REQUEUE_AFTER_SECONDS = env.int("PREVIEWS_REQUEUE_AFTER_SECONDS", 900, minimum=60)
-if PREVIEWS_REQUEUE_AFTER_SECONDS <= Q_RETRY:
-    raise ImproperlyConfigured(f"PREVIEWS_REQUEUE_AFTER_SECONDS ({PREVIEWS_REQUEUE_AFTER_SECONDS}) must be greater "
-                               f"than Q_RETRY ({Q_RETRY}): django-q2 hands a lost task out again first")
+# A queued deploy whose task is neither waiting in the broker nor was taken from it within this many seconds (its
+# worker died, or failed on the database) is handed out again; a running deploy whose worker or database session
+# ended is handed out again at once (its deploy lock went with the session). Checked every few seconds by the
+# watcher's leader (engine/sweep.py `recover`); Q_RETRY stays django-q2's own outer bound.
+PREVIEWS_LOST_TASK_SECONDS = env.int("PREVIEWS_LOST_TASK_SECONDS", 15, minimum=2, maximum=600)
 
 # The reaper (see previews/reaper.py).
 PREVIEWS_REAPER_INTERVAL_MINUTES = env.int("PREVIEWS_REAPER_INTERVAL_MINUTES", 5, minimum=1, maximum=1440)

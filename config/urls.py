@@ -19,3 +19,6 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("dashboard.urls")),
 ]
+
+# A database outage met outside a view (in middleware: sessions, the signed-in user) is a 503 problem too.
+handler500 = "config.middleware.server_error"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 
 # First keys of the two-key advisory locks ("prev" and "preg" in ASCII), apart from any other user.
 DEPLOY = 0x70726576  # deploys and teardowns of a preview
@@ -15,14 +15,48 @@ REAPER = 0x70726572  # ("prer") real reaper cycles, one at a time
 
 @contextmanager
 def advisory_lock(kind: int, key: int) -> Iterator[None]:
-    """Hold a session-level advisory lock; it is also released if the process dies (the session ends)."""
+    """Hold a session-level advisory lock; it is also released if the process dies (the session ends).
+
+    While it is held, the connection is pinned (`pin_session`): nothing closes it for its age underneath.
+    """
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(%s, %s)", [kind, key])
+    close_at = pin_session()
     try:
         yield
+    except BaseException as exc:
+        if session_lost(exc):
+            raise  # the lock went with the session; unlocking would only fail again
+        _unlock(kind, key)
+        raise
     finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, key])
+        connection.close_at = close_at
+    _unlock(kind, key)
+
+
+def pin_session() -> float | None:
+    """Keep Django from closing this process's connection for its age (CONN_MAX_AGE) while it holds session
+    locks; returns the closing time to put back. Without it, any `close_old_connections()` (django-q2's ORM
+    broker calls it each time a task is enqueued, e.g. from an on_commit callback) closes a connection older
+    than CONN_MAX_AGE, its session locks go with it, and the next query opens a new session silently: the
+    holder would go on as if it held the lock while another process takes it."""
+    close_at = connection.close_at
+    connection.close_at = None
+    return close_at
+
+
+def _unlock(kind: int, key: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [kind, key])
+
+
+def session_lost(exc: BaseException | None = None) -> bool:
+    """Whether the database session is gone (the server restarted or failed over, the connection broke), as
+    after `exc`: its session locks are gone with it, and nothing more can be done on this connection."""
+    if exc is not None and not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    raw = connection.connection
+    return raw is None or bool(getattr(raw, "closed", False)) or bool(getattr(raw, "broken", False))
 
 
 SLOTS = 0x70727374  # ("prst") a repository's deploy slots

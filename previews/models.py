@@ -340,6 +340,10 @@ class Preview(models.Model):
     # `applied_at` and `rollout` (the workloads to watch, "Kind/name" -> metadata.generation) tell
     # the cluster watcher what "ready" means for this generation.
     deploy_queued_at = models.DateTimeField(null=True, blank=True)
+    # Since when the preview has wanted a deploy that is not applied yet (kept across pushes, retries and lost
+    # tasks; cleared once applied or ended): its place in its repository's queue, oldest first
+    # (`services.deploy_slots_fill`).
+    waiting_since = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     deploy_started_at = models.DateTimeField(null=True, blank=True)
     applied_generation = models.PositiveIntegerField(default=0)

@@ -121,6 +121,11 @@ def deploy(preview_id: int, generation: int) -> str:
             _failed(preview_id, generation, _bounded(str(exc)), started)
             return "failed"
         except Exception as exc:
+            if locks.session_lost(exc):
+                # The database went away (a restart, a failover): nothing can be recorded, and it is not the
+                # preview's failure. The deploy lock went with the session, so the recovery pass sees the run
+                # lost and hands it out again once the database is back.
+                raise
             # Whatever went wrong, the generation ends failed with a message, never "deploying" forever.
             logger.exception("deploy of preview %s generation %s crashed", preview_id, generation)
             _failed(preview_id, generation, _bounded(f"The deploy failed unexpectedly ({exc.__class__.__name__}: "

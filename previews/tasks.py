@@ -2,14 +2,16 @@
 
 from previews import notifications, provisioning
 from previews import sleep as sleeping
+from previews.outages import through_database_outage
 
 
 def deploy_preview(preview_id: int, generation: int) -> str:
-    return provisioning.deploy(preview_id, generation)
+    # Run again from the start once the database is back if it went away (bounded; see previews/outages.py).
+    return through_database_outage(lambda: provisioning.deploy(preview_id, generation))
 
 
 def teardown_preview(preview_id: int, generation: int) -> str:
-    return provisioning.teardown(preview_id, generation)
+    return through_database_outage(lambda: provisioning.teardown(preview_id, generation))
 
 
 def sweep() -> dict:

@@ -362,7 +362,9 @@ def test_a_deploy_waits_while_its_old_namespace_is_still_terminating(preview_rep
                                                                       applied_before):
     preview = upsert(preview_repo)
     if applied_before:  # a redeploy reads the namespace first; a first deploy learns of it by failing to create it
-        Preview.objects.filter(pk=preview.pk).update(applied_generation=preview.generation)
+        Preview.objects.filter(pk=preview.pk).update(applied_generation=preview.generation,
+                                                     generation=preview.generation + 1)
+        preview.refresh_from_db()
     held_terminating_namespace(preview)
     assert deploy(preview) == "waiting"
     preview.refresh_from_db()

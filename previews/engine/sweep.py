@@ -3,7 +3,9 @@
 Bounded work, every minute: rollouts past their deadline are failed with the
 reason; previews being deleted whose namespace is gone are marked deleted (one
 labelled namespace list); deletes that did not take are issued again; deploy
-tasks that were lost are queued again; waiting deploys get free slots; old task results are pruned.
+tasks that were lost are queued again
+and waiting deploys get free slots (also every few seconds by the watcher: `recover`); old task results are
+pruned.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from previews import services
@@ -24,6 +26,23 @@ logger = logging.getLogger(__name__)
 # The watcher fails a rollout at its deadline; the sweep only steps in after this much more.
 DEADLINE_SLACK = timedelta(seconds=30)
 DELETE_RETRY_AFTER = timedelta(seconds=60)
+
+
+def recover() -> dict[str, int]:
+    """Lost deploys handed out again, and free slots given to waiting previews (oldest first); counts.
+
+    A few queries when nothing is lost: the cluster watcher's leader runs it every few seconds
+    (`watcher.RECOVER_SECONDS`), the sweep once a minute (for when no watcher runs).
+    """
+    lost = services.preview_deploys_recover_lost(grace=timedelta(seconds=settings.PREVIEWS_LOST_TASK_SECONDS))
+    queued = 0
+    now = timezone.now()
+    waiting = (Preview.objects.filter(desired=Preview.Desired.UP, status=Preview.Status.PENDING, deploy_queued_at=None)
+               .filter(Q(next_attempt_at=None) | Q(next_attempt_at__lte=now))
+               .values_list("repository_id", flat=True).distinct())
+    for repository_id in sorted(set(waiting)):
+        queued += services.deploy_slots_fill(repository_id)
+    return {"requeued": lost["running"] + lost["queued"], "queued": queued}
 
 
 def sweep() -> dict[str, int]:
@@ -60,12 +79,8 @@ def sweep() -> dict[str, int]:
             elif info.phase != "Terminating" and preview.updated_at < now - DELETE_RETRY_AFTER:
                 done["delete_retried"] += services.preview_teardown_retry(preview_id=preview.pk)
 
-    done["requeued"] = services.preview_deploys_requeue_lost(
-        older_than=timedelta(seconds=settings.PREVIEWS_REQUEUE_AFTER_SECONDS))
-    waiting = (Preview.objects.filter(desired=Preview.Desired.UP, status=Preview.Status.PENDING, deploy_queued_at=None)
-               .values_list("repository_id", flat=True).distinct())
-    for repository_id in sorted(set(waiting)):
-        done["queued"] += services.deploy_slots_fill(repository_id)
+    recovered = recover()
+    done["requeued"], done["queued"] = recovered["requeued"], recovered["queued"]
     done["task_results_pruned"] = services.task_results_prune(keep=settings.PREVIEWS_TASK_RESULTS_KEPT)
     if any(done.values()):
         logger.info("sweep: %s", done)

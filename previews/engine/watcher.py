@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, connection
 from django.db.models import F
 from django.utils import timezone
 
-from previews import heartbeat, policy, services
-from previews.engine import rollout
+from previews import heartbeat, locks, policy, services
+from previews.engine import rollout, sweep
 from previews.gateways import errors
 from previews.gateways.kube import views as kube_view
 from previews.gateways.kube import watch as kube_watch
@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 LEADER_LOCK = (0x70726576, 0)  # ("prev", 0): the DEPLOY lock space, key 0 is never a preview id
 HEARTBEAT_SECONDS = 5.0
+# How often the leader hands lost deploys out again and fills free slots (engine/sweep.py `recover`): a deploy whose
+# worker or database session died is running again within this plus PREVIEWS_LOST_TASK_SECONDS.
+RECOVER_SECONDS = 5.0
 REFRESH_SECONDS = 1.0
 MAX_BATCH = 5000
 ABSENT_RETRY_SECONDS = 60.0  # how often a kind the cluster does not serve (a CRD not installed) is looked for
@@ -145,6 +148,7 @@ class Watcher:
         self._last_refresh = 0.0
         self._last_timers = 0.0
         self._last_heartbeat = 0.0
+        self._last_recover = 0.0
         self._last_event_at: datetime | None = None
         self._events_seen = 0
         self.is_leader = False
@@ -266,6 +270,11 @@ class Watcher:
         if now - self._last_heartbeat >= HEARTBEAT_SECONDS:
             self._last_heartbeat = now
             self.heartbeat()
+        if now - self._last_recover >= RECOVER_SECONDS:
+            self._last_recover = now
+            recovered = sweep.recover()
+            if any(recovered.values()):
+                logger.info("recovery: %s", recovered)
 
     def _handle(self, item: tuple, dirty: set[str], gone: set[str]) -> None:
         if item[0] == "sync":
@@ -381,6 +390,8 @@ class Watcher:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(LEADER_LOCK))
             self.is_leader = bool(cursor.fetchone()[0])
+        if self.is_leader:
+            locks.pin_session()  # the lock is this session's: it must not be closed for its age underneath
         return self.is_leader
 
     def resign(self) -> None:
@@ -407,10 +418,12 @@ class Watcher:
                     if not self._threads:
                         self.start()
                 self.step()
-            except DatabaseError as exc:
+            except (DatabaseError, InterfaceError) as exc:
                 # The leader's lock lives in the database session: after losing it, lead again first.
                 logger.warning("database error (%s); reconnecting", exc)
                 self.is_leader = False
+                # A batch being processed may have been lost with the error: every rollout is assessed again.
+                self._rolling_out = {}
                 connection.close()
                 stop.wait(1)
         self.stop()

@@ -43,7 +43,7 @@ def preview_destroy(*, preview: Preview, actor: Actor, reason: str = "") -> Prev
 
 # What the destroy transition changes, for a save or a bulk update.
 DESTROY_FIELDS = ("desired", "status", "status_message", "generation", "deploy_queued_at", "next_attempt_at",
-                  "updated_at")
+                  "waiting_since", "updated_at")
 
 
 def bring_down(preview: Preview, reason: str) -> bool:
@@ -56,7 +56,7 @@ def bring_down(preview: Preview, reason: str) -> bool:
     preview.desired = Preview.Desired.DOWN
     preview.status, preview.status_message = Preview.Status.DELETING, reason
     preview.generation += 1
-    preview.deploy_queued_at = preview.next_attempt_at = None
+    preview.deploy_queued_at = preview.next_attempt_at = preview.waiting_since = None
     return held_slot
 
 

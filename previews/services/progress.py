@@ -6,13 +6,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from previews import locks
 from previews.models import EventAction, Preview, PreviewEvent
 from previews.services.github_sync import github_sync_enqueue
-from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, enqueue
+from previews.services.queue import SLEEP_TASK, TEARDOWN_TASK, deploy_slots_fill, deploy_tasks_alive, enqueue
 from previews.services.timeline import Actor, event_row, record_event, record_event_of
 
 MAX_STATUS_MESSAGE = 4000  # characters kept of a status message; the PR comment and the API show it
@@ -94,6 +97,7 @@ def preview_set_status(*, preview_id: int, generation: int, status: str, action:
         fields["ready_at"] = now
     if status in (Preview.Status.READY, Preview.Status.FAILED, Preview.Status.DELETED):
         fields["observed_generation"] = generation
+        fields["waiting_since"] = None
     if status == Preview.Status.DELETED:
         fields["deleted_at"] = now
     with transaction.atomic():
@@ -112,10 +116,18 @@ def preview_note(*, preview_id: int, action: EventAction, message: str, **detail
 
 
 def preview_deploy_started(*, preview_id: int, generation: int) -> bool:
-    """A deploy task starts on this generation: it gives back its queue slot and says so."""
+    """A deploy task starts on this generation: it gives back its queue slot and says so.
+
+    The caller holds the preview's deploy lock (`locks.DEPLOY`) for the whole run: that lock, which goes with
+    the run's database session, is what tells a running deploy from a lost one (`preview_deploys_recover_lost`).
+    """
     now = timezone.now()
     with transaction.atomic():
-        updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP).update(
+        # Not for a generation already applied or finished: a task handed out again after its preview was
+        # recovered and deployed by another (django-q2 redelivers an unacknowledged task after Q_RETRY) is stale.
+        updated = Preview.objects.filter(
+            pk=preview_id, generation=generation, desired=Preview.Desired.UP, applied_generation__lt=generation,
+            observed_generation__lt=generation).update(
             status=Preview.Status.DEPLOYING, status_message="Rendering and applying the manifests",
             deploy_queued_at=None, next_attempt_at=None, deploy_started_at=now, updated_at=now)
         if updated:
@@ -173,7 +185,8 @@ def preview_deploy_applied(*, preview_id: int, generation: int, rollout: dict[st
     with transaction.atomic():
         updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP,
                                          status=Preview.Status.DEPLOYING).update(
-            applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, updated_at=now)
+            applied_generation=generation, applied_at=now, rollout=rollout, status_message=message, waiting_since=None,
+            updated_at=now)
         if updated:
             record_event_of(preview_id, generation, Actor.system(), EventAction.APPLIED,
                             f"Applied {len(objects)} objects; the watcher follows the rollout", objects=objects)
@@ -188,8 +201,10 @@ def preview_deploy_wait(*, preview_id: int, generation: int, message: str, retry
     """
     now = timezone.now()
     with transaction.atomic():
+        # It keeps its place in the queue (`waiting_since`: since its deploy was requested).
         updated = Preview.objects.filter(pk=preview_id, generation=generation, desired=Preview.Desired.UP).update(
             status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
+            waiting_since=Coalesce("waiting_since", "deploy_started_at", Value(now)),
             next_attempt_at=now + timedelta(seconds=retry_in), updated_at=now)
         if updated:
             record_event_of(preview_id, generation, Actor.system(), EventAction.DEPLOY_WAITING, message)
@@ -247,19 +262,72 @@ def preview_namespace_gone(*, namespace: str) -> NamespaceGone:
     return NamespaceGone.IGNORED
 
 
-def preview_deploys_requeue_lost(*, older_than: timedelta) -> int:
-    """Deploy tasks that were queued or started long ago and never got on (a worker died): queue them again."""
-    before = timezone.now() - older_than
-    message = "The deploy task was lost (a worker stopped?); it is queued again"
-    with transaction.atomic():
-        lost = list(Preview.objects.select_for_update(skip_locked=True).filter(desired=Preview.Desired.UP).filter(
-            Q(status=Preview.Status.PENDING, deploy_queued_at__lt=before)
-            | Q(status=Preview.Status.DEPLOYING, applied_generation__lt=F("generation"), deploy_started_at__lt=before)))
-        for preview in lost:
-            Preview.objects.filter(pk=preview.pk).update(status=Preview.Status.PENDING, status_message=message,
-                                                         deploy_queued_at=None, next_attempt_at=None)
-            record_event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message)
-    return len(lost)
+def preview_deploys_recover_lost(*, grace: timedelta) -> dict[str, int]:
+    """Hand out again the deploys whose task is gone (its worker died, its database session ended); counts.
+
+    A running deploy holds its preview's deploy lock, a Postgres session lock, from before it says "deploying"
+    until it ends: when its worker or its session dies, the lock goes with it. So a preview deploying a
+    generation not yet applied whose lock is free has lost its run. A queued deploy (it holds a slot, its task
+    has not started) is lost when, `grace` after it was queued, its task is neither waiting in the broker nor
+    taken from it within `grace` (the task was never written, or the worker that took it died or failed on the
+    database). Each lost one gives up its slot and waits again with its old place (`waiting_since`), so it is
+    served before anything newer; the slots are filled at once.
+
+    Never two runs of one generation at once: a preview is recovered only while this process holds its deploy
+    lock (taken without waiting, so a running deploy is never waited for), and the state is read again under it.
+    A duplicate task this leaves in the queue finds its generation applied and does nothing
+    (`preview_deploy_started`).
+    """
+    now = timezone.now()
+    before = now - grace
+    running = set(Preview.objects.filter(
+        desired=Preview.Desired.UP, status=Preview.Status.DEPLOYING, deploy_queued_at=None,
+        applied_generation__lt=F("generation")).values_list("pk", flat=True)[:RECOVER_BATCH])
+    queued = dict(Preview.objects.filter(desired=Preview.Desired.UP, status=Preview.Status.PENDING,
+                                         deploy_queued_at__lt=before).values_list("pk", "generation")[:RECOVER_BATCH])
+    if queued:
+        alive = deploy_tasks_alive(since=before)
+        if alive is None:  # a broker that cannot be looked into: lost once django-q2 would have handed it out
+            cutoff = before - timedelta(seconds=settings.Q_RETRY)
+            stale = set(Preview.objects.filter(pk__in=list(queued), deploy_queued_at__lt=cutoff)
+                        .values_list("pk", flat=True))
+            queued = {pk: gen for pk, gen in queued.items() if pk in stale}
+        else:
+            queued = {pk: gen for pk, gen in queued.items() if (pk, gen) not in alive}
+    done = {"running": 0, "queued": 0}
+    if not running and not queued:
+        return done
+    held = locks.try_advisory_locks(locks.DEPLOY, sorted(running | set(queued)))
+    repositories: set[int] = set()
+    try:
+        with transaction.atomic():
+            lost = Preview.objects.select_for_update(skip_locked=True).filter(pk__in=held, desired=Preview.Desired.UP)
+            lost = lost.filter(Q(pk__in=running & held, status=Preview.Status.DEPLOYING, deploy_queued_at=None,
+                                 applied_generation__lt=F("generation"))
+                               | Q(pk__in=set(queued) & held, status=Preview.Status.PENDING,
+                                   deploy_queued_at__lt=before))
+            for preview in lost:
+                kind = "running" if preview.status == Preview.Status.DEPLOYING else "queued"
+                if kind == "queued" and queued.get(preview.pk) != preview.generation:
+                    continue  # a newer generation since: its own task is on its way
+                message = (LOST_RUNNING_MESSAGE if kind == "running" else LOST_QUEUED_MESSAGE)
+                Preview.objects.filter(pk=preview.pk).update(
+                    status=Preview.Status.PENDING, status_message=message, deploy_queued_at=None,
+                    next_attempt_at=None, updated_at=now,
+                    waiting_since=Coalesce("waiting_since", "deploy_started_at", Value(now)))
+                record_event(preview, Actor.system(), EventAction.DEPLOY_REQUEUED, message, lost=kind)
+                done[kind] += 1
+                repositories.add(preview.repository_id)
+            for repository_id in sorted(repositories):
+                deploy_slots_fill(repository_id)
+    finally:
+        locks.advisory_unlock_many(locks.DEPLOY, held)
+    return done
+
+
+RECOVER_BATCH = 500  # previews looked at per pass (each lock taken is a slot of the server's lock table)
+LOST_RUNNING_MESSAGE = "The deploy's run was lost (its worker or database session ended); it is queued again"
+LOST_QUEUED_MESSAGE = "The deploy's task was lost before it started; it is queued again"
 
 
 def preview_teardown_retry(*, preview_id: int) -> bool:
