@@ -9,6 +9,9 @@ from previews.manifests.labels import GATEWAY_API_VERSION
 # Bounds on what a bundle may be, so that neither parsing nor the error report can blow up.
 MAX_DEPTH = 32  # nesting of mappings and lists; a Deployment needs about 12
 MAX_OBJECTS = 500
+# Scalars, lists and mappings in the whole bundle: parsing costs per value, and a realistic 1 MiB bundle holds
+# about 50 000 (bench/manifest_parse.py); 1 MiB of one-character values would hold half a million.
+MAX_NODES = 100_000
 MAX_PROBLEMS = 50  # listed in an error; the rest are counted
 MAX_SHOWN = 80  # characters of a user-supplied value quoted in a message
 MAX_INT = 2**63 - 1

@@ -1,0 +1,121 @@
+"""Benchmark: parse and check of a manifest bundle (`render_bundle`), the work one PUT with manifests does.
+
+    .venv/bin/python bench/manifest_parse.py [--runs 5] [--json]
+
+Three bundles, each rendered --runs times in-process (no Django, no database; the parse cache is cleared
+before every run, so every run parses, as a PUT with new manifests does):
+
+* 1mib:     one Deployment plus ConfigMaps whose data fill the bundle to 1 MiB (realistic keys and values)
+* dense:    1 MiB of the smallest scalars: one ConfigMap whose data are 100k short keys, and a flow list of
+            numbers in a field the policy refuses (parsing is all the cost; the refusal comes after it)
+* 500:      500 small objects (ConfigMaps and Services), the object limit
+* 2000:     2000 small ConfigMaps, over the limit: refused, and how fast the refusal comes
+
+Prints the best and the median wall time per bundle. Run it from a checkout of any commit (it imports that
+checkout's `previews.manifests`), e.g. main's in a second worktree, to compare before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import yaml  # noqa: E402
+
+from previews import manifests as m  # noqa: E402
+from previews.manifests import parsing  # noqa: E402
+
+LIMIT = 1_048_576
+CTX = m.RenderContext(namespace="pr-1", host="pr-1.preview.example.com", labels={"previews.dev/pr": "1"})
+
+
+def deployment() -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "ghcr.io/acme/shop:staging",
+                                         "env": [{"name": f"VAR_{k}", "value": f"value-{k}"} for k in range(40)],
+                                         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}]}}}}
+
+
+def configmap(name: str, entries: int) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"app": "web"}},
+            "data": {f"setting_{k}": f"a moderately long configuration value number {k}" for k in range(entries)}}
+
+
+def bundle_1mib() -> str:
+    docs = [deployment()]
+    text = yaml.safe_dump_all(docs)
+    n = 0
+    while True:
+        more = yaml.safe_dump(configmap(f"config-{n}", 200))
+        if len((text + "---\n" + more).encode()) > LIMIT - 100:
+            break
+        text += "---\n" + more
+        n += 1
+    return text
+
+
+def bundle_dense() -> str:
+    data = "".join(f"  k{k}: v\n" for k in range(60_000))
+    text = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: dense}}\ndata:\n{data}"
+    size = len(text.encode())
+    numbers = ",".join("1" for _ in range((LIMIT - size - 200) // 2))
+    return text + f"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: numbers}}\nextra: [{numbers}]\n"
+
+
+def small_objects(count: int) -> str:
+    docs = []
+    for k in range(count):
+        if k % 2:
+            docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc-{k}"},
+                         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+        else:
+            docs.append(configmap(f"config-{k}", 2))
+    return yaml.safe_dump_all(docs)
+
+
+def time_one(text: str) -> tuple[float, str]:
+    cache_clear = getattr(parsing, "_parsed_documents", None)
+    if cache_clear is not None and hasattr(cache_clear, "cache_clear"):
+        cache_clear.cache_clear()
+    started = time.perf_counter()
+    try:
+        m.render_bundle(text, CTX, LIMIT)
+        outcome = "accepted"
+    except m.ManifestError as exc:
+        outcome = f"refused: {str(exc)[:80]}"
+    return time.perf_counter() - started, outcome
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    bundles = {"1mib": bundle_1mib(), "dense": bundle_dense(), "500": small_objects(500),
+               "2000": "".join("---\n" + yaml.safe_dump(configmap(f"c-{k}", 1)) for k in range(2000))}
+    results = {}
+    for name, text in bundles.items():
+        times, outcome = [], ""
+        for _ in range(args.runs):
+            elapsed, outcome = time_one(text)
+            times.append(elapsed)
+        results[name] = {"bytes": len(text.encode()), "best_s": round(min(times), 3),
+                         "median_s": round(statistics.median(times), 3), "outcome": outcome}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for name, r in results.items():
+        print(f"{name:6} {r['bytes']:>8} bytes  best {r['best_s']:.3f} s  median {r['median_s']:.3f} s  "
+              f"{r['outcome']}")
+
+
+if __name__ == "__main__":
+    main()
