@@ -26,10 +26,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import yaml  # noqa: E402
+import yaml
 
-from previews import manifests as m  # noqa: E402
-from previews.manifests import parsing  # noqa: E402
+from previews import manifests as m
+from previews.manifests import parsing
 
 LIMIT = 1_048_576
 CTX = m.RenderContext(namespace="pr-1", host="pr-1.preview.example.com", labels={"previews.dev/pr": "1"})

@@ -32,12 +32,14 @@ def place(obj: dict, ctx: RenderContext) -> dict:
     so the cluster watcher follows pods (and ReplicaSets, which copy them) with one label-selected watch; the
     commit, for the downward API; and the repository's placement."""
     for _path, template in pod_templates(obj["kind"], obj):
-        template_meta = template.setdefault("metadata", {})
+        # An omitted field may be written as null: validation allows it, so it is a mapping here.
+        template_meta = template["metadata"] = as_dict(template.get("metadata"))
         template_meta["labels"] = {**as_dict(template_meta.get("labels")), **ctx.labels}
         if ctx.head_sha:
             template_meta["annotations"] = {**as_dict(template_meta.get("annotations")),
                                             HEAD_SHA_ANNOTATION: ctx.head_sha}
-        ctx.placement.apply(template.setdefault("spec", {}))
+        template["spec"] = as_dict(template.get("spec"))
+        ctx.placement.apply(template["spec"])
     return obj
 
 

@@ -19,6 +19,7 @@ from previews.manifests.metadata import validate_metadata
 from previews.manifests.objects import as_dict, pod_templates
 from previews.manifests.problems import Problem, expect_dict, join_path, only, quoted, quoted_bare
 from previews.manifests.routes import validate_httproute, validate_ingress, validate_service
+from previews.manifests.shapes import shape_problems
 from previews.manifests.workloads import (
     validate_hpa,
     validate_pdb,
@@ -34,9 +35,10 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[tuple[str, str], int] = {}
     for i, obj in enumerate(objects):
-        data_problems = list(plain_data_problems(i, obj))
+        data_problems = list(plain_data_problems(i, obj)) or list(shape_problems(i, str(obj.get("kind")), obj))
         if data_problems:
-            # Non-string keys or odd types: the rest of the checks could misread the object.
+            # Non-string keys, odd types, a field of the wrong type: the rest of the checks could misread the
+            # object (types are checked before values, at every depth).
             problems.extend(data_problems)
             continue
         problems.extend(_validate_object(i, obj, ctx))

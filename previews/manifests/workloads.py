@@ -40,6 +40,8 @@ def validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> 
     reasons = dict(POD_SPEC_REASONS)
     yield from only(i, path, {k: v for k, v in pod_spec.items() if not is_empty(v)}, POD_SPEC_FIELDS, "pod spec",
                     reasons)
+    if not as_list(pod_spec.get("containers")):
+        yield Problem(i, f"{path}.containers", "a pod needs at least one container")
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         if pod_spec.get(flag):
             yield Problem(i, f"{path}.{flag}", f"{flag} is not allowed")
