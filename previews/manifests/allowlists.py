@@ -12,6 +12,9 @@ MAX_OBJECTS = 500
 # Scalars, lists and mappings in the whole bundle: parsing costs per value, and a realistic 1 MiB bundle holds
 # about 50 000 (bench/manifest_parse.py); 1 MiB of one-character values would hold half a million.
 MAX_NODES = 100_000
+# Ingress paths and HTTPRoute matches in the whole bundle: each is a route in the shared controller's
+# configuration, reloaded for every preview.
+MAX_ROUTE_PATHS = 50
 MAX_PROBLEMS = 50  # listed in an error; the rest are counted
 MAX_SHOWN = 80  # characters of a user-supplied value quoted in a message
 MAX_INT = 2**63 - 1

@@ -17,7 +17,7 @@ from previews.manifests.labels import (
 from previews.manifests.objects import as_dict, as_list, containers, pod_specs, pod_templates
 from previews.manifests.parsing import parse_bundle
 from previews.manifests.problems import ManifestError
-from previews.manifests.validation import validate
+from previews.manifests.validation import bundle_problems, validate
 from previews.validators import parse_image_name
 
 
@@ -156,6 +156,8 @@ def render_bundle(text: str, ctx: RenderContext, max_bytes: int) -> list[dict]:
     """Parse, validate as a whole, then render. Raises ManifestError listing every problem."""
     objects = parse_bundle(text, max_bytes)
     problems = validate(objects, ctx)
+    if not problems:
+        problems = bundle_problems(objects)
     if problems:
         raise ManifestError(problems)
     return render(objects, ctx)

@@ -9,9 +9,12 @@ annotations, ConfigMap data, resource requests) are not descended into; their va
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from decimal import Decimal
 
-from previews.manifests.problems import Problem, join_path
+from previews.cost import quantity
+from previews.manifests.problems import Problem, join_path, quoted
 
 MAP, LIST, LIST_OF_MAPS, LIST_OF_STR, STR, INT, BOOL, SCALAR = (
     "a mapping", "a list", "a list of mappings", "a list of strings", "a string", "an integer", "a boolean",
@@ -72,6 +75,30 @@ FREE_FORM_STRINGS = frozenset({"labels", "annotations", "data", "stringData", "b
 FREE_FORM_QUANTITIES = frozenset({"requests", "limits", "capacity"})
 
 
+# Quantities as Kubernetes writes them, without the exponent form (1e3): the cost code and these bounds read
+# the suffixes only, so an exponent would slip past them.
+QUANTITY_RE = re.compile(r"\+?([0-9]{1,15}(\.[0-9]{0,9})?|\.[0-9]{1,9})(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?")
+MAX_CPU = Decimal(1000)  # cores
+MAX_AMOUNT = Decimal(2**50)  # bytes (1 PiB) of memory or storage; units of any other resource
+
+
+def _quantity_problems(i: int, path: str, resource: str, value: object) -> Iterator[Problem]:
+    """A resource quantity is a number within bounds that no real preview reaches, so that sums over every
+    preview (the Costs page, /costs) stay ordinary numbers."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        yield Problem(i, path, f"expected a quantity (such as 100m or 1Gi), got {_got(value)}")
+        return
+    text = value if isinstance(value, str) else repr(value)
+    if not QUANTITY_RE.fullmatch(text):
+        yield Problem(i, path, f"{quoted(value)} is not a quantity such as 250m, 1.5 or 512Mi (no exponents, no "
+                               "signs)")
+        return
+    bound = MAX_CPU if resource == "cpu" else MAX_AMOUNT
+    if quantity(text) > bound:
+        yield Problem(i, path, f"{quoted(value)} is more than any preview may ask for ({bound} "
+                               f"{'cores' if resource == 'cpu' else 'bytes or units'})")
+
+
 def _is(value: object, expected: str) -> bool:
     if expected == MAP:
         return isinstance(value, dict)
@@ -120,9 +147,7 @@ def shape_problems(i: int, kind: str, obj: dict) -> Iterator[Problem]:
                 yield Problem(i, path, f"expected a mapping of quantities, got {_got(value)}")
                 continue
             for key, item in value.items():
-                if isinstance(item, bool) or not isinstance(item, str | int | float):
-                    yield Problem(i, join_path(path, key), f"expected a quantity (such as 100m or 1Gi), got "
-                                                           f"{_got(item)}")
+                yield from _quantity_problems(i, join_path(path, key), key, item)
             continue
         if expected is not None and not _is(value, expected):
             yield Problem(i, path, f"expected {expected}, got {_got(value)}")

@@ -9,14 +9,22 @@ from previews.manifests.allowlists import (
     ALLOWED_KINDS,
     MAX_DEPTH,
     MAX_INT,
+    MAX_ROUTE_PATHS,
     RESERVED_KINDS,
     SECRET_TYPES,
     TOP_LEVEL_FIELDS,
 )
 from previews.manifests.context import RenderContext
-from previews.manifests.labels import HOST_PLACEHOLDER, ROUTE_KINDS, ROUTING_GATEWAY
+from previews.manifests.labels import (
+    DATA_MIGRATE_JOB_PREFIX,
+    DATA_POSTGRES_NAME,
+    DATA_SECRET_NAME,
+    HOST_PLACEHOLDER,
+    ROUTE_KINDS,
+    ROUTING_GATEWAY,
+)
 from previews.manifests.metadata import validate_metadata
-from previews.manifests.objects import as_dict, pod_templates
+from previews.manifests.objects import as_dict, as_list, pod_templates
 from previews.manifests.problems import Problem, expect_dict, join_path, only, quoted, quoted_bare
 from previews.manifests.routes import validate_httproute, validate_ingress, validate_service
 from previews.manifests.shapes import shape_problems
@@ -47,6 +55,35 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
             problems.append(Problem(i, "metadata.name", f"{key[0]} {quoted(key[1])} appears twice (first in "
                                                         f"document {seen[key] + 1})"))
         seen.setdefault(key, i)
+    return problems
+
+
+def bundle_problems(objects: list[dict]) -> list[Problem]:
+    """What only a repository's bundle may not do (the service's own objects are checked by `validate` alone):
+    define the objects the service renders for the preview's data, or load the shared route controller."""
+    problems: list[Problem] = []
+    reserved = {("Secret", DATA_SECRET_NAME): "the Secret the service writes the preview's database settings to",
+                ("Service", DATA_POSTGRES_NAME): "the Service of the in-namespace Postgres the service runs",
+                ("StatefulSet", DATA_POSTGRES_NAME): "the in-namespace Postgres the service runs"}
+    routes = 0
+    for i, obj in enumerate(objects):
+        kind, name = obj.get("kind"), as_dict(obj.get("metadata")).get("name")
+        if not isinstance(kind, str) or not isinstance(name, str):
+            continue
+        if (kind, name) in reserved:
+            problems.append(Problem(i, "metadata.name", f"{quoted(name)} is reserved: it is {reserved[kind, name]}"))
+        elif kind == "Job" and name.startswith(DATA_MIGRATE_JOB_PREFIX):
+            problems.append(Problem(i, "metadata.name", f"Job names starting with {DATA_MIGRATE_JOB_PREFIX} are "
+                                                        "reserved for the service's data migrate Job"))
+        spec = as_dict(obj.get("spec"))
+        if kind == "Ingress":
+            routes += sum(len(as_list(as_dict(as_dict(rule).get("http")).get("paths")))
+                          for rule in as_list(spec.get("rules")))
+        elif kind in ROUTE_KINDS:
+            routes += sum(max(1, len(as_list(as_dict(rule).get("matches")))) for rule in as_list(spec.get("rules")))
+    if routes > MAX_ROUTE_PATHS:
+        problems.append(Problem(0, "", f"the bundle routes {routes} paths (Ingress paths and HTTPRoute matches); "
+                                       f"the limit is {MAX_ROUTE_PATHS}"))
     return problems
 
 
