@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from previews.manifests.allowlists import PDB_EVICTION_POLICY, PULL_POLICY
 from previews.manifests.context import RenderContext
 from previews.manifests.labels import (
     GATEWAY_API_VERSION,
@@ -40,6 +41,11 @@ def place(obj: dict, ctx: RenderContext) -> dict:
                                             HEAD_SHA_ANNOTATION: ctx.head_sha}
         template["spec"] = as_dict(template.get("spec"))
         ctx.placement.apply(template["spec"])
+        if not ctx.policy.allow_cached_images:
+            # IfNotPresent (the default for a tagged image) or Never would run an image another tenant pulled
+            # onto the node, without this repository's registry credentials.
+            for _cpath, container in containers(template["spec"]):
+                container["imagePullPolicy"] = PULL_POLICY
     return obj
 
 
@@ -57,6 +63,10 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
             for _cpath, container in containers(pod_spec):
                 container["image"] = override_image(container["image"], ctx.images)
         place(obj, ctx)
+        if obj["kind"] == "PodDisruptionBudget":
+            obj["spec"].setdefault("unhealthyPodEvictionPolicy", PDB_EVICTION_POLICY)
+        elif obj["kind"] == "CronJob":
+            obj["spec"].setdefault("concurrencyPolicy", "Forbid")
         if obj["kind"] == "Ingress":
             _fill_hosts(obj, ctx)
         elif obj["kind"] in ROUTE_KINDS:

@@ -15,6 +15,7 @@ from previews.manifests.allowlists import (
     TOP_LEVEL_FIELDS,
 )
 from previews.manifests.context import RenderContext
+from previews.manifests.jobs import validate_cronjob, validate_job
 from previews.manifests.labels import (
     DATA_MIGRATE_JOB_PREFIX,
     DATA_POSTGRES_NAME,
@@ -29,6 +30,7 @@ from previews.manifests.problems import Problem, expect_dict, join_path, only, q
 from previews.manifests.routes import validate_httproute, validate_ingress, validate_service
 from previews.manifests.shapes import shape_problems
 from previews.manifests.workloads import (
+    pdb_overlaps,
     validate_hpa,
     validate_pdb,
     validate_pod_spec,
@@ -55,6 +57,8 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
             problems.append(Problem(i, "metadata.name", f"{key[0]} {quoted(key[1])} appears twice (first in "
                                                         f"document {seen[key] + 1})"))
         seen.setdefault(key, i)
+    if not problems:
+        problems.extend(pdb_overlaps(objects))
     return problems
 
 
@@ -156,17 +160,19 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
     if namespace not in (None, "", ctx.namespace):
         yield Problem(i, "metadata.namespace", f"objects must stay in the preview's namespace; "
                                                f"{quoted(namespace)} is another namespace")
-    yield from validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None)
+    yield from validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None,
+                                 policy=ctx.policy)
     spec = obj.get("spec")
     yield from expect_dict(i, "spec", spec)
     spec = as_dict(spec)
     for path, template in pod_templates(kind, obj):
-        yield from validate_metadata(i, f"{path}.metadata", as_dict(template.get("metadata")))
+        yield from validate_metadata(i, f"{path}.metadata", as_dict(template.get("metadata")), policy=ctx.policy)
         yield from validate_pod_spec(i, f"{path}.spec", as_dict(template.get("spec")), ctx)
     checks = {
         "Service": validate_service, "Ingress": validate_ingress, "PersistentVolumeClaim": validate_pvc_object,
         "PodDisruptionBudget": validate_pdb, "Secret": _validate_secret, "StatefulSet": validate_statefulset,
-        "HorizontalPodAutoscaler": validate_hpa, "HTTPRoute": validate_httproute,
+        "HorizontalPodAutoscaler": validate_hpa, "HTTPRoute": validate_httproute, "Job": validate_job,
+        "CronJob": validate_cronjob,
     }
     if kind in checks:
         yield from checks[kind](i, obj, spec, ctx)
