@@ -330,6 +330,7 @@ def real_repo(preview_repo, real_node: RealNode, settings, monkeypatch):
     preview_repo.node_selector = real_node.node_selector
     preview_repo.tolerations = real_node.tolerations
     preview_repo.tls_secret_name = real_node.tls_secret
+    preview_repo.allow_cached_images = True  # the test images are built into the node's runtime, never pulled
     preview_repo.save()
     values = {"PREVIEWS_INGRESS_CLASS": real_node.ingress_class, "PREVIEWS_PREVIEW_URL_SCHEME": "https",
               "PREVIEWS_PREVIEW_URL_PORT": real_node.https_port, "PREVIEWS_GATEWAY_WAIT_FOR_STATUS": True,

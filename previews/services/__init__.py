@@ -3,7 +3,7 @@
 The package's public names, each defined once in the module named below:
 
 - `timeline`: `Actor` and the events of a preview's timeline;
-- `errors`: `PreviewConflict`, `StaleCommit`;
+- `errors`: `PreviewConflict`, `StaleCommit`, `RateLimited`;
 - `queue`: tasks enqueued after commit, a repository's deploy slots, old task results;
 - `github_sync`: telling the PR (sync tasks) and what it was last told;
 - `tokens`: static API tokens;
@@ -24,7 +24,7 @@ from previews.services.actions import (
     preview_sleep,
     preview_wake,
 )
-from previews.services.errors import PreviewConflict, StaleCommit
+from previews.services.errors import PreviewConflict, RateLimited, StaleCommit
 from previews.services.github_sync import (
     GITHUB_SYNC_BATCH,
     GITHUB_SYNC_MANY_TASK,
@@ -90,7 +90,7 @@ from previews.services.upsert import (
 __all__ = [
     "DEPLOY_TASK", "GITHUB_SYNC_BATCH", "GITHUB_SYNC_MANY_TASK", "GITHUB_SYNC_TASK", "MAX_STATUS_MESSAGE", "REAPER",
     "REAP_CHUNK", "SLEEP_TASK", "TEARDOWN_TASK", "TOKEN_CACHE", "Actor", "NamespaceGone", "PreviewConflict",
-    "PreviewRequest", "PullRequestFacts", "Reaped", "StaleCommit", "TeardownIssued", "TeardownOutcome",
+    "PreviewRequest", "PullRequestFacts", "RateLimited", "Reaped", "StaleCommit", "TeardownIssued", "TeardownOutcome",
     "TokenCache", "TouchResult", "UpsertResult", "deploy_slots_fill", "github_sync_enqueue",
     "github_sync_enqueue_many", "github_sync_retry", "head_for_deploy", "opt_in_refusal", "preview_data_dropped",
     "preview_data_measured", "preview_data_named", "preview_data_prepared", "preview_data_salted",
