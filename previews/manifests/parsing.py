@@ -10,8 +10,11 @@ nesting past MAX_DEPTH as it goes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import pickle
+from collections.abc import Iterator
 
 import yaml
 
@@ -116,6 +119,19 @@ def _problem_from(exc: Exception, index: int) -> Problem:
     return Problem(index, "", f"not plain YAML data{where}: {str(reason)[:200]}")
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cycle forms while plain data is built, checked and rendered, and the collector's passes over the growing
+    heap were most of the time for a bundle of many values (bench/manifest_parse.py)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 @functools.lru_cache(maxsize=32)
 def _parsed_documents(text: str) -> bytes:
     """The YAML documents of `text` (at most MAX_OBJECTS + 1 of them), pickled. Most deploys render their
@@ -152,7 +168,8 @@ def parse_bundle(text: str, max_bytes: int) -> list[dict]:
     size = len(text.encode())
     if size > max_bytes:
         raise ManifestError([Problem(0, "", f"the bundle is {size} bytes; the limit is {max_bytes}")])
-    documents: list = pickle.loads(_parsed_documents(text))
+    with collector_paused():
+        documents: list = pickle.loads(_parsed_documents(text))
 
     objects: list[dict] = []
     problems: list[Problem] = []

@@ -16,7 +16,7 @@ from previews.manifests.labels import (
     ROUTING_GATEWAY,
 )
 from previews.manifests.objects import as_dict, as_list, containers, pod_specs, pod_templates
-from previews.manifests.parsing import parse_bundle
+from previews.manifests.parsing import collector_paused, parse_bundle
 from previews.manifests.problems import ManifestError
 from previews.manifests.validation import bundle_problems, validate
 from previews.validators import parse_image_name
@@ -49,11 +49,12 @@ def place(obj: dict, ctx: RenderContext) -> dict:
     return obj
 
 
-def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
-    """The objects as they will be applied. Call `validate` first; this assumes a valid bundle."""
+def render(objects: list[dict], ctx: RenderContext, *, in_place: bool = False) -> list[dict]:
+    """The objects as they will be applied. Call `validate` first; this assumes a valid bundle. The objects are
+    copied first unless `in_place` (their owner drops them)."""
     rendered = []
     for original in objects:
-        obj = copy.deepcopy(original)
+        obj = original if in_place else copy.deepcopy(original)
         obj.pop("status", None)
         metadata = obj.setdefault("metadata", {})
         metadata.pop("creationTimestamp", None)
@@ -164,10 +165,11 @@ def tls_secret_copy(ctx: RenderContext, data: dict[str, str]) -> dict:
 
 def render_bundle(text: str, ctx: RenderContext, max_bytes: int) -> list[dict]:
     """Parse, validate as a whole, then render. Raises ManifestError listing every problem."""
-    objects = parse_bundle(text, max_bytes)
-    problems = validate(objects, ctx)
-    if not problems:
-        problems = bundle_problems(objects)
-    if problems:
-        raise ManifestError(problems)
-    return render(objects, ctx)
+    with collector_paused():
+        objects = parse_bundle(text, max_bytes)  # a fresh copy, ours to change
+        problems = validate(objects, ctx)
+        if not problems:
+            problems = bundle_problems(objects)
+        if problems:
+            raise ManifestError(problems)
+        return render(objects, ctx, in_place=True)
