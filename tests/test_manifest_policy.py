@@ -389,10 +389,10 @@ def test_one_mebibyte_of_small_values_is_parsed_and_refused_within_half_a_second
     text += "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: n}\nx: [" + ",".join(
         ["1"] * ((LIMIT - len(text) - 100) // 2)) + "]\n"
     assert len(text.encode()) <= LIMIT
-    started = time.perf_counter()
+    started = time.process_time()  # the web process's CPU, not the wall clock of a machine shared with others
     with pytest.raises(m.ManifestError):
         m.render_bundle(text, CTX, LIMIT)
-    assert time.perf_counter() - started < 0.5 * 3  # the target is 0.5 s; slack for a loaded CI machine
+    assert time.process_time() - started < 0.5 * 3  # the target is 0.5 s; slack for a loaded CI machine
 
 
 def test_the_fast_parser_is_in_use():
