@@ -67,6 +67,8 @@ _IN_PARENT = {
     ("service", "port"): MAP, ("httpGet", "port"): SCALAR, ("tcpSocket", "port"): SCALAR, ("grpc", "port"): INT,
     ("backendRefs", "port"): INT, ("backendRef", "port"): INT, ("requestRedirect", "port"): INT,
     ("ports", "port"): INT,
+    ("matches", "path"): MAP, ("urlRewrite", "path"): MAP, ("requestRedirect", "path"): MAP,
+    ("paths", "path"): STR, ("httpGet", "path"): STR, ("items", "path"): STR, ("serviceAccountToken", "path"): STR,
 }
 
 # Maps whose keys are the user's own (label keys, ConfigMap keys, resource names): not descended into.
@@ -153,8 +155,9 @@ def shape_problems(i: int, kind: str, obj: dict) -> Iterator[Problem]:
             yield Problem(i, path, f"expected {expected}, got {_got(value)}")
             continue
         if isinstance(value, dict):
-            stack.extend((join_path(path, key), name, key, child) for key, child in reversed(value.items())
+            # The fields of a list's item (a mapping without a name of its own) are known by the list's name.
+            parent_name = name or parent
+            stack.extend((join_path(path, key), parent_name, key, child) for key, child in reversed(value.items())
                          if isinstance(key, str))
         elif isinstance(value, list):
-            # A list's items are known by the list's name: the ports of `ports`, the rules of `rules`.
             stack.extend((f"{path}[{j}]", name, "", child) for j, child in reversed(list(enumerate(value))))
