@@ -152,6 +152,8 @@ def _parsed_documents(text: str) -> bytes:
         # Raised by PyYAML's constructors on some values, e.g. an integer of more than 4300 digits, or an
         # explicit !!int tag on text that is not one.
         raise ManifestError([_problem_from(exc, index)]) from None
+    except RecursionError:  # only without libyaml: PyYAML's Python composer recurses per level
+        raise ManifestError([Problem(index, "", f"nested more than {MAX_DEPTH} levels deep")]) from None
     finally:
         loader.dispose()
     return pickle.dumps(documents, protocol=pickle.HIGHEST_PROTOCOL)
