@@ -214,6 +214,9 @@ def preview_repo(db, kube_env, kube_api) -> Iterator:
         owner="acme", name=f"shop-{prefix}", base_domain="preview.example.com", namespace_prefix=prefix,
         manifest_template=(ROOT / "previews" / "samples" / "shop.yaml").read_text(),
         image_name="localhost/previews-sample",
+        # The local cluster's kwok stages act on previews.local/* annotations (start-delay): a controller's
+        # domain, which a repository must allow like any other (docs/manifest-policy.md).
+        annotation_domains="previews.local",
     )
     yield repository
     core = client.CoreV1Api(kube_api)
