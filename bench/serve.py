@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         owner="bench", name=prefix, base_domain="preview.localhost", namespace_prefix=prefix,
         manifest_template=template, image_name="localhost/previews-sample", routing=args.routing,
         node_selector=env_node["PREVIEWS_LOCAL_NODE_SELECTOR"], tolerations=env_node["PREVIEWS_LOCAL_TOLERATIONS"],
-        max_live_previews=args.runs + 5)
+        max_live_previews=args.runs + 5, allow_cached_images=True)  # its image is in the node's runtime
     token, plaintext = services.token_create(name=f"serve-{prefix}", repository=repository)
     log_dir = Path(tempfile.mkdtemp(prefix=f"serve-{prefix}-"))
     web_port = free_port()

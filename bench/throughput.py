@@ -1106,7 +1106,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = Repository.objects.create(
             owner="bench", name=prefix, base_domain="preview.example.com", namespace_prefix=prefix,
             manifest_template=template, image_name="localhost/previews-sample",
-            max_live_previews=args.previews)
+            max_live_previews=args.previews, annotation_domains="previews.local")  # the start-delay annotation
         STATE.repository_id = repository.pk
         token, plaintext = services.token_create(name=f"throughput-{prefix}", repository=repository)
         STATE.token_id = token.pk

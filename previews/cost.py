@@ -8,6 +8,7 @@ request at its remembered replicas is what sleeping saves.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,13 +21,29 @@ _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), ""
             "E": Decimal(10**18)}
 
 
+# The largest quantity counted, in base units: what the cluster holds may predate the policy's bounds (or come
+# from objects the policy never saw), and the pages must still answer.
+MAX_QUANTITY = Decimal(2**63)
+
+
 def quantity(value: object) -> Decimal:
-    """A Kubernetes quantity ("50m", "64Mi", "1.5", 2) as a number of base units; 0 for anything unreadable."""
+    """A Kubernetes quantity ("50m", "64Mi", "1.5", 2) as a number of base units, at most MAX_QUANTITY; 0 for
+    anything unreadable or negative."""
+    return max(Decimal(0), min(_quantity(value), MAX_QUANTITY))
+
+
+def _quantity(value: object) -> Decimal:
     if isinstance(value, bool):
         return Decimal(0)
+    if isinstance(value, float) and not math.isfinite(value):
+        return Decimal(0)
     if isinstance(value, int | float):
+        if isinstance(value, int) and value.bit_length() > 64:
+            return MAX_QUANTITY
         return Decimal(str(value))
     if not isinstance(value, str):
+        return Decimal(0)
+    if len(value) > 64:  # no real quantity is longer; a long run of digits would be costly to convert
         return Decimal(0)
     match = _QUANTITY.fullmatch(value.strip())
     if match is None:
@@ -43,6 +60,9 @@ def quantity(value: object) -> Decimal:
     return Decimal(0)
 
 
+_MAX_REPLICAS = 100_000
+
+
 @dataclass(frozen=True)
 class Requests:
     cpu_millis: int = 0
@@ -52,6 +72,7 @@ class Requests:
         return Requests(self.cpu_millis + other.cpu_millis, self.memory_bytes + other.memory_bytes)
 
     def times(self, n: int) -> Requests:
+        n = min(max(n, 0), _MAX_REPLICAS)
         return Requests(self.cpu_millis * n, self.memory_bytes * n)
 
     def as_dict(self) -> dict[str, int | str]:
@@ -117,10 +138,16 @@ def total(costs: Iterable[Cost]) -> Cost:
 
 
 def format_cpu(millis: int) -> str:
-    return f"{millis}m" if millis < 1000 else f"{millis / 1000:g}"
+    if millis < 1000:
+        return f"{millis}m"
+    if millis >= 10**15:  # whole cores: a float of a very large int would overflow, or print in e-notation
+        return f"{millis // 1000}"
+    return f"{millis / 1000:g}"
 
 
 def format_memory(n: int) -> str:
+    if n >= 2**60:
+        return f"{n // 2**30}Gi"
     for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
         if n >= size:
             return f"{n / size:.1f}".rstrip("0").rstrip(".") + unit

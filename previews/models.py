@@ -136,6 +136,28 @@ class Repository(models.Model):
         max_length=500, blank=True, validators=[validators.validate_storage_classes],
         help_text="Comma-separated storage classes a PVC may name; empty: only the cluster default.",
     )
+    # What a preview's pods may reach beyond the cluster (docs/manifest-policy.md): nothing, unless set here.
+    token_audiences = models.CharField(
+        max_length=500, blank=True, validators=[validators.validate_token_audiences],
+        help_text="Comma-separated audiences a projected service-account token may name (an STS, Vault or a "
+                  "workload-identity pool accepts such a token as the pod's identity); empty: none.")
+    annotation_domains = models.CharField(
+        max_length=500, blank=True, validators=[validators.validate_annotation_domains],
+        help_text="Comma-separated annotation domains the manifests may use beyond the plain ones, e.g. "
+                  "eks.amazonaws.com (IRSA), iam.gke.io, azure.workload.identity, vault.hashicorp.com, "
+                  "karpenter.sh; empty: none (each gives pods a cloud or secret-store identity or changes what a "
+                  "controller does).")
+    allow_cached_images = models.BooleanField(
+        default=False,
+        help_text="Keep the manifests' imagePullPolicy. Off: every container pulls (Always), so that an image "
+                  "cached on the node for another tenant never runs without this repository's credentials.")
+    manifest_puts_per_minute = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(10_000)],
+        help_text="PUTs carrying manifests accepted per minute (each is parsed and checked on the web server); "
+                  "more are answered 429 with Retry-After. 0: no limit.")
+    # The fixed one-minute window of that limit, counted in one UPDATE (services.manifest_check_admitted).
+    manifest_window_start = models.DateTimeField(null=True, blank=True, editable=False)
+    manifest_window_count = models.PositiveIntegerField(default=0, editable=False)
     allow_fork_previews = models.BooleanField(
         default=False,
         help_text="Deploy pull requests from forks on webhook events, for authors GitHub marks as owner, member "
@@ -208,6 +230,14 @@ class Repository(models.Model):
     @property
     def storage_class_list(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.storage_classes.split(",") if name.strip())
+
+    @property
+    def token_audience_list(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.token_audiences.split(",") if name.strip())
+
+    @property
+    def annotation_domain_list(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.annotation_domains.split(",") if name.strip())
 
 
 class ApiToken(models.Model):

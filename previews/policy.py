@@ -18,6 +18,9 @@ def manifest_policy(repository: Repository) -> manifests.Policy:
         storage_classes=repository.storage_class_list,
         ingress_annotations=frozenset(settings.PREVIEWS_INGRESS_ANNOTATIONS),
         pod_security=repository.pod_security,
+        token_audiences=repository.token_audience_list,
+        annotation_domains=repository.annotation_domain_list,
+        allow_cached_images=repository.allow_cached_images,
     )
 
 

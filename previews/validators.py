@@ -143,6 +143,27 @@ def validate_storage_classes(value: str) -> None:
                                   code="invalid_storage_class")
 
 
+def validate_token_audiences(value: str) -> None:
+    """A comma-separated list of token audiences: printable, no spaces, at most 253 characters each."""
+    for name in (part.strip() for part in (value or "").split(",")):
+        if name and (len(name) > 253 or not re.fullmatch(r"[!-~]+", name)):
+            raise ValidationError(f"{name!r} is not a token audience (printable characters, no spaces)",
+                                  code="invalid_token_audience")
+
+
+def validate_annotation_domains(value: str) -> None:
+    """A comma-separated list of annotation domains (DNS subdomains), never Kubernetes' own."""
+    for name in (part.strip() for part in (value or "").split(",")):
+        if not name:
+            continue
+        if len(name) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(name):
+            raise ValidationError(f"{name!r} is not an annotation domain (a lower-case DNS subdomain)",
+                                  code="invalid_annotation_domain")
+        if any(name == d or name.endswith("." + d) for d in ("kubernetes.io", "k8s.io")):
+            raise ValidationError(f"{name!r} is Kubernetes' own domain; its annotations follow fixed rules",
+                                  code="invalid_annotation_domain")
+
+
 def validate_pg_identifier(value: str) -> None:
     """A Postgres name as it is stored: 1-63 bytes (longer names would be truncated silently), no NUL."""
     size = len((value or "").encode())

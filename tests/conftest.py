@@ -214,6 +214,9 @@ def preview_repo(db, kube_env, kube_api) -> Iterator:
         owner="acme", name=f"shop-{prefix}", base_domain="preview.example.com", namespace_prefix=prefix,
         manifest_template=(ROOT / "previews" / "samples" / "shop.yaml").read_text(),
         image_name="localhost/previews-sample",
+        # The local cluster's kwok stages act on previews.local/* annotations (start-delay): a controller's
+        # domain, which a repository must allow like any other (docs/manifest-policy.md).
+        annotation_domains="previews.local",
     )
     yield repository
     core = client.CoreV1Api(kube_api)
@@ -330,6 +333,7 @@ def real_repo(preview_repo, real_node: RealNode, settings, monkeypatch):
     preview_repo.node_selector = real_node.node_selector
     preview_repo.tolerations = real_node.tolerations
     preview_repo.tls_secret_name = real_node.tls_secret
+    preview_repo.allow_cached_images = True  # the test images are built into the node's runtime, never pulled
     preview_repo.save()
     values = {"PREVIEWS_INGRESS_CLASS": real_node.ingress_class, "PREVIEWS_PREVIEW_URL_SCHEME": "https",
               "PREVIEWS_PREVIEW_URL_PORT": real_node.https_port, "PREVIEWS_GATEWAY_WAIT_FOR_STATUS": True,

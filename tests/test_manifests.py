@@ -579,10 +579,9 @@ ALLOWED = [
             "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}]))),
     ("a PVC of the default class cloned from a PVC here", dump(pvc(dataSource={"kind": "PersistentVolumeClaim",
                                                                               "name": "seed"}))),
-    ("a PDB that allows a disruption", dump(pdb(maxUnavailable=1, selector={"matchLabels": {"app": "web"}}),
-                                            pdb(maxUnavailable="50%", selector={"matchExpressions": [
-                                                {"key": "app", "operator": "Exists"}]}) | {
-                                                "metadata": {"name": "b2"}})),
+    ("PDBs that allow a disruption, over different pods", dump(
+        pdb(maxUnavailable=1, selector={"matchLabels": {"app": "web"}}),
+        pdb(maxUnavailable="50%", selector={"matchLabels": {"app": "worker"}}) | {"metadata": {"name": "b2"}})),
     ("allowed Ingress annotations", dump(ingress({"nginx.ingress.kubernetes.io/proxy-body-size": "8m",
                                                   "nginx.ingress.kubernetes.io/cors-allow-origin":
                                                       "https://a.example.com, https://b.example.com"}))),

@@ -175,14 +175,23 @@ def test_data_that_cannot_be_prepared_fails_the_deploy_before_anything_is_applie
         client.CoreV1Api(kube_api).read_namespace(preview.namespace)
 
 
-def test_manifests_that_define_the_preview_database_secret_are_refused(schema_repo, cleanup_data):
-    bundle = (schema_repo.manifest_template
-              + "\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: preview-database\n")
-    preview = upsert(schema_repo, manifests=bundle)
+DATABASE_SECRET = "\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: preview-database\n"
+
+
+def test_manifests_that_define_the_preview_database_secret_are_refused_when_they_arrive(schema_repo):
+    with pytest.raises(ValidationError, match="'preview-database' is reserved"):
+        upsert(schema_repo, manifests=schema_repo.manifest_template + DATABASE_SECRET)
+    assert not Preview.objects.filter(repository=schema_repo).exists()
+
+
+def test_a_template_that_defines_the_preview_database_secret_fails_the_deploy(schema_repo, cleanup_data):
+    schema_repo.manifest_template += DATABASE_SECRET
+    schema_repo.save()
+    preview = upsert(schema_repo)
     cleanup_data(preview)
     assert deploy(preview) == "failed"
     preview.refresh_from_db()
-    assert "Secret/preview-database" in preview.status_message
+    assert "'preview-database' is reserved" in preview.status_message
 
 
 def test_reset_is_refused_without_data_or_while_deleting(preview_repo):

@@ -119,6 +119,7 @@ def test_an_api_server_restart_during_rollouts_loses_no_event(preview_repo, engi
 
 def test_one_repository_flooding_the_queue_does_not_hold_up_another(preview_repo, engine):
     preview_repo.max_live_previews = 100
+    preview_repo.manifest_puts_per_minute = 0  # 50 PUTs with manifests in a moment: the flood this test is about
     preview_repo.save()
     other = Repository.objects.create(owner="acme", name=f"other-{uuid.uuid4().hex[:6]}",
                                       base_domain="preview.example.com",

@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from previews.services import PreviewConflict
+from previews.services import PreviewConflict, RateLimited
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -113,6 +113,8 @@ def problem_exception_handler(exc, context):
         exc = InvalidValues(flatten(exc.detail))
     if isinstance(exc, PreviewConflict):
         exc = Conflict(str(exc))
+    if isinstance(exc, RateLimited):
+        exc = exceptions.Throttled(wait=exc.retry_after, detail=str(exc))
     if not isinstance(exc, exceptions.APIException):
         return None  # a real bug: let Django log it and answer 500
     errors = getattr(exc, "errors", None)

@@ -171,9 +171,11 @@ class PreviewDetailView(RepositoryScopedView):
     @extend_schema(
         parameters=PATH_PARAMETERS,
         request=PreviewUpsertSerializer,
-        responses={200: PreviewSerializer, 201: PreviewSerializer, **ERRORS},
+        responses={200: PreviewSerializer, 201: PreviewSerializer, **WAIT_ERRORS},
         summary="Create or update a PR's preview",
-        description="Idempotent: the same head_sha, images and manifests again start no new deploy.",
+        description="Idempotent: the same head_sha, images and manifests again start no new deploy. 429 (with "
+                    "Retry-After) when the repository's PUTs carrying manifests exceed its "
+                    "`manifest_puts_per_minute`.",
     )
     def put(self, request, owner: str, repo: str, pr: str):
         number = _pr_number(pr)

@@ -16,7 +16,8 @@ adds next year is refused until someone has judged it.
 
 The package's public names, each defined once: `labels` (what marks our objects, importable by
 the gateways), `allowlists` (the policy's tables), `problems`, `objects` (reading objects of any shape),
-`context`, `parsing`, `metadata`, `workloads` and `routes` (validation by kind), `validation` (the bundle),
+`context`, `parsing`, `shapes` (every field's type, checked first), `metadata`, `workloads`, `jobs` and
+`routes` (validation by kind), `validation` (the bundle),
 `rendering`, `guardrails`.
 """
 
@@ -25,8 +26,10 @@ from previews.manifests.allowlists import (
     CONTAINER_FIELDS,
     DEFAULT_INGRESS_ANNOTATIONS,
     MAX_DEPTH,
+    MAX_NODES,
     MAX_OBJECTS,
     MAX_PROBLEMS,
+    MAX_ROUTE_PATHS,
     POD_SECURITY_LEVELS,
     POD_SPEC_FIELDS,
     RESERVED_KINDS,
@@ -35,6 +38,9 @@ from previews.manifests.allowlists import (
 from previews.manifests.context import GatewayRef, Placement, Policy, RenderContext, namespace_security_labels
 from previews.manifests.guardrails import DEFAULT_DNS_NAMESPACE, DEFAULT_DNS_POD_LABELS, Guardrails, guardrail_objects
 from previews.manifests.labels import (
+    DATA_MIGRATE_JOB_PREFIX,
+    DATA_POSTGRES_NAME,
+    DATA_SECRET_NAME,
     FIELD_MANAGER,
     GATEWAY_API_VERSION,
     GATEWAY_GROUP,
@@ -68,13 +74,14 @@ from previews.manifests.rendering import (
 from previews.manifests.validation import plain_data_problems, validate
 
 __all__ = [
-    "ALLOWED_KINDS", "CONTAINER_FIELDS", "DEFAULT_DNS_NAMESPACE", "DEFAULT_DNS_POD_LABELS",
-    "DEFAULT_INGRESS_ANNOTATIONS", "FIELD_MANAGER", "GATEWAY_API_VERSION", "GATEWAY_GROUP", "GENERATED_INGRESS_NAME",
-    "GENERATED_ROUTE_NAME", "HEAD_SHA_ANNOTATION", "HOST_PLACEHOLDER", "MANAGED_BY_LABEL", "MANAGED_BY_VALUE",
-    "MAX_DEPTH", "MAX_OBJECTS", "MAX_PROBLEMS", "POD_SECURITY_LEVELS", "POD_SPEC_FIELDS", "PROTECTED_NAMESPACES",
-    "PR_LABEL", "REPOSITORY_LABEL", "RESERVED_KINDS", "ROUTE_KINDS", "ROUTING_GATEWAY", "ROUTING_INGRESS",
-    "ROUTING_MODES", "VOLUME_TYPES", "WORKLOAD_KINDS", "GatewayRef", "Guardrails", "ManifestError", "Placement",
-    "Policy", "Problem", "RenderContext", "generated_ingress", "generated_route", "guardrail_objects",
-    "namespace_security_labels", "object_keys", "override_image", "parse_bundle", "place", "plain_data_problems",
-    "render", "render_bundle", "tls_secret_copy", "validate",
+    "ALLOWED_KINDS", "CONTAINER_FIELDS", "DATA_MIGRATE_JOB_PREFIX", "DATA_POSTGRES_NAME", "DATA_SECRET_NAME",
+    "DEFAULT_DNS_NAMESPACE", "DEFAULT_DNS_POD_LABELS", "DEFAULT_INGRESS_ANNOTATIONS", "FIELD_MANAGER",
+    "GATEWAY_API_VERSION", "GATEWAY_GROUP", "GENERATED_INGRESS_NAME", "GENERATED_ROUTE_NAME", "HEAD_SHA_ANNOTATION",
+    "HOST_PLACEHOLDER", "MANAGED_BY_LABEL", "MANAGED_BY_VALUE", "MAX_DEPTH", "MAX_NODES", "MAX_OBJECTS", "MAX_PROBLEMS",
+    "MAX_ROUTE_PATHS", "POD_SECURITY_LEVELS", "POD_SPEC_FIELDS", "PROTECTED_NAMESPACES", "PR_LABEL", "REPOSITORY_LABEL",
+    "RESERVED_KINDS", "ROUTE_KINDS", "ROUTING_GATEWAY", "ROUTING_INGRESS", "ROUTING_MODES", "VOLUME_TYPES",
+    "WORKLOAD_KINDS", "GatewayRef", "Guardrails", "ManifestError", "Placement", "Policy", "Problem", "RenderContext",
+    "generated_ingress", "generated_route", "guardrail_objects", "namespace_security_labels", "object_keys",
+    "override_image", "parse_bundle", "place", "plain_data_problems", "render", "render_bundle", "tls_secret_copy",
+    "validate",
 ]

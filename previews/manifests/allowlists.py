@@ -9,6 +9,12 @@ from previews.manifests.labels import GATEWAY_API_VERSION
 # Bounds on what a bundle may be, so that neither parsing nor the error report can blow up.
 MAX_DEPTH = 32  # nesting of mappings and lists; a Deployment needs about 12
 MAX_OBJECTS = 500
+# Scalars, lists and mappings in the whole bundle: parsing costs per value, and a realistic 1 MiB bundle holds
+# about 50 000 (bench/manifest_parse.py); 1 MiB of one-character values would hold half a million.
+MAX_NODES = 100_000
+# Ingress paths and HTTPRoute matches in the whole bundle: each is a route in the shared controller's
+# configuration, reloaded for every preview.
+MAX_ROUTE_PATHS = 50
 MAX_PROBLEMS = 50  # listed in an error; the rest are counted
 MAX_SHOWN = 80  # characters of a user-supplied value quoted in a message
 MAX_INT = 2**63 - 1
@@ -152,6 +158,18 @@ POD_SPEC_REASONS = {
 NODE_SELECTOR_KEYS = frozenset({"kubernetes.io/os", "kubernetes.io/arch"})
 DNS_POLICIES = ("ClusterFirst", "None")
 AFFINITY_FIELDS = frozenset({"podAffinity", "podAntiAffinity"})
+AFFINITY_RULE_FIELDS = frozenset({"requiredDuringSchedulingIgnoredDuringExecution",
+                                  "preferredDuringSchedulingIgnoredDuringExecution"})
+# A pod (anti-)affinity term sees pods of the preview's own namespace only: never namespaces or namespaceSelector.
+AFFINITY_TERM_FIELDS = frozenset({"labelSelector", "topologyKey", "matchLabelKeys", "mismatchLabelKeys"})
+AFFINITY_TERM_REASONS = {
+    "namespaces": "affinity terms see only the preview's own namespace; naming others would let a preview keep "
+                  "other previews' or staging's pods off nodes, or probe their labels",
+    "namespaceSelector": "affinity terms see only the preview's own namespace; a namespace selector (even {}) "
+                         "reaches every namespace it matches",
+}
+TOPOLOGY_SPREAD_FIELDS = frozenset({"maxSkew", "topologyKey", "whenUnsatisfiable", "labelSelector", "minDomains",
+                                    "matchLabelKeys", "nodeAffinityPolicy", "nodeTaintsPolicy"})
 
 CONTAINER_FIELDS = frozenset({
     "name", "image", "command", "args", "workingDir", "ports", "env", "envFrom", "resources", "volumeMounts",
@@ -200,5 +218,19 @@ PVC_DATA_SOURCES = {("", "PersistentVolumeClaim"), ("snapshot.storage.k8s.io", "
 SECRET_TYPES = ("Opaque", "kubernetes.io/tls", "kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg",
                 "kubernetes.io/basic-auth", "kubernetes.io/ssh-auth")
 PDB_SPEC_FIELDS = frozenset({"selector", "maxUnavailable", "unhealthyPodEvictionPolicy"})
+# Pods that are not ready may always be evicted: a budget over pods that never become ready would otherwise block
+# every node drain (the default, IfHealthyBudget, counts them against the budget). Left out, it is rendered so.
+PDB_EVICTION_POLICY = "AlwaysAllow"
+# Jobs and CronJobs: bounded churn. The namespace's quota also counts them (guardrails.py).
+MIN_CRON_INTERVAL_MINUTES = 15
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+JOB_BOUNDS = {  # field -> (least, most)
+    "completions": (1, 10), "parallelism": (0, 5), "backoffLimit": (0, 6), "activeDeadlineSeconds": (1, 86_400),
+    "ttlSecondsAfterFinished": (0, 7 * 86_400), "backoffLimitPerIndex": (0, 6), "maxFailedIndexes": (0, 10),
+}
+CRONJOB_BOUNDS = {"successfulJobsHistoryLimit": (0, 3), "failedJobsHistoryLimit": (0, 3),
+                  "startingDeadlineSeconds": (10, 86_400)}
+CRON_CONCURRENCY_POLICIES = ("Forbid", "Replace")  # left out: rendered Forbid (Allow lets runs pile up)
+PULL_POLICY = "Always"  # rendered on every container unless the repository allows cached images
 PERCENT_RE = re.compile(r"(100|[1-9][0-9]?)%")
 SIMPLE_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

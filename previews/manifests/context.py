@@ -16,6 +16,9 @@ class Policy:
     storage_classes: tuple[str, ...] = ()  # storageClassName values a PVC may name (omitting it: the default)
     ingress_annotations: frozenset[str] = DEFAULT_INGRESS_ANNOTATIONS
     pod_security: str = "baseline"  # or "restricted": the bundle is checked against it before it is applied
+    token_audiences: tuple[str, ...] = ()  # audiences a projected service-account token may name
+    annotation_domains: tuple[str, ...] = ()  # annotation domains allowed beyond the plain ones
+    allow_cached_images: bool = False  # False: every container's imagePullPolicy is rendered as Always
 
 
 @dataclass(frozen=True)

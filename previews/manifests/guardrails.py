@@ -21,6 +21,9 @@ class Guardrails:
     ingress_namespace: str
     quota_storage: str = "10Gi"  # requests.storage, all PVCs together
     quota_pvcs: int = 5
+    # Objects that churn: a Job's pods come and go, so the pods quota bounds only an instant.
+    quota_jobs: int = 20
+    quota_cronjobs: int = 5
     # Container scratch space and emptyDirs on the node's disk; empty: not limited (the local kwok node
     # advertises no ephemeral storage, so pods that request some could not be scheduled there).
     quota_ephemeral_storage: str = ""
@@ -56,6 +59,8 @@ def guardrail_objects(ctx: RenderContext, g: Guardrails) -> list[dict]:
                 "pods": str(g.quota_pods),
                 "requests.storage": g.quota_storage,
                 "persistentvolumeclaims": str(g.quota_pvcs),
+                "count/jobs.batch": str(g.quota_jobs),
+                "count/cronjobs.batch": str(g.quota_cronjobs),
                 "services.loadbalancers": "0",
                 "services.nodeports": "0",
                 **({"requests.ephemeral-storage": g.quota_ephemeral_storage,

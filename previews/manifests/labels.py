@@ -25,3 +25,8 @@ GATEWAY_API_VERSION = f"{GATEWAY_GROUP}/v1"
 ROUTE_KINDS = ("HTTPRoute",)
 # The kinds whose rollout a deploy waits for (at the generation its apply produced).
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+# What the service renders for a preview's data (previews/data.py uses the same names): a bundle may not define
+# them, or the deploy would find two owners for one object.
+DATA_SECRET_NAME = "preview-database"
+DATA_POSTGRES_NAME = "preview-postgres"
+DATA_MIGRATE_JOB_PREFIX = "preview-migrate"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+from previews.manifests.allowlists import PDB_EVICTION_POLICY, PULL_POLICY
 from previews.manifests.context import RenderContext
 from previews.manifests.labels import (
     GATEWAY_API_VERSION,
@@ -15,9 +16,9 @@ from previews.manifests.labels import (
     ROUTING_GATEWAY,
 )
 from previews.manifests.objects import as_dict, as_list, containers, pod_specs, pod_templates
-from previews.manifests.parsing import parse_bundle
+from previews.manifests.parsing import collector_paused, parse_bundle
 from previews.manifests.problems import ManifestError
-from previews.manifests.validation import validate
+from previews.manifests.validation import bundle_problems, validate
 from previews.validators import parse_image_name
 
 
@@ -32,20 +33,28 @@ def place(obj: dict, ctx: RenderContext) -> dict:
     so the cluster watcher follows pods (and ReplicaSets, which copy them) with one label-selected watch; the
     commit, for the downward API; and the repository's placement."""
     for _path, template in pod_templates(obj["kind"], obj):
-        template_meta = template.setdefault("metadata", {})
+        # An omitted field may be written as null: validation allows it, so it is a mapping here.
+        template_meta = template["metadata"] = as_dict(template.get("metadata"))
         template_meta["labels"] = {**as_dict(template_meta.get("labels")), **ctx.labels}
         if ctx.head_sha:
             template_meta["annotations"] = {**as_dict(template_meta.get("annotations")),
                                             HEAD_SHA_ANNOTATION: ctx.head_sha}
-        ctx.placement.apply(template.setdefault("spec", {}))
+        template["spec"] = as_dict(template.get("spec"))
+        ctx.placement.apply(template["spec"])
+        if not ctx.policy.allow_cached_images:
+            # IfNotPresent (the default for a tagged image) or Never would run an image another tenant pulled
+            # onto the node, without this repository's registry credentials.
+            for _cpath, container in containers(template["spec"]):
+                container["imagePullPolicy"] = PULL_POLICY
     return obj
 
 
-def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
-    """The objects as they will be applied. Call `validate` first; this assumes a valid bundle."""
+def render(objects: list[dict], ctx: RenderContext, *, in_place: bool = False) -> list[dict]:
+    """The objects as they will be applied. Call `validate` first; this assumes a valid bundle. The objects are
+    copied first unless `in_place` (their owner drops them)."""
     rendered = []
     for original in objects:
-        obj = copy.deepcopy(original)
+        obj = original if in_place else copy.deepcopy(original)
         obj.pop("status", None)
         metadata = obj.setdefault("metadata", {})
         metadata.pop("creationTimestamp", None)
@@ -55,6 +64,10 @@ def render(objects: list[dict], ctx: RenderContext) -> list[dict]:
             for _cpath, container in containers(pod_spec):
                 container["image"] = override_image(container["image"], ctx.images)
         place(obj, ctx)
+        if obj["kind"] == "PodDisruptionBudget":
+            obj["spec"].setdefault("unhealthyPodEvictionPolicy", PDB_EVICTION_POLICY)
+        elif obj["kind"] == "CronJob":
+            obj["spec"].setdefault("concurrencyPolicy", "Forbid")
         if obj["kind"] == "Ingress":
             _fill_hosts(obj, ctx)
         elif obj["kind"] in ROUTE_KINDS:
@@ -152,8 +165,11 @@ def tls_secret_copy(ctx: RenderContext, data: dict[str, str]) -> dict:
 
 def render_bundle(text: str, ctx: RenderContext, max_bytes: int) -> list[dict]:
     """Parse, validate as a whole, then render. Raises ManifestError listing every problem."""
-    objects = parse_bundle(text, max_bytes)
-    problems = validate(objects, ctx)
-    if problems:
-        raise ManifestError(problems)
-    return render(objects, ctx)
+    with collector_paused():
+        objects = parse_bundle(text, max_bytes)  # a fresh copy, ours to change
+        problems = validate(objects, ctx)
+        if not problems:
+            problems = bundle_problems(objects)
+        if problems:
+            raise ManifestError(problems)
+        return render(objects, ctx, in_place=True)

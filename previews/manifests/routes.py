@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 from previews.manifests.allowlists import (
@@ -39,8 +40,15 @@ from previews.manifests.objects import as_dict, as_list
 from previews.manifests.problems import Problem, only, quoted, quoted_bare
 from previews.validators import DNS_SUBDOMAIN_RE
 
+DNS_1035_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
 
 def validate_service(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
+    name = as_dict(obj.get("metadata")).get("name")
+    if isinstance(name, str) and not (len(name) <= 63 and DNS_1035_RE.fullmatch(name)):
+        # Service names become DNS labels (and environment variable names): Kubernetes refuses any other.
+        yield Problem(i, "metadata.name", f"{quoted(name)} is not a valid Service name: at most 63 lower-case "
+                                          "letters, digits and -, starting with a letter (DNS-1035)")
     service_type = spec.get("type", "ClusterIP")
     if service_type != "ClusterIP":
         yield Problem(i, "spec.type", f"Services of type {quoted_bare(service_type)} are not allowed; use "

@@ -9,17 +9,28 @@ from previews.manifests.allowlists import (
     ALLOWED_KINDS,
     MAX_DEPTH,
     MAX_INT,
+    MAX_ROUTE_PATHS,
     RESERVED_KINDS,
     SECRET_TYPES,
     TOP_LEVEL_FIELDS,
 )
 from previews.manifests.context import RenderContext
-from previews.manifests.labels import HOST_PLACEHOLDER, ROUTE_KINDS, ROUTING_GATEWAY
+from previews.manifests.jobs import validate_cronjob, validate_job
+from previews.manifests.labels import (
+    DATA_MIGRATE_JOB_PREFIX,
+    DATA_POSTGRES_NAME,
+    DATA_SECRET_NAME,
+    HOST_PLACEHOLDER,
+    ROUTE_KINDS,
+    ROUTING_GATEWAY,
+)
 from previews.manifests.metadata import validate_metadata
-from previews.manifests.objects import as_dict, pod_templates
+from previews.manifests.objects import as_dict, as_list, pod_templates
 from previews.manifests.problems import Problem, expect_dict, join_path, only, quoted, quoted_bare
 from previews.manifests.routes import validate_httproute, validate_ingress, validate_service
+from previews.manifests.shapes import shape_problems
 from previews.manifests.workloads import (
+    pdb_overlaps,
     validate_hpa,
     validate_pdb,
     validate_pod_spec,
@@ -34,9 +45,10 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
     problems: list[Problem] = []
     seen: dict[tuple[str, str], int] = {}
     for i, obj in enumerate(objects):
-        data_problems = list(plain_data_problems(i, obj))
+        data_problems = list(plain_data_problems(i, obj)) or list(shape_problems(i, str(obj.get("kind")), obj))
         if data_problems:
-            # Non-string keys or odd types: the rest of the checks could misread the object.
+            # Non-string keys, odd types, a field of the wrong type: the rest of the checks could misread the
+            # object (types are checked before values, at every depth).
             problems.extend(data_problems)
             continue
         problems.extend(_validate_object(i, obj, ctx))
@@ -45,6 +57,37 @@ def validate(objects: list[dict], ctx: RenderContext) -> list[Problem]:
             problems.append(Problem(i, "metadata.name", f"{key[0]} {quoted(key[1])} appears twice (first in "
                                                         f"document {seen[key] + 1})"))
         seen.setdefault(key, i)
+    if not problems:
+        problems.extend(pdb_overlaps(objects))
+    return problems
+
+
+def bundle_problems(objects: list[dict]) -> list[Problem]:
+    """What only a repository's bundle may not do (the service's own objects are checked by `validate` alone):
+    define the objects the service renders for the preview's data, or load the shared route controller."""
+    problems: list[Problem] = []
+    reserved = {("Secret", DATA_SECRET_NAME): "the Secret the service writes the preview's database settings to",
+                ("Service", DATA_POSTGRES_NAME): "the Service of the in-namespace Postgres the service runs",
+                ("StatefulSet", DATA_POSTGRES_NAME): "the in-namespace Postgres the service runs"}
+    routes = 0
+    for i, obj in enumerate(objects):
+        kind, name = obj.get("kind"), as_dict(obj.get("metadata")).get("name")
+        if not isinstance(kind, str) or not isinstance(name, str):
+            continue
+        if (kind, name) in reserved:
+            problems.append(Problem(i, "metadata.name", f"{quoted(name)} is reserved: it is {reserved[kind, name]}"))
+        elif kind == "Job" and name.startswith(DATA_MIGRATE_JOB_PREFIX):
+            problems.append(Problem(i, "metadata.name", f"Job names starting with {DATA_MIGRATE_JOB_PREFIX} are "
+                                                        "reserved for the service's data migrate Job"))
+        spec = as_dict(obj.get("spec"))
+        if kind == "Ingress":
+            routes += sum(len(as_list(as_dict(as_dict(rule).get("http")).get("paths")))
+                          for rule in as_list(spec.get("rules")))
+        elif kind in ROUTE_KINDS:
+            routes += sum(max(1, len(as_list(as_dict(rule).get("matches")))) for rule in as_list(spec.get("rules")))
+    if routes > MAX_ROUTE_PATHS:
+        problems.append(Problem(0, "", f"the bundle routes {routes} paths (Ingress paths and HTTPRoute matches); "
+                                       f"the limit is {MAX_ROUTE_PATHS}"))
     return problems
 
 
@@ -117,17 +160,19 @@ def _validate_object(i: int, obj: dict, ctx: RenderContext) -> Iterator[Problem]
     if namespace not in (None, "", ctx.namespace):
         yield Problem(i, "metadata.namespace", f"objects must stay in the preview's namespace; "
                                                f"{quoted(namespace)} is another namespace")
-    yield from validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None)
+    yield from validate_metadata(i, "metadata", metadata, ingress_policy=ctx.policy if kind == "Ingress" else None,
+                                 policy=ctx.policy)
     spec = obj.get("spec")
     yield from expect_dict(i, "spec", spec)
     spec = as_dict(spec)
     for path, template in pod_templates(kind, obj):
-        yield from validate_metadata(i, f"{path}.metadata", as_dict(template.get("metadata")))
+        yield from validate_metadata(i, f"{path}.metadata", as_dict(template.get("metadata")), policy=ctx.policy)
         yield from validate_pod_spec(i, f"{path}.spec", as_dict(template.get("spec")), ctx)
     checks = {
         "Service": validate_service, "Ingress": validate_ingress, "PersistentVolumeClaim": validate_pvc_object,
         "PodDisruptionBudget": validate_pdb, "Secret": _validate_secret, "StatefulSet": validate_statefulset,
-        "HorizontalPodAutoscaler": validate_hpa, "HTTPRoute": validate_httproute,
+        "HorizontalPodAutoscaler": validate_hpa, "HTTPRoute": validate_httproute, "Job": validate_job,
+        "CronJob": validate_cronjob,
     }
     if kind in checks:
         yield from checks[kind](i, obj, spec, ctx)

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 from previews.manifests.allowlists import (
     AFFINITY_FIELDS,
+    AFFINITY_RULE_FIELDS,
+    AFFINITY_TERM_FIELDS,
+    AFFINITY_TERM_REASONS,
     BASELINE_CAPABILITIES,
     CONFINED_PROFILES,
     CONTAINER_FIELDS,
@@ -14,6 +17,7 @@ from previews.manifests.allowlists import (
     CONTAINER_SECURITY_FIELDS,
     DNS_POLICIES,
     NODE_SELECTOR_KEYS,
+    PDB_EVICTION_POLICY,
     PDB_SPEC_FIELDS,
     PERCENT_RE,
     POD_SECURITY_FIELDS,
@@ -26,6 +30,7 @@ from previews.manifests.allowlists import (
     RESTRICTED_CAPABILITIES,
     SECURITY_REASONS,
     SELINUX_TYPES,
+    TOPOLOGY_SPREAD_FIELDS,
     VOLUME_MOUNT_FIELDS,
     VOLUME_TYPES,
 )
@@ -40,6 +45,8 @@ def validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> 
     reasons = dict(POD_SPEC_REASONS)
     yield from only(i, path, {k: v for k, v in pod_spec.items() if not is_empty(v)}, POD_SPEC_FIELDS, "pod spec",
                     reasons)
+    if not as_list(pod_spec.get("containers")):
+        yield Problem(i, f"{path}.containers", "a pod needs at least one container")
     for flag in ("hostNetwork", "hostPID", "hostIPC"):
         if pod_spec.get(flag):
             yield Problem(i, f"{path}.{flag}", f"{flag} is not allowed")
@@ -61,6 +68,10 @@ def validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> 
     yield from expect_dict(i, f"{path}.affinity", affinity)
     yield from only(i, f"{path}.affinity", {k: v for k, v in as_dict(affinity).items() if not is_empty(v)},
                     AFFINITY_FIELDS, "affinity", {"nodeAffinity": "it pins previews to chosen nodes"})
+    yield from _validate_pod_affinity(i, f"{path}.affinity", as_dict(affinity))
+    for k, constraint in enumerate(as_list(pod_spec.get("topologySpreadConstraints"))):
+        yield from only(i, f"{path}.topologySpreadConstraints[{k}]", as_dict(constraint), TOPOLOGY_SPREAD_FIELDS,
+                        "topology spread constraint")
     pod_security = pod_spec.get("securityContext")
     yield from expect_dict(i, f"{path}.securityContext", pod_security)
     pod_security = as_dict(pod_security)
@@ -69,6 +80,21 @@ def validate_pod_spec(i: int, path: str, pod_spec: dict, ctx: RenderContext) -> 
         yield from _validate_volume(i, f"{path}.volumes[{j}]", volume, ctx)
     for cpath, container in containers(pod_spec):
         yield from _validate_container(i, f"{path}.{cpath}", container, pod_security, ctx)
+
+
+def _validate_pod_affinity(i: int, path: str, affinity: dict) -> Iterator[Problem]:
+    for kind in AFFINITY_FIELDS:
+        rules = as_dict(affinity.get(kind))
+        yield from only(i, f"{path}.{kind}", rules, AFFINITY_RULE_FIELDS, kind)
+        terms = [(f"{path}.{kind}.requiredDuringSchedulingIgnoredDuringExecution[{k}]", as_dict(term))
+                 for k, term in enumerate(as_list(rules.get("requiredDuringSchedulingIgnoredDuringExecution")))]
+        for k, weighted in enumerate(as_list(rules.get("preferredDuringSchedulingIgnoredDuringExecution"))):
+            wpath = f"{path}.{kind}.preferredDuringSchedulingIgnoredDuringExecution[{k}]"
+            yield from only(i, wpath, as_dict(weighted), ("weight", "podAffinityTerm"), "weighted affinity term")
+            terms.append((f"{wpath}.podAffinityTerm", as_dict(as_dict(weighted).get("podAffinityTerm"))))
+        for tpath, term in terms:
+            yield from only(i, tpath, {k: v for k, v in term.items() if not (k == "namespaces" and is_empty(v))},
+                            AFFINITY_TERM_FIELDS, "affinity term", AFFINITY_TERM_REASONS)
 
 
 def _validate_security_context(i: int, path: str, security: dict, allowed: frozenset[str]) -> Iterator[Problem]:
@@ -177,10 +203,18 @@ def _validate_volume(i: int, path: str, volume, ctx: RenderContext) -> Iterator[
         for k, projection in enumerate(as_list(as_dict(volume["projected"]).get("sources"))):
             yield from only(i, f"{path}.projected.sources[{k}]", as_dict(projection), PROJECTED_SOURCES,
                             "projected volume source")
+            token = as_dict(as_dict(projection).get("serviceAccountToken"))
+            audience = token.get("audience")
+            if audience not in (None, "") and audience not in ctx.policy.token_audiences:
+                allowed = ", ".join(ctx.policy.token_audiences) or "none"
+                yield Problem(i, f"{path}.projected.sources[{k}].serviceAccountToken.audience",
+                              f"a token for {quoted(audience)} is not allowed: an STS, Vault or workload-identity "
+                              f"pool would accept it as this pod's identity; the repository allows: {allowed} "
+                              "(token_audiences)")
     if "ephemeral" in volume:
         template = as_dict(as_dict(volume["ephemeral"]).get("volumeClaimTemplate"))
         tpath = f"{path}.ephemeral.volumeClaimTemplate"
-        yield from validate_metadata(i, f"{tpath}.metadata", as_dict(template.get("metadata")))
+        yield from validate_metadata(i, f"{tpath}.metadata", as_dict(template.get("metadata")), policy=ctx.policy)
         yield from _validate_pvc_spec(i, f"{tpath}.spec", as_dict(template.get("spec")), ctx)
 
 
@@ -217,7 +251,8 @@ def validate_pvc_object(i: int, obj: dict, spec: dict, ctx: RenderContext) -> It
 def validate_statefulset(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:
     for k, template in enumerate(as_list(spec.get("volumeClaimTemplates"))):
         template = as_dict(template)
-        yield from validate_metadata(i, f"spec.volumeClaimTemplates[{k}].metadata", as_dict(template.get("metadata")))
+        yield from validate_metadata(i, f"spec.volumeClaimTemplates[{k}].metadata", as_dict(template.get("metadata")),
+                                     policy=ctx.policy)
         yield from _validate_pvc_spec(i, f"spec.volumeClaimTemplates[{k}].spec", as_dict(template.get("spec")), ctx)
 
 
@@ -225,15 +260,37 @@ def validate_pdb(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[
     yield from only(i, "spec", spec, PDB_SPEC_FIELDS, "PodDisruptionBudget spec", {
         "minAvailable": "a minimum can equal the replica count and block every node drain; use maxUnavailable"})
     selector = as_dict(spec.get("selector"))
-    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
-        yield Problem(i, "spec.selector", "a PodDisruptionBudget must select its pods (matchLabels or "
-                                          "matchExpressions); an empty selector covers every pod in the namespace")
+    yield from only(i, "spec.selector", selector, ("matchLabels",), "PodDisruptionBudget selector", {
+        "matchExpressions": "select a budget's pods by matchLabels only, so that budgets can be proven not to "
+                            "overlap (two budgets over one pod make every eviction of it fail)"})
+    if not selector.get("matchLabels"):
+        yield Problem(i, "spec.selector", "a PodDisruptionBudget must select its pods by matchLabels; an empty "
+                                          "selector covers every pod in the namespace")
+    policy = spec.get("unhealthyPodEvictionPolicy")
+    if policy not in (None, PDB_EVICTION_POLICY):
+        yield Problem(i, "spec.unhealthyPodEvictionPolicy", f"{quoted(policy)} would let pods that never become "
+                                                            "ready block node drains; use AlwaysAllow (left out: "
+                                                            "AlwaysAllow)")
     budget = spec.get("maxUnavailable")
     allows = (isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1) or (
         isinstance(budget, str) and PERCENT_RE.fullmatch(budget) is not None)
     if not allows:
         yield Problem(i, "spec.maxUnavailable", f"{quoted(budget)} would block node drains; allow at least one "
                                                 "disruption (1 or more, or a percentage from 1%)")
+
+
+def pdb_overlaps(objects: list[dict]) -> Iterator[Problem]:
+    """Two PodDisruptionBudgets may cover the same pod unless their matchLabels give one key different values:
+    then no pod matches both. A pod under two budgets cannot be evicted at all (the eviction API answers 500)."""
+    budgets = [(i, as_dict(as_dict(as_dict(o.get("spec")).get("selector")).get("matchLabels")))
+               for i, o in enumerate(objects) if o.get("kind") == "PodDisruptionBudget"]
+    for n, (i, labels) in enumerate(budgets):
+        for j, other in budgets[:n]:
+            if not any(key in other and other[key] != value for key, value in labels.items()):
+                yield Problem(i, "spec.selector.matchLabels", f"this budget and the one in document {j + 1} could "
+                                                              "cover the same pods; give them one label key with "
+                                                              "different values (two budgets over a pod block its "
+                                                              "eviction)")
 
 
 def validate_hpa(i: int, obj: dict, spec: dict, ctx: RenderContext) -> Iterator[Problem]:

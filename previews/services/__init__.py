@@ -3,7 +3,7 @@
 The package's public names, each defined once in the module named below:
 
 - `timeline`: `Actor` and the events of a preview's timeline;
-- `errors`: `PreviewConflict`, `StaleCommit`;
+- `errors`: `PreviewConflict`, `StaleCommit`, `RateLimited`;
 - `queue`: tasks enqueued after commit, a repository's deploy slots, old task results;
 - `github_sync`: telling the PR (sync tasks) and what it was last told;
 - `tokens`: static API tokens;
@@ -24,7 +24,7 @@ from previews.services.actions import (
     preview_sleep,
     preview_wake,
 )
-from previews.services.errors import PreviewConflict, StaleCommit
+from previews.services.errors import PreviewConflict, RateLimited, StaleCommit
 from previews.services.github_sync import (
     GITHUB_SYNC_BATCH,
     GITHUB_SYNC_MANY_TASK,
@@ -104,6 +104,7 @@ __all__ = [
     "PreviewConflict",
     "PreviewRequest",
     "PullRequestFacts",
+    "RateLimited",
     "Reaped",
     "StaleCommit",
     "TeardownIssued",

@@ -15,7 +15,7 @@ from django.utils import timezone
 from previews import links, policy, selectors, validators
 from previews.models import EventAction, Preview, Repository
 from previews.rows import Record
-from previews.services.errors import PreviewConflict, StaleCommit
+from previews.services.errors import PreviewConflict, RateLimited, StaleCommit
 from previews.services.github_sync import github_sync_enqueue
 from previews.services.pull_requests import PullRequestFacts, opt_in_refusal, stale_request_reason
 from previews.services.queue import request_deploy
@@ -88,6 +88,34 @@ class Unchanged:
         return [now, *self.touched.values()]
 
 
+MANIFEST_WINDOW_SECONDS = 60
+
+
+def manifest_check_admit(repository: Repository) -> None:
+    """Count one PUT carrying manifests against the repository's limit per minute (a fixed window, counted in one
+    UPDATE, so every web process shares it); RateLimited, before any parsing, when the window is full."""
+    limit = repository.manifest_puts_per_minute
+    if not limit:
+        return
+    table = Repository._meta.db_table
+    window = f"interval '{MANIFEST_WINDOW_SECONDS} seconds'"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table} SET
+                  manifest_window_count = CASE WHEN manifest_window_start > now() - {window}
+                                               THEN manifest_window_count + 1 ELSE 1 END,
+                  manifest_window_start = CASE WHEN manifest_window_start > now() - {window}
+                                               THEN manifest_window_start ELSE now() END
+                WHERE id = %s
+                RETURNING manifest_window_count,
+                          CEIL(EXTRACT(EPOCH FROM manifest_window_start + {window} - now()))::integer""",
+            [repository.pk])
+        row = cursor.fetchone()
+    if row is not None and row[0] > limit:
+        raise RateLimited(f"{repository} accepts {limit} PUTs with manifests per minute (each is parsed and checked); "
+                          "retry later, or send the same manifests less often", max(1, row[1]))
+
+
 def _validate_request(repository: Repository | None, pr_number: int, request: PreviewRequest) -> dict[str, str]:
     """The request's images by name, or ValidationError. Without a repository, only the rules that do not depend
     on one (`preview_touch_by_name` judges `ttl_hours` in its statement and takes no manifests)."""
@@ -111,6 +139,7 @@ def _validate_request(repository: Repository | None, pr_number: int, request: Pr
     elif request.manifests.strip():
         if repository is None:
             raise ValueError("manifests are judged against a repository's policy: pass the repository")
+        manifest_check_admit(repository)
         # Judged now, by the policy the deploy will use, so that a bad bundle is a 422 naming the document and
         # field instead of a failed deploy later.
         refused = policy.bundle_problems(repository, links.namespace_for(repository, pr_number), request.manifests)

@@ -44,7 +44,9 @@ class Command(BaseCommand):
                 raise CommandError(f"--{option}: {'; '.join(exc.messages)}") from exc
         repository, _ = Repository.objects.update_or_create(
             owner="demo", name="shop",
-            defaults={"manifest_template": SAMPLE.read_text(), **placement},
+            # The sample's image is built into the local node's runtime (scripts/node), not pulled: keep its
+            # imagePullPolicy (IfNotPresent) instead of the default Always.
+            defaults={"manifest_template": SAMPLE.read_text(), "allow_cached_images": True, **placement},
             create_defaults={"base_domain": "preview.localhost", "image_name": "localhost/previews-sample",
                              "manifest_template": SAMPLE.read_text(), "service_name": "web", "service_port": 80,
                              **placement},
