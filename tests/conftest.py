@@ -72,6 +72,18 @@ def make_namespace(kube_api: client.ApiClient) -> Iterator:
                 raise
 
 
+def delete_namespaces(kube_api, prefix: str) -> None:
+    """Ask for every namespace under `prefix` to be deleted (a test's cleanup; one already gone is fine)."""
+    core = client.CoreV1Api(kube_api)
+    for ns in core.list_namespace().items:
+        if ns.metadata.name.startswith(prefix + "-"):
+            try:
+                core.delete_namespace(ns.metadata.name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
 def namespace_exists(core: client.CoreV1Api, name: str) -> bool:
     """True while the namespace exists at all (Active or Terminating)."""
     try:
@@ -219,14 +231,7 @@ def preview_repo(db, kube_env, kube_api) -> Iterator:
         annotation_domains="previews.local",
     )
     yield repository
-    core = client.CoreV1Api(kube_api)
-    for ns in core.list_namespace().items:
-        if ns.metadata.name.startswith(prefix + "-"):
-            try:
-                core.delete_namespace(ns.metadata.name)
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+    delete_namespaces(kube_api, prefix)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, delete_namespaces
 from tests.fault_rig import Report, Rig, slow_manifests
 
 pytestmark = [pytest.mark.kube, pytest.mark.e2e]
@@ -48,14 +48,7 @@ def repo(rig: Rig, kube_api):
     rig.watch_queue(repository_id)
     yield full_name, token, repository_id
     rig.stop_watching(repository_id)
-    core = client.CoreV1Api(kube_api)
-    for ns in core.list_namespace().items:
-        if ns.metadata.name.startswith(prefix + "-"):
-            try:
-                core.delete_namespace(ns.metadata.name)
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
+    delete_namespaces(kube_api, prefix)
 
 
 def start_burst(rig: Rig, full_name: str, token: str, manifests: str = "") -> tuple[threading.Thread, list]:
