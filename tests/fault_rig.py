@@ -143,7 +143,9 @@ class Rig:
                 f"r = Repository.objects.create(owner='faults', name='shop-{prefix}', "
                 f"base_domain='preview.example.com', namespace_prefix='{prefix}', "
                 f"manifest_template=Path('{SAMPLE}').read_text(), "
-                f"image_name='localhost/previews-sample', max_live_previews={max_live_previews}); "
+                f"image_name='localhost/previews-sample', max_live_previews={max_live_previews}, "
+                # kwok's start-delay annotation is a controller's domain; a burst is many PUTs with manifests.
+                "annotation_domains='previews.local', manifest_puts_per_minute=0); "
                 f"print('RIG', r.pk, services.token_create(name='ci-{prefix}', repository=r)[1])")
         out = self.manage("shell", "-c", code)
         _, pk, token = next(line for line in out.splitlines() if line.startswith("RIG ")).split()
