@@ -30,3 +30,11 @@ def test_a_placement_that_is_not_valid_is_refused_with_the_option_named(settings
     with pytest.raises(CommandError, match="--tolerations: 'real-node' is not a taint"):
         call_command("seed_demo", tolerations="real-node")
     assert not Repository.objects.filter(owner="demo", name="shop").exists()
+
+
+def test_a_new_demo_repository_runs_the_images_built_into_the_node(settings, tmp_path, monkeypatch):
+    """The sample's image is imported into the local node's runtime, never pulled: from the first run on."""
+    settings.DEBUG = True
+    monkeypatch.setattr("previews.management.commands.seed_demo.TOKEN_FILE", tmp_path / "demo-token")
+    call_command("seed_demo")
+    assert Repository.objects.get(owner="demo", name="shop").allow_cached_images

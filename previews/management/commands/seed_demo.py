@@ -49,7 +49,7 @@ class Command(BaseCommand):
             defaults={"manifest_template": SAMPLE.read_text(), "allow_cached_images": True, **placement},
             create_defaults={"base_domain": "preview.localhost", "image_name": "localhost/previews-sample",
                              "manifest_template": SAMPLE.read_text(), "service_name": "web", "service_port": 80,
-                             **placement},
+                             "allow_cached_images": True, **placement},
         )
         token = self._token(repository)
         base = settings.PREVIEWS_PUBLIC_URL
