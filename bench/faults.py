@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_model, env_or_script, log  # noqa: E402
-from tests.fault_rig import Rig, slow_manifests  # noqa: E402
+from tests.fault_rig import Rig, api_answers, kill_apiserver, slow_manifests  # noqa: E402
 
 SCENARIOS = ("postgres", "worker", "watcher", "web", "apiserver")
 
@@ -75,24 +74,10 @@ def run(rig: Rig, scenario: str, count: int, kube_api) -> str:
         rig.stop(web)
         rig.start("web")
     elif scenario == "apiserver":
-        from kubernetes import client
-
         pidfile = Path(os.environ.get("PREVIEWS_STATE_DIR", str(ROOT / ".state"))) / "kube" / "pids" / \
             "kube-apiserver.pid"
-        os.kill(int(pidfile.read_text()), signal.SIGKILL)
-        time.sleep(20)  # as in the issue: restarted 20 s later
-        restart = subprocess.Popen([str(ROOT / "scripts" / "kube"), "up"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
-        version = client.VersionApi(kube_api)
-
-        def back() -> bool:
-            try:
-                version.get_code(_request_timeout=2)
-            except Exception:  # refused, reset, not ready yet
-                return False
-            return True
-
-        rig.wait(back, 300, "the API server", interval=0.1)
+        restart = kill_apiserver(pidfile, 20)  # as in the issue: restarted 20 s later
+        rig.wait(lambda: api_answers(kube_api), 300, "the API server", interval=0.1)
         restart.wait(timeout=300)
     returned = time.time()
     burst.join(timeout=120)  # a request still unanswered by then is reported as not accepted

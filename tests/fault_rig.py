@@ -338,6 +338,25 @@ class Rig:
                       slots_held_after=held, not_ready=[f"{r[0]}: {r[1]}" for r in rows if r[1] != "ready"])
 
 
+def kill_apiserver(pidfile: str | Path, down_seconds: float) -> subprocess.Popen:
+    """SIGKILL this checkout's kube-apiserver, wait `down_seconds`, and start `scripts/kube up` (returned)."""
+    os.kill(int(Path(pidfile).read_text()), signal.SIGKILL)
+    time.sleep(down_seconds)
+    return subprocess.Popen([str(ROOT / "scripts" / "kube"), "up"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def api_answers(kube_api) -> bool:
+    """Whether the API server answers a version request within 2 s."""
+    from kubernetes import client
+
+    try:
+        client.VersionApi(kube_api).get_code(_request_timeout=2)
+    except Exception:  # refused, reset, not ready yet: not back
+        return False
+    return True
+
+
 def with_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)  # its own session (start_new_session): only its processes

@@ -10,18 +10,14 @@ preview overtaken by a newer one while it waited for a slot, and no slot left he
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-from kubernetes import client
 
 from tests.conftest import ROOT, delete_namespaces
-from tests.fault_rig import Report, Rig, slow_manifests
+from tests.fault_rig import Report, Rig, api_answers, kill_apiserver, slow_manifests
 
 pytestmark = [pytest.mark.kube, pytest.mark.e2e]
 BURST = 20
@@ -186,21 +182,9 @@ def test_the_api_server_killed_mid_burst_costs_seconds(rig, repo, kube_api):
     full_name, token, repository_id = repo
     burst, answers = start_burst(rig, full_name, token)
     rig.wait(lambda: applied(rig, repository_id) >= 3, 60, "the first deploys to be applied")
-    os.kill(int(Path(pidfile).read_text()), signal.SIGKILL)
-    time.sleep(3)
-    restart = subprocess.Popen([str(ROOT / "scripts" / "kube"), "up"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    version = client.VersionApi(kube_api)
-
-    def answers_again() -> bool:
-        try:
-            version.get_code(_request_timeout=2)
-        except Exception:  # refused, reset, not ready yet: not back
-            return False
-        return True
-
-    assert not answers_again()
-    rig.wait(answers_again, 120, "the API server to be back", interval=0.1)
+    restart = kill_apiserver(pidfile, 3)
+    assert not api_answers(kube_api)
+    rig.wait(lambda: api_answers(kube_api), 120, "the API server to be back", interval=0.1)
     returned = time.time()
     assert not rig.all_ready(repository_id, BURST), "everything was ready before the API server came back: no test"
     converged(rig, repository_id, returned, burst, answers)
