@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from previews import manifests as m
-from tests.test_manifests import CTX, LIMIT
+from tests.manifest_bundles import CTX, LIMIT
 
 GATEWAY_CTX = m.RenderContext(**{**CTX.__dict__, "routing": "gateway"})
 SAMPLE = list(yaml.safe_load_all((Path(__file__).resolve().parent.parent / "previews" / "samples" /

@@ -13,7 +13,7 @@ import yaml
 from previews import cost, data
 from previews import manifests as m
 from previews.manifests.jobs import cron_interval_minutes
-from tests.test_manifests import CTX, LIMIT, deployment, dump, refused_at
+from tests.manifest_bundles import CTX, LIMIT, deployment, dump, refused_at
 
 POD = "spec.template.spec"
 

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from previews import manifests as m
-from tests.test_manifests import CTX, HOST, LIMIT, deployment, dump, refused_at
+from tests.manifest_bundles import CTX, HOST, LIMIT, deployment, dump, refused_at
 
 GATEWAY = m.GatewayRef(namespace="gateway-system", name="previews")
 GW = m.RenderContext(**{**CTX.__dict__, "routing": "gateway", "gateway": GATEWAY})
